@@ -1,0 +1,161 @@
+"""Command line: ``python -m shared`` (installed as ``des``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.destinations import (
+    ConnectionFailed,
+    Layout,
+    LayoutError,
+    TransientDestinationError,
+    UnsupportedDestination,
+    open_destination,
+    redact,
+)
+
+log = logging.getLogger("shared.cli")
+
+EXIT_USAGE = 2
+EXIT_CONNECTION = 3
+EXIT_TRANSIENT = 4
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from shared.engine.engine import SyncEngine
+    from shared.rejects import RejectFiles
+    from shared.replay import replay
+
+    path = Path(args.input)
+    if not path.is_file():
+        print(f"des replay: input file {str(path)!r} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    if args.batch_size < 1:
+        print("des replay: --batch-size must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        layout = Layout(args.schema, args.prefix or "", args.write_delete_log)
+        dest = open_destination(args.destination, layout)
+    except (LayoutError, UnsupportedDestination) as exc:
+        print(f"des replay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConnectionFailed as exc:
+        print(f"des replay: {exc}", file=sys.stderr)
+        return EXIT_CONNECTION
+    rejects = RejectFiles(Path(args.rejects_dir))
+    size = path.stat().st_size
+    try:
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=_stderr_console(),
+            ) as bar:
+                task = bar.add_task("replaying", total=size)
+                report = replay(
+                    path,
+                    SyncEngine(dest),
+                    batch_size=args.batch_size,
+                    rejects=rejects,
+                    progress=lambda pos: bar.update(task, completed=pos),
+                )
+        else:
+            report = replay(path, SyncEngine(dest), batch_size=args.batch_size, rejects=rejects)
+    except TransientDestinationError as exc:
+        print(
+            f"des replay: destination {redact(args.destination)} kept failing ({exc}); "
+            "nothing after the last committed batch was applied, and replaying again is safe",
+            file=sys.stderr,
+        )
+        return EXIT_TRANSIENT
+    finally:
+        rejects.close()
+        dest.close()
+    summary = report.summary()
+    if report.result.failed or report.result.unprocessable:
+        summary["rejects_dir"] = str(Path(args.rejects_dir).resolve())
+    print(json.dumps(summary))
+    return 0
+
+
+def _stderr_console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from shared.demo import run_demo
+
+    return run_demo(Path(args.database), seed=args.seed, records=args.records)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from shared.bench import run_bench
+
+    return run_bench(args)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from shared.contract.schema import schema_json
+
+    print(schema_json())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="des", description="Data Export Service replacement: replicate Dataverse changes into SQL."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("replay", help="apply a file of Service Bus message bodies (one per line)")
+    r.add_argument("input", help="JSON Lines file: each line one message body (a notification or an array)")
+    r.add_argument("--destination", required=True, help="sqlite:///path.db or postgresql://user:pw@host:port/db")
+    r.add_argument("--schema", default=None, help="destination schema (PostgreSQL default: public)")
+    r.add_argument("--prefix", default="", help="table prefix, alphanumeric, fewer than 15 characters")
+    r.add_argument("--write-delete-log", action="store_true", help="append applied deletes to <prefix>_DeleteLog")
+    r.add_argument("--batch-size", type=int, default=5000, help="message bodies per batch (default 5000)")
+    r.add_argument("--rejects-dir", default="des-rejects", help="where failures and unprocessables are written")
+    r.set_defaults(func=_replay)
+
+    d = sub.add_parser("demo", help="generate a CRM sample and sync it into ./des-demo.db, then check it")
+    d.add_argument("--database", default="des-demo.db")
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--records", type=int, default=2000, help="records per entity in the initial sync")
+    d.set_defaults(func=_demo)
+
+    b = sub.add_parser("bench", help="measure replay throughput against hand-written baselines")
+    b.add_argument("--notifications", type=int, default=200_000)
+    b.add_argument("--attributes", type=int, default=20)
+    b.add_argument("--repeat", type=int, default=3)
+    b.add_argument("--batch-size", type=int, default=5000)
+    b.add_argument("--postgres", default=None, help="PostgreSQL DSN to bench too (database is reset)")
+    b.add_argument("--rss-notifications", type=int, default=0, help="also measure peak RSS replaying this many")
+    b.add_argument("--workdir", default=None)
+    b.set_defaults(func=_bench)
+
+    s = sub.add_parser("schema", help="print the JSON Schema of the wire contract")
+    s.set_defaults(func=_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return int(args.func(args))

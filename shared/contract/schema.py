@@ -1,0 +1,41 @@
+"""The JSON Schema of the wire contract, generated from the pydantic models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from shared.contract.models import MessageBody
+
+SCHEMA_PATH = Path(__file__).with_name("notification.v1.schema.json")
+SCHEMA_ID = "https://github.com/des-replacement/des/schemas/notification.v1.schema.json"
+
+
+def message_schema() -> dict[str, Any]:
+    schema = TypeAdapter(MessageBody).json_schema()
+    notification = schema["$defs"]["Notification"]
+    # Rules pydantic validates in code (shared.contract.parse) stated for other readers too.
+    notification["allOf"] = [
+        {
+            "if": {"properties": {"changeType": {"const": "delete"}}},
+            "then": {"not": {"required": ["attributes"]}},
+            "else": {"required": ["attributes"], "properties": {"attributes": {"type": "object"}}},
+        }
+    ]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "DES Service Bus message body (v1): one notification or a batch envelope",
+        **schema,
+    }
+
+
+def schema_json() -> str:
+    return json.dumps(message_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def load_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))

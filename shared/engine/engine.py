@@ -1,0 +1,435 @@
+"""The sync engine: notifications in, one outcome each out, the destination converging to the source.
+
+Per batch:
+1. reduce to the newest notification per (entity, recordId); the others are stale;
+2. per entity, decide column types from the values (create, add, widen losslessly) and fail the
+   records whose values do not fit;
+3. in one destination transaction, each entity in a savepoint: one set-based write with the version
+   guard and tombstones; a write the database rejects is bisected to find the bad records;
+4. transient errors (connection, deadlock, timeout) retry the whole batch a few times, then raise
+   :class:`TransientDestinationError` so the caller can redeliver or park the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import compress
+
+from shared.contract.models import ChangeType, Lookup, Notification
+from shared.contract.parse import ParsedBatch, parse_bodies
+from shared.destinations.base import (
+    Applied,
+    Destination,
+    TransientDestinationError,
+    Transaction,
+    WriteSet,
+)
+from shared.engine import coltypes
+from shared.engine.coltypes import ColumnType, Kind
+from shared.engine.outcomes import BatchResult, RecordFailure
+
+log = logging.getLogger(__name__)
+
+LOOKUP_TYPE_SUFFIX = "_entitytype"
+_DELETE_RANK = {ChangeType.CREATE: 0, ChangeType.UPDATE: 0, ChangeType.DELETE: 1}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def reduce_batch(notifications: Iterable[Notification], result: BatchResult) -> list[Notification]:
+    """The reduction buffer: keep the newest notification per record, count the rest as stale.
+
+    Equal versions are the same source event delivered twice; a delete wins a tie so the outcome
+    does not depend on arrival order.
+    """
+    best: dict[tuple[str, str], Notification] = {}
+    for n in notifications:
+        key = (n.entity, n.recordId.lower())
+        cur = best.get(key)
+        if cur is None:
+            best[key] = n
+            continue
+        if (n.version, _DELETE_RANK[n.changeType]) > (cur.version, _DELETE_RANK[cur.changeType]):
+            best[key] = n
+            loser = cur
+        else:
+            loser = n
+        result.stale += 1
+        result.entity(loser.entity).stale += 1
+    return list(best.values())
+
+
+@dataclass
+class _Group:
+    """One entity's winners, prepared for writing."""
+
+    entity: str
+    table: str
+    upserts: list[Notification]
+    deletes: list[Notification]
+    columns: dict[str, list[object]] = field(default_factory=dict)  # attribute column -> values
+    catalog: dict[str, ColumnType] = field(default_factory=dict)
+
+    def fail(self, keep: list[bool], reason_at: dict[int, str], result: BatchResult) -> None:
+        for i, reason in reason_at.items():
+            if keep[i]:
+                keep[i] = False
+                _record_failure(result, self.upserts[i], reason)
+
+
+def _record_failure(result: BatchResult, n: Notification, reason: str) -> None:
+    result.failed += 1
+    result.entity(n.entity).failed += 1
+    result.failures.append(RecordFailure(n, reason))
+
+
+class SyncEngine:
+    """Applies batches of notifications to one destination."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        *,
+        attempts: int = 3,
+        backoff_seconds: float = 0.2,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.destination = destination
+        self.attempts = max(1, attempts)
+        self.backoff_seconds = backoff_seconds
+        self.clock = clock
+        self._catalog: dict[str, dict[str, ColumnType]] = {}
+
+    # ----------------------------------------------------------------------------------- entry
+    def apply_bodies(self, bodies: Iterable[bytes | str]) -> BatchResult:
+        """Parse Service Bus message bodies and apply them."""
+        return self.apply_parsed(parse_bodies(bodies))
+
+    def apply_parsed(self, parsed: ParsedBatch) -> BatchResult:
+        result = BatchResult(received=parsed.received)
+        for u in parsed.unprocessable:
+            result.unprocessable += 1
+            result.unprocessables.append(u)
+            if u.entity:
+                result.entity(u.entity).unprocessable += 1
+        for n in parsed.notifications:
+            result.entity(n.entity).received += 1
+        for u in parsed.unprocessable:
+            if u.entity:
+                result.entity(u.entity).received += 1
+        self._apply(parsed.notifications, result)
+        return result
+
+    def apply_notifications(self, notifications: Sequence[Notification]) -> BatchResult:
+        return self.apply_parsed(ParsedBatch(list(notifications), [], len(notifications)))
+
+    # ---------------------------------------------------------------------------------- phases
+    def _apply(self, notifications: list[Notification], result: BatchResult) -> None:
+        winners = reduce_batch(notifications, result)
+        if not winners:
+            return
+        groups = self._group(winners, result)
+        for attempt in range(1, self.attempts + 1):
+            # Each attempt prepares afresh from the reduced groups; only a committed attempt counts.
+            trial = BatchResult()
+            try:
+                prepared = [self._prepare(g, trial) for g in groups]
+                self._write(prepared, trial)
+            except Exception as exc:
+                if not self.destination.is_transient(exc):
+                    raise
+                log.warning(
+                    "transient destination error (attempt %s of %s): %s", attempt, self.attempts, exc
+                )
+                self._catalog.clear()
+                self.destination.reset()
+                if attempt == self.attempts:
+                    raise TransientDestinationError(str(exc)) from exc
+                time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+                continue
+            result.merge(trial)
+            return
+
+    def _group(self, winners: list[Notification], result: BatchResult) -> list[_Group]:
+        by_entity: dict[str, _Group] = {}
+        layout = self.destination.layout
+        limit = self.destination.max_identifier_length
+        for n in winners:
+            g = by_entity.get(n.entity)
+            if g is None:
+                g = by_entity[n.entity] = _Group(n.entity, layout.entity_table(n.entity), [], [])
+            (g.deletes if n.changeType is ChangeType.DELETE else g.upserts).append(n)
+        groups = []
+        for entity in sorted(by_entity):
+            g = by_entity[entity]
+            if len(g.table) > limit:
+                reason = (
+                    f"table name {g.table!r} is longer than {self.destination.dialect}'s "
+                    f"{limit}-character identifier limit"
+                )
+                for n in g.upserts + g.deletes:
+                    _record_failure(result, n, reason)
+                continue
+            groups.append(g)
+        return groups
+
+    # ---------------------------------------------------------------- types and schema evolution
+    def _prepare(self, raw: _Group, result: BatchResult) -> _Group:
+        """Columnar values, column types (creating/adding/widening columns), value checks."""
+        g = _Group(raw.entity, raw.table, list(raw.upserts), list(raw.deletes))
+        keep = [True] * len(g.upserts)
+        g.columns = self._columnize(g, keep, result)
+        wanted = self._wanted_types(g, keep)
+        catalog = self._catalog.get(g.table)
+        if catalog is None or _needs_ddl(catalog, wanted, self.destination):
+            catalog = self.destination.ensure_table(g.table, wanted)
+            self._catalog[g.table] = catalog
+        g.catalog = catalog
+        self._check_values(g, keep, result)
+        if not all(keep):
+            g.upserts = list(compress(g.upserts, keep))
+            g.columns = {c: list(compress(v, keep)) for c, v in g.columns.items()}
+        return g
+
+    def _columnize(self, g: _Group, keep: list[bool], result: BatchResult) -> dict[str, list[object]]:
+        if not g.upserts:
+            return {}
+        attrs = [n.attributes or {} for n in g.upserts]
+        names = sorted(set().union(*(a.keys() for a in attrs)))
+        columns: dict[str, list[object]] = {}
+        limit = self.destination.max_identifier_length
+        for name in names:
+            values = [a.get(name) for a in attrs]
+            kinds = set(map(type, values))
+            if Lookup in kinds:
+                # A lookup keeps its Lookup objects (typed GUID; bound as the id) and adds
+                # <attr>_entitytype with the target's logical name.
+                et = name + LOOKUP_TYPE_SUFFIX
+                if et in names:
+                    g.fail(
+                        keep,
+                        {i: f"attribute {et!r} collides with lookup {name!r}" for i, a in enumerate(attrs) if et in a},
+                        result,
+                    )
+                columns[name] = values
+                columns[et] = [v.logicalName if type(v) is Lookup else None for v in values]  # type: ignore[union-attr]
+            else:
+                columns.setdefault(name, values)
+        for name in [c for c in columns if len(c) > limit]:
+            values = columns.pop(name)
+            reasons = {
+                i: f"column name {name!r} is longer than {self.destination.dialect}'s "
+                f"{limit}-character identifier limit"
+                for i, v in enumerate(values)
+                if v is not None
+            }
+            g.fail(keep, reasons, result)
+        return columns
+
+    def _wanted_types(self, g: _Group, keep: list[bool]) -> dict[str, ColumnType]:
+        """Per column: the type its non-null values show, joined with the current column type."""
+        catalog = self._catalog.get(g.table, {})
+        wanted: dict[str, ColumnType] = {}
+        for name, values in g.columns.items():
+            current = catalog.get(name)
+            shown = _shown_type(values, keep, current)
+            if shown is None:
+                continue  # only NULLs so far: no column until a value shows its type
+            if current is None:
+                wanted[name] = shown
+            else:
+                joined = coltypes.join(current, shown)
+                wanted[name] = (
+                    joined if joined and self.destination.can_widen(current, joined) else current
+                )
+        return wanted
+
+    def _check_values(self, g: _Group, keep: list[bool], result: BatchResult) -> None:
+        """Coerce values to their column types; fail the records whose values do not fit."""
+        for name, values in g.columns.items():
+            column = g.catalog.get(name)
+            reasons: dict[int, str] = {}
+            if column is None:
+                # Only NULLs (or values of records that already failed) and no column yet.
+                for i, v in enumerate(values):
+                    if v is not None and keep[i]:
+                        reasons[i] = f"attribute {name!r}: no column could be created for it"
+                g.fail(keep, reasons, result)
+                continue
+            nonnull = [i for i, v in enumerate(values) if v is not None]
+            if not nonnull:
+                continue
+            if not _all_exact(values, nonnull, column):
+                for i in nonnull:
+                    ok, bound = coltypes.coerce(column, values[i])
+                    if ok:
+                        values[i] = bound
+                    else:
+                        reasons[i] = (
+                            f"attribute {name!r}: {coltypes.describe(values[i])} does not fit "
+                            f"column of type {column} and the column cannot be widened losslessly"
+                        )
+            fitting = [i for i in nonnull if i not in reasons and keep[i]]
+            checked = [values[i] for i in fitting]
+            for pos, reason in self.destination.check_values(column, checked).items():
+                reasons[fitting[pos]] = f"attribute {name!r}: {reason}"
+            g.fail(keep, reasons, result)
+
+    # ------------------------------------------------------------------------------------ write
+    def _write(self, groups: list[_Group], result: BatchResult) -> None:
+        now = self.clock()
+        with self.destination.transaction() as tx:
+            for g in groups:
+                if not g.upserts and not g.deletes:
+                    continue
+                if g.upserts:
+                    live = tx.columns(g.table)
+                    if live is not None and live != g.catalog:
+                        # Another worker added or widened columns since we looked: the row must
+                        # still be the full state, so write NULL to the columns we did not know.
+                        self._catalog[g.table] = g.catalog = live
+                self._write_isolating(tx, g, list(g.catalog), g.upserts + g.deletes, now, result)
+
+    def _write_isolating(
+        self,
+        tx: Transaction,
+        g: _Group,
+        names: list[str],
+        items: list[Notification],
+        now: datetime,
+        result: BatchResult,
+    ) -> None:
+        if not items:
+            return
+        upserts = [n for n in items if n.changeType is not ChangeType.DELETE]
+        deletes = [n for n in items if n.changeType is ChangeType.DELETE]
+        ws = self._write_set(g, names, upserts, deletes, now)
+        try:
+            with tx.savepoint():
+                applied = tx.write(ws)
+        except Exception as exc:
+            if self.destination.is_transient(exc):
+                raise
+            if len(items) == 1:
+                reason = f"{self.destination.dialect} rejected the record: {exc}"
+                _record_failure(result, items[0], reason[:1000])
+                return
+            log.info("write of %s %s records rejected; isolating: %s", len(items), g.entity, exc)
+            half = len(items) // 2
+            self._write_isolating(tx, g, names, items[:half], now, result)
+            self._write_isolating(tx, g, names, items[half:], now, result)
+            return
+        self._count(g.entity, upserts, deletes, applied, result)
+
+    def _write_set(
+        self,
+        g: _Group,
+        names: list[str],
+        upserts: list[Notification],
+        deletes: list[Notification],
+        now: datetime,
+    ) -> WriteSet:
+        rows: list[tuple[object, ...]] = []
+        if upserts:
+            index = {id(n): i for i, n in enumerate(g.upserts)}
+            pos = [index[id(n)] for n in upserts]
+            empty: list[object] = [None] * len(g.upserts)
+            cols = [g.columns.get(c, empty) for c in names]
+            whole = len(pos) == len(g.upserts)
+            ids = [n.recordId.lower() for n in upserts]
+            versions = [n.version for n in upserts]
+            if whole:
+                rows = list(zip(ids, versions, *cols, strict=True))
+            else:
+                rows = list(zip(ids, versions, *([c[i] for i in pos] for c in cols), strict=True))
+        dels = [(n.recordId.lower(), n.version) for n in deletes]
+        return WriteSet(g.entity, g.table, names, rows, dels, now)
+
+    @staticmethod
+    def _count(
+        entity: str,
+        upserts: list[Notification],
+        deletes: list[Notification],
+        applied: Applied,
+        result: BatchResult,
+    ) -> None:
+        counts = result.entity(entity)
+        for group, done in ((upserts, applied.upserted), (deletes, applied.deleted)):
+            for n in group:
+                if n.recordId.lower() in done:
+                    result.applied += 1
+                    counts.applied += 1
+                    if counts.last_changed_on is None or n.changedOn > counts.last_changed_on:
+                        counts.last_changed_on = n.changedOn
+                else:
+                    result.stale += 1
+                    counts.stale += 1
+
+
+def _shown_type(values: list[object], keep: list[bool], current: ColumnType | None) -> ColumnType | None:
+    pytypes = set(map(type, values))
+    pytypes.discard(type(None))
+    if not pytypes:
+        return None
+    if pytypes == {int}:
+        ints = [v for v in values if v is not None]
+        if coltypes.INT64_MIN <= min(ints) and max(ints) <= coltypes.INT64_MAX:  # type: ignore[operator,type-var]
+            return coltypes.INTEGER
+        return coltypes.DECIMAL
+    if len(pytypes) == 1:
+        return coltypes.value_type(next(v for v in values if v is not None))
+    if current is None:
+        # A new column with mixed types: the first record's type decides; misfits fail later.
+        first = next(i for i, v in enumerate(values) if v is not None and keep[i]) if any(keep) else None
+        if first is None:
+            return None
+        shown = coltypes.value_type(values[first])
+        for v in values:
+            if v is not None:
+                joined = coltypes.join(shown, coltypes.value_type(v))
+                if joined is not None:
+                    shown = joined
+        return shown
+    shown = current
+    for v in values:
+        if v is not None:
+            joined = coltypes.join(shown, coltypes.value_type(v))
+            if joined is not None:
+                shown = joined
+    return shown
+
+
+def _all_exact(values: list[object], nonnull: list[int], column: ColumnType) -> bool:
+    """Fast path: every non-null value already has the column's Python type (no coercion)."""
+    pytypes = {type(values[i]) for i in nonnull}
+    kind = column.kind
+    if kind is Kind.TEXT:
+        if pytypes != {str}:
+            return False
+        return column.length is None or max(len(values[i]) for i in nonnull) <= column.length  # type: ignore[arg-type]
+    if kind is Kind.INTEGER:
+        if pytypes != {int}:
+            return False
+        ints = [values[i] for i in nonnull]
+        return coltypes.INT64_MIN <= min(ints) and max(ints) <= coltypes.INT64_MAX  # type: ignore[operator,type-var]
+    if kind is Kind.FLOAT:
+        return pytypes == {float}
+    if kind is Kind.DECIMAL:
+        return pytypes <= {int, float}
+    if kind is Kind.BOOLEAN:
+        return pytypes == {bool}
+    return False  # GUID: Lookup objects are bound as their ids by coerce()
+
+
+def _needs_ddl(catalog: dict[str, ColumnType], wanted: dict[str, ColumnType], dest: Destination) -> bool:
+    for name, t in wanted.items():
+        cur = catalog.get(name)
+        if cur is None or (cur != t and dest.can_widen(cur, t)):
+            return True
+    return False

@@ -1,0 +1,109 @@
+"""What became of each notification: applied, stale, failed or unprocessable. Nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from shared.contract.models import Notification, changed_on_iso
+from shared.contract.parse import Unprocessable
+
+
+class Outcome(str, Enum):
+    APPLIED = "applied"
+    STALE = "stale"
+    FAILED = "failed"
+    UNPROCESSABLE = "unprocessable"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFailure:
+    """A notification the destination rejected, with the reason (DES's failure-log line)."""
+
+    notification: Notification
+    reason: str
+
+    @property
+    def entity(self) -> str:
+        return self.notification.entity
+
+    @property
+    def record_id(self) -> str:
+        return self.notification.recordId.lower()
+
+    def log_row(self) -> dict[str, str]:
+        n = self.notification
+        return {
+            "Entity": n.entity,
+            "RecordId": n.recordId.lower(),
+            "NotificationTime": changed_on_iso(n.changedOn),
+            "ChangeType": n.changeType.value,
+            "Version": str(n.version),
+            "FailureReason": self.reason,
+        }
+
+
+@dataclass(slots=True)
+class EntityCounts:
+    received: int = 0
+    applied: int = 0
+    stale: int = 0
+    failed: int = 0
+    unprocessable: int = 0
+    last_changed_on: datetime | None = None  # changedOn of the newest applied notification
+
+    def add(self, other: EntityCounts) -> None:
+        self.received += other.received
+        self.applied += other.applied
+        self.stale += other.stale
+        self.failed += other.failed
+        self.unprocessable += other.unprocessable
+        if other.last_changed_on and (
+            self.last_changed_on is None or other.last_changed_on > self.last_changed_on
+        ):
+            self.last_changed_on = other.last_changed_on
+
+
+@dataclass(slots=True)
+class BatchResult:
+    received: int = 0
+    applied: int = 0
+    stale: int = 0
+    failed: int = 0
+    unprocessable: int = 0
+    failures: list[RecordFailure] = field(default_factory=list)
+    unprocessables: list[Unprocessable] = field(default_factory=list)
+    per_entity: dict[str, EntityCounts] = field(default_factory=dict)
+
+    def entity(self, name: str) -> EntityCounts:
+        counts = self.per_entity.get(name)
+        if counts is None:
+            counts = self.per_entity[name] = EntityCounts()
+        return counts
+
+    @property
+    def conserved(self) -> bool:
+        """The conservation law: every notification received has exactly one outcome."""
+        return self.received == self.applied + self.stale + self.failed + self.unprocessable
+
+    def merge(self, other: BatchResult) -> None:
+        self.received += other.received
+        self.applied += other.applied
+        self.stale += other.stale
+        self.failed += other.failed
+        self.unprocessable += other.unprocessable
+        self.failures.extend(other.failures)
+        self.unprocessables.extend(other.unprocessables)
+        for name, counts in other.per_entity.items():
+            self.entity(name).add(counts)
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "applied": self.applied,
+            "stale": self.stale,
+            "failed": self.failed,
+            "unprocessable": self.unprocessable,
+        }

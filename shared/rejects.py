@@ -1,0 +1,61 @@
+"""Local sinks for what could not be applied: failure-log CSV and unprocessable bodies (JSONL).
+
+The command line uses these; the function app uses the Blob storage sinks (same columns).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import IO
+
+from shared.contract.parse import Unprocessable
+from shared.engine.outcomes import RecordFailure
+
+FAILURE_LOG_COLUMNS = ["Entity", "RecordId", "NotificationTime", "ChangeType", "Version", "FailureReason"]
+
+
+class RejectFiles:
+    """Appends failures to ``failures.csv`` and unprocessable bodies to ``unprocessable.jsonl``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._failures: IO[str] | None = None
+        self._unprocessable: IO[str] | None = None
+        self._writer: csv.DictWriter[str] | None = None
+
+    def failures(self, items: list[RecordFailure]) -> None:
+        if not items:
+            return
+        if self._writer is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.directory / "failures.csv"
+            new = not path.exists() or path.stat().st_size == 0
+            self._failures = path.open("a", newline="", encoding="utf-8")
+            self._writer = csv.DictWriter(self._failures, FAILURE_LOG_COLUMNS)
+            if new:
+                self._writer.writeheader()
+        for f in items:
+            self._writer.writerow(f.log_row())
+            # Keep the notification itself too, so the record can be re-synced.
+        self._park([{"reason": f.reason, "notification": f.notification.model_dump(mode="json")} for f in items])
+
+    def _park(self, rows: list[dict[str, object]]) -> None:
+        with (self.directory / "failed-notifications.jsonl").open("a", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def unprocessable(self, items: list[Unprocessable]) -> None:
+        if not items:
+            return
+        if self._unprocessable is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._unprocessable = (self.directory / "unprocessable.jsonl").open("a", encoding="utf-8")
+        for u in items:
+            self._unprocessable.write(json.dumps({"reason": u.reason, "body": u.body}, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        for fh in (self._failures, self._unprocessable):
+            if fh is not None:
+                fh.close()

@@ -1,0 +1,50 @@
+"""Shared fixtures: real SQLite files and real PostgreSQL databases, one per test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.destinations import Destination, Layout, open_destination
+from tests.support.postgres import fresh_database
+
+DestinationFactory = Callable[..., Destination]
+
+
+@pytest.fixture
+def sqlite_dsn(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'dest.db'}"
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    with fresh_database() as dsn:
+        yield dsn
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each test using it runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'dest.db'}"
+    else:
+        request.applymarker(pytest.mark.integration)
+        with fresh_database() as pg:
+            yield pg
+
+
+@pytest.fixture
+def open_dest(dsn: str) -> Iterator[DestinationFactory]:
+    """Opens destinations on the parametrized database; closes them after the test."""
+    opened: list[Destination] = []
+
+    def factory(layout: Layout | None = None) -> Destination:
+        d = open_destination(dsn, layout or Layout())
+        opened.append(d)
+        return d
+
+    yield factory
+    for d in opened:
+        d.close()
