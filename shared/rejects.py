@@ -38,7 +38,9 @@ class RejectFiles:
                 self._writer.writeheader()
         for f in items:
             self._writer.writerow(f.log_row())
-            # Keep the notification itself too, so the record can be re-synced.
+        assert self._failures is not None
+        self._failures.flush()
+        # Keep the notification itself too, so the record can be re-synced.
         self._park([{"reason": f.reason, "notification": f.notification.model_dump(mode="json")} for f in items])
 
     def _park(self, rows: list[dict[str, object]]) -> None:
@@ -54,6 +56,7 @@ class RejectFiles:
             self._unprocessable = (self.directory / "unprocessable.jsonl").open("a", encoding="utf-8")
         for u in items:
             self._unprocessable.write(json.dumps({"reason": u.reason, "body": u.body}, ensure_ascii=False) + "\n")
+        self._unprocessable.flush()
 
     def close(self) -> None:
         for fh in (self._failures, self._unprocessable):

@@ -17,8 +17,10 @@ DESTINATION_SCHEMA = "DES_DESTINATION_SCHEMA"
 DESTINATION_PREFIX = "DES_DESTINATION_PREFIX"
 WRITE_DELETE_LOG = "DES_WRITE_DELETE_LOG"
 WRITE_ATTEMPTS = "DES_WRITE_ATTEMPTS"
+REJECTS_DIR = "DES_REJECTS_DIR"
 
 DEFAULT_WRITE_ATTEMPTS = 3
+DEFAULT_REJECTS_DIR = "des-rejects"
 
 
 class SettingsError(RuntimeError):
@@ -36,6 +38,7 @@ class Settings:
     destination_prefix: str = ""
     write_delete_log: bool = False
     write_attempts: int = DEFAULT_WRITE_ATTEMPTS
+    rejects_dir: str = DEFAULT_REJECTS_DIR
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -55,4 +58,5 @@ class Settings:
             destination_prefix=env.get(DESTINATION_PREFIX, ""),
             write_delete_log=_flag(env.get(WRITE_DELETE_LOG)),
             write_attempts=attempts,
+            rejects_dir=env.get(REJECTS_DIR) or DEFAULT_REJECTS_DIR,
         )

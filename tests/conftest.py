@@ -5,12 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from shared.destinations import Destination, Layout, open_destination
 from tests.support.postgres import fresh_database
 
 DestinationFactory = Callable[..., Destination]
+
+# Real databases are slow next to hypothesis' default deadline; CI prints the blob to reproduce a failure.
+settings.register_profile("dev", deadline=None)
+settings.register_profile("ci", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Union
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -42,6 +43,26 @@ Guid = Annotated[
 ]
 
 
+def _json_integer(value: object) -> object:
+    """Only JSON integers, as the JSON Schema says: no strings, no booleans; 5.0 is the integer 5."""
+    if type(value) is int:
+        return value
+    if isinstance(value, bool | str):
+        raise ValueError(f"must be a JSON integer, not {type(value).__name__}")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInteger = BeforeValidator(_json_integer)
+
+
+def _json_datetime(value: object) -> object:
+    if isinstance(value, int | float):
+        raise ValueError(f"must be an RFC 3339 date-time string, not {type(value).__name__}")
+    return value
+
+
 class ChangeType(str, Enum):
     CREATE = "create"
     UPDATE = "update"
@@ -57,7 +78,10 @@ class Lookup(BaseModel):
     logicalName: LogicalName
 
 
-AttributeValue = Union[None, StrictBool, StrictInt, StrictFloat, StrictStr, Lookup]
+# Strict types never overlap, so trying them left to right is exact, and much faster than "smart" mode.
+AttributeValue = Annotated[
+    Union[None, StrictBool, StrictInt, StrictFloat, StrictStr, Lookup], Field(union_mode="left_to_right")
+]
 
 
 class Notification(BaseModel):
@@ -72,7 +96,7 @@ class Notification(BaseModel):
         },
     )
 
-    schemaVersion: Literal[1]
+    schemaVersion: Annotated[Literal[1], JsonInteger]
     organizationId: Guid
     entity: LogicalName
     recordId: Guid
@@ -80,8 +104,10 @@ class Notification(BaseModel):
     version: Annotated[
         int,
         Field(ge=0, le=INT64_MAX, description="Source versionnumber; strictly increasing per record."),
+        JsonInteger,
     ]
-    changedOn: AwareDatetime
+    # An RFC 3339 string with a time zone; a bare number (Unix time) is not a date-time here.
+    changedOn: Annotated[AwareDatetime, BeforeValidator(_json_datetime)]
     attributes: dict[LogicalName, AttributeValue] | None = Field(
         default=None,
         description="Full record state for create/update (absent attributes become NULL); absent for delete.",

@@ -21,7 +21,7 @@ RESERVED_ATTRIBUTES = frozenset({"id", "sinkcreatedon", "sinkmodifiedon"})
 IGNORED_ATTRIBUTES = frozenset({"versionnumber"})
 MAX_REASON = 1000
 
-_BODY = TypeAdapter(MessageBody)
+_BODY: TypeAdapter[Notification | list[Notification]] = TypeAdapter(MessageBody)
 _ONE = TypeAdapter(Notification)
 
 
@@ -54,15 +54,15 @@ def _reason(exc: ValidationError) -> str:
 def _semantic_error(n: Notification) -> str | None:
     attrs = n.attributes
     if n.changeType is ChangeType.DELETE:
-        if attrs:
-            return "delete notifications carry no attributes"
+        if attrs is not None or "attributes" in n.model_fields_set:
+            return "delete notifications carry no attributes (leave the field out)"
         return None
     if attrs is None:
         return f"{n.changeType.value} notifications need attributes (the full record state)"
-    reserved = attrs.keys() & RESERVED_ATTRIBUTES
-    if reserved:
-        return f"attribute name(s) {sorted(reserved)} are reserved by the destination layout"
-    if attrs.keys() & IGNORED_ATTRIBUTES:
+    if not RESERVED_ATTRIBUTES.isdisjoint(attrs):
+        reserved = sorted(RESERVED_ATTRIBUTES.intersection(attrs))
+        return f"attribute name(s) {reserved} are reserved by the destination layout"
+    if not IGNORED_ATTRIBUTES.isdisjoint(attrs):
         for name in IGNORED_ATTRIBUTES:
             attrs.pop(name, None)
     return None
@@ -81,12 +81,12 @@ def _text(body: bytes | str) -> str:
     return body
 
 
-def _accept(out: ParsedBatch, n: Notification, raw: str | None) -> None:
+def _accept(out: ParsedBatch, n: Notification, raw: bytes | str | None) -> None:
     problem = _semantic_error(n)
     if problem is None:
         out.notifications.append(n)
     else:
-        body = raw if raw is not None else n.model_dump_json()
+        body = _text(raw) if raw is not None else n.model_dump_json()
         out.unprocessable.append(Unprocessable(body, problem, n.entity, n.recordId))
 
 
@@ -99,14 +99,11 @@ def parse_body(body: bytes | str, out: ParsedBatch) -> None:
         return
     if isinstance(parsed, list):
         out.received += len(parsed)
-        if len(parsed) == 1:
-            _accept(out, parsed[0], _text(body))
-        else:
-            for n in parsed:
-                _accept(out, n, None)
+        for n in parsed:
+            _accept(out, n, body if len(parsed) == 1 else None)
     else:
         out.received += 1
-        _accept(out, parsed, _text(body))
+        _accept(out, parsed, body)
 
 
 def _parse_slow(body: bytes | str, out: ParsedBatch) -> None:

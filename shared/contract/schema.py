@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from shared.contract.models import MessageBody
+from shared.contract.models import NAME_PATTERN, MessageBody
+from shared.contract.parse import RESERVED_ATTRIBUTES
 
 SCHEMA_PATH = Path(__file__).with_name("notification.v1.schema.json")
 SCHEMA_ID = "https://github.com/des-replacement/des/schemas/notification.v1.schema.json"
@@ -17,12 +18,26 @@ SCHEMA_ID = "https://github.com/des-replacement/des/schemas/notification.v1.sche
 def message_schema() -> dict[str, Any]:
     schema = TypeAdapter(MessageBody).json_schema()
     notification = schema["$defs"]["Notification"]
+    # pydantic states the name rule for attribute names as patternProperties only, which lets any
+    # other name through a JSON Schema validator: say it for every name.
+    for option in notification["properties"]["attributes"]["anyOf"]:
+        if option.get("type") == "object":
+            option["propertyNames"] = {**option.get("propertyNames", {}), "pattern": NAME_PATTERN}
+            option["additionalProperties"] = False
     # Rules pydantic validates in code (shared.contract.parse) stated for other readers too.
     notification["allOf"] = [
         {
             "if": {"properties": {"changeType": {"const": "delete"}}},
             "then": {"not": {"required": ["attributes"]}},
-            "else": {"required": ["attributes"], "properties": {"attributes": {"type": "object"}}},
+            "else": {
+                "required": ["attributes"],
+                "properties": {
+                    "attributes": {
+                        "type": "object",
+                        "propertyNames": {"not": {"enum": sorted(RESERVED_ATTRIBUTES)}},
+                    }
+                },
+            },
         }
     ]
     return {
@@ -38,4 +53,5 @@ def schema_json() -> str:
 
 
 def load_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return schema

@@ -120,10 +120,11 @@ class Destination(Protocol):
         """Whether this database can change a column from ``current`` to ``wider`` in place."""
 
     def check_values(self, column: ColumnType, values: Sequence[object]) -> dict[int, str]:
-        """Positions of non-null values this database cannot store in such a column, with reasons.
+        """Positions of values this database cannot store in such a column, with reasons.
 
-        Called once per column per batch with values that already fit the type lattice; checks only
-        limits of the database itself (NUL characters, integer range, row size...).
+        ``values`` is one column of a batch (``None`` for NULL, to be skipped); every non-null value
+        already fits the type lattice. Checks only limits of the database itself (NUL characters,
+        integer range, ...). Called once per column per batch: keep the common case C-level fast.
         """
 
     def is_transient(self, exc: BaseException) -> bool:

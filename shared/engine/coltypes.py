@@ -47,6 +47,11 @@ DATETIME = ColumnType(Kind.DATETIME)
 _BY_PYTYPE: dict[type, ColumnType] = {bool: BOOLEAN, float: FLOAT, str: TEXT, Lookup: GUID}
 
 
+def value_type_of(pytype: type) -> ColumnType:
+    """The type a non-null JSON value of this Python type shows (int: assuming 64-bit range)."""
+    return INTEGER if pytype is int else _BY_PYTYPE[pytype]
+
+
 def value_type(value: object) -> ColumnType:
     """The type a non-null JSON value shows."""
     t = type(value)

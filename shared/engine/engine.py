@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import compress
+from operator import itemgetter
 
 from shared.contract.models import ChangeType, Lookup, Notification
 from shared.contract.parse import ParsedBatch, parse_bodies
@@ -35,11 +36,29 @@ from shared.engine.outcomes import BatchResult, RecordFailure
 log = logging.getLogger(__name__)
 
 LOOKUP_TYPE_SUFFIX = "_entitytype"
+_DDL_ROUNDS = 4  # ensure_table rounds per batch: columns only grow and widen, so this settles fast
 _DELETE_RANK = {ChangeType.CREATE: 0, ChangeType.UPDATE: 0, ChangeType.DELETE: 1}
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _transpose(attrs: list[dict[str, object]], names: list[str]) -> list[list[object]]:
+    """Column lists of values, absent attributes as None, from row dicts.
+
+    The attributes are the full record state, so the records of one entity nearly always carry the
+    same names: then one C-level itemgetter pass per record does it; otherwise dict.get per value.
+    """
+    if not names:
+        return []
+    if len(names) == 1:
+        return [[a.get(names[0]) for a in attrs]]
+    try:
+        rows = list(map(itemgetter(*names), attrs))
+    except KeyError:
+        return [[a.get(name) for a in attrs] for name in names]
+    return [list(col) for col in zip(*rows, strict=True)]
 
 
 def reduce_batch(notifications: Iterable[Notification], result: BatchResult) -> list[Notification]:
@@ -74,6 +93,7 @@ class _Group:
     upserts: list[Notification]
     deletes: list[Notification]
     columns: dict[str, list[object]] = field(default_factory=dict)  # attribute column -> values
+    profiles: dict[str, _Profile] = field(default_factory=dict)
     catalog: dict[str, ColumnType] = field(default_factory=dict)
 
     def fail(self, keep: list[bool], reason_at: dict[int, str], result: BatchResult) -> None:
@@ -187,9 +207,16 @@ class SyncEngine:
         g.columns = self._columnize(g, keep, result)
         wanted = self._wanted_types(g, keep)
         catalog = self._catalog.get(g.table)
-        if catalog is None or _needs_ddl(catalog, wanted, self.destination):
+        for _ in range(_DDL_ROUNDS):
+            if catalog is not None and not _needs_ddl(catalog, wanted, self.destination):
+                break
             catalog = self.destination.ensure_table(g.table, wanted)
             self._catalog[g.table] = catalog
+            # Another worker may have created or widened a column meanwhile, with a type our values
+            # do not fit (our integer beyond 2**53 into its new float column): decide again against
+            # the live columns, so the result does not depend on which worker came first.
+            wanted = self._wanted_types(g, keep)
+        assert catalog is not None
         g.catalog = catalog
         self._check_values(g, keep, result)
         if not all(keep):
@@ -201,11 +228,10 @@ class SyncEngine:
         if not g.upserts:
             return {}
         attrs = [n.attributes or {} for n in g.upserts]
-        names = sorted(set().union(*(a.keys() for a in attrs)))
+        names = sorted(set().union(*attrs))
         columns: dict[str, list[object]] = {}
         limit = self.destination.max_identifier_length
-        for name in names:
-            values = [a.get(name) for a in attrs]
+        for name, values in zip(names, _transpose(attrs, names), strict=True):
             kinds = set(map(type, values))
             if Lookup in kinds:
                 # A lookup keeps its Lookup objects (typed GUID; bound as the id) and adds
@@ -237,48 +263,56 @@ class SyncEngine:
         catalog = self._catalog.get(g.table, {})
         wanted: dict[str, ColumnType] = {}
         for name, values in g.columns.items():
+            profile = g.profiles[name] = _Profile.of(values)
             current = catalog.get(name)
-            shown = _shown_type(values, keep, current)
+            shown = profile.shown_type(values, keep, current)
             if shown is None:
                 continue  # only NULLs so far: no column until a value shows its type
             if current is None:
                 wanted[name] = shown
+            elif shown == current or _all_fit(values, keep, current):
+                # 42 fits a float column and 4.0 an integer column (the same number): widen only
+                # for a value the column cannot hold exactly, never rewrite a table needlessly.
+                wanted[name] = current
             else:
                 joined = coltypes.join(current, shown)
-                wanted[name] = (
-                    joined if joined and self.destination.can_widen(current, joined) else current
-                )
+                wanted[name] = joined if joined and self.destination.can_widen(current, joined) else current
         return wanted
 
     def _check_values(self, g: _Group, keep: list[bool], result: BatchResult) -> None:
         """Coerce values to their column types; fail the records whose values do not fit."""
         for name, values in g.columns.items():
             column = g.catalog.get(name)
+            profile = g.profiles[name]
+            if not profile.pytypes:
+                continue
             reasons: dict[int, str] = {}
             if column is None:
-                # Only NULLs (or values of records that already failed) and no column yet.
-                for i, v in enumerate(values):
-                    if v is not None and keep[i]:
-                        reasons[i] = f"attribute {name!r}: no column could be created for it"
+                # A value with no column: its column could not be created (a misfit in a new column).
+                reasons = {
+                    i: f"attribute {name!r}: no column could be created for it"
+                    for i, v in enumerate(values)
+                    if v is not None and keep[i]
+                }
                 g.fail(keep, reasons, result)
                 continue
-            nonnull = [i for i, v in enumerate(values) if v is not None]
-            if not nonnull:
-                continue
-            if not _all_exact(values, nonnull, column):
-                for i in nonnull:
-                    ok, bound = coltypes.coerce(column, values[i])
+            if column.kind is Kind.GUID and profile.pytypes == {Lookup}:
+                values[:] = [None if v is None else v.id.lower() for v in values]  # type: ignore[attr-defined]
+            elif not profile.exact(column, values):
+                for i, v in enumerate(values):
+                    if v is None:
+                        continue
+                    ok, bound = coltypes.coerce(column, v)
                     if ok:
                         values[i] = bound
                     else:
                         reasons[i] = (
-                            f"attribute {name!r}: {coltypes.describe(values[i])} does not fit "
-                            f"column of type {column} and the column cannot be widened losslessly"
+                            f"attribute {name!r}: {coltypes.describe(v)} does not fit column of type "
+                            f"{column} and the column cannot be widened losslessly"
                         )
-            fitting = [i for i in nonnull if i not in reasons and keep[i]]
-            checked = [values[i] for i in fitting]
-            for pos, reason in self.destination.check_values(column, checked).items():
-                reasons[fitting[pos]] = f"attribute {name!r}: {reason}"
+                        values[i] = None  # the record fails; keep the column's values uniform
+            for i, reason in self.destination.check_values(column, values).items():
+                reasons.setdefault(i, f"attribute {name!r}: {reason}")
             g.fail(keep, reasons, result)
 
     # ------------------------------------------------------------------------------------ write
@@ -337,16 +371,15 @@ class SyncEngine:
     ) -> WriteSet:
         rows: list[tuple[object, ...]] = []
         if upserts:
-            index = {id(n): i for i, n in enumerate(g.upserts)}
-            pos = [index[id(n)] for n in upserts]
             empty: list[object] = [None] * len(g.upserts)
             cols = [g.columns.get(c, empty) for c in names]
-            whole = len(pos) == len(g.upserts)
             ids = [n.recordId.lower() for n in upserts]
             versions = [n.version for n in upserts]
-            if whole:
+            if len(upserts) == len(g.upserts):
                 rows = list(zip(ids, versions, *cols, strict=True))
-            else:
+            else:  # a part, while isolating a rejected record
+                index = {id(n): i for i, n in enumerate(g.upserts)}
+                pos = [index[id(n)] for n in upserts]
                 rows = list(zip(ids, versions, *([c[i] for i in pos] for c in cols), strict=True))
         dels = [(n.recordId.lower(), n.version) for n in deletes]
         return WriteSet(g.entity, g.table, names, rows, dels, now)
@@ -361,6 +394,14 @@ class SyncEngine:
     ) -> None:
         counts = result.entity(entity)
         for group, done in ((upserts, applied.upserted), (deletes, applied.deleted)):
+            if len(done) == len(group):  # the common case: everything took effect
+                if group:
+                    result.applied += len(group)
+                    counts.applied += len(group)
+                    newest = max(n.changedOn for n in group)
+                    if counts.last_changed_on is None or newest > counts.last_changed_on:
+                        counts.last_changed_on = newest
+                continue
             for n in group:
                 if n.recordId.lower() in done:
                     result.applied += 1
@@ -372,59 +413,79 @@ class SyncEngine:
                     counts.stale += 1
 
 
-def _shown_type(values: list[object], keep: list[bool], current: ColumnType | None) -> ColumnType | None:
-    pytypes = set(map(type, values))
-    pytypes.discard(type(None))
-    if not pytypes:
-        return None
-    if pytypes == {int}:
-        ints = [v for v in values if v is not None]
-        if coltypes.INT64_MIN <= min(ints) and max(ints) <= coltypes.INT64_MAX:  # type: ignore[operator,type-var]
-            return coltypes.INTEGER
-        return coltypes.DECIMAL
-    if len(pytypes) == 1:
-        return coltypes.value_type(next(v for v in values if v is not None))
-    if current is None:
-        # A new column with mixed types: the first record's type decides; misfits fail later.
-        first = next(i for i, v in enumerate(values) if v is not None and keep[i]) if any(keep) else None
-        if first is None:
+_NONE = type(None)
+
+
+@dataclass(slots=True)
+class _Profile:
+    """What a column's values are, from one C-level pass (plus min/max when there are integers)."""
+
+    pytypes: set[type]
+    lo: int = 0
+    hi: int = 0
+
+    @classmethod
+    def of(cls, values: list[object]) -> _Profile:
+        pytypes = set(map(type, values))
+        pytypes.discard(_NONE)
+        if int in pytypes:
+            ints = [v for v in values if type(v) is int]
+            return cls(pytypes, min(ints), max(ints))  # type: ignore[type-var,arg-type]
+        return cls(pytypes)
+
+    def _types(self) -> set[ColumnType]:
+        out = set()
+        for t in self.pytypes:
+            if t is int:
+                out.add(coltypes.INTEGER)
+                if not (coltypes.INT64_MIN <= self.lo and self.hi <= coltypes.INT64_MAX):
+                    out.add(coltypes.DECIMAL)
+            else:
+                out.add(coltypes.value_type_of(t))
+        return out
+
+    def shown_type(self, values: list[object], keep: list[bool], current: ColumnType | None) -> ColumnType | None:
+        types = self._types()
+        if not types:
             return None
-        shown = coltypes.value_type(values[first])
-        for v in values:
-            if v is not None:
-                joined = coltypes.join(shown, coltypes.value_type(v))
-                if joined is not None:
-                    shown = joined
-        return shown
-    shown = current
-    for v in values:
-        if v is not None:
-            joined = coltypes.join(shown, coltypes.value_type(v))
+        if current is None:
+            if len(types) == 1:
+                return next(iter(types))
+            # A new column with mixed types: the first kept record's type decides what joins it;
+            # values that join nothing fail later.
+            first = next((v for v, k in zip(values, keep, strict=True) if v is not None and k), None)
+            if first is None:
+                return None
+            shown = coltypes.value_type(first)
+        else:
+            shown = current
+        for t in sorted(types, key=lambda c: c.kind.value):
+            joined = coltypes.join(shown, t)
             if joined is not None:
                 shown = joined
-    return shown
+        return shown
+
+    def exact(self, column: ColumnType, values: list[object]) -> bool:
+        """Fast path: every non-null value already is what the column stores (no coercion)."""
+        kind, pytypes = column.kind, self.pytypes
+        if kind is Kind.TEXT:
+            if pytypes != {str}:
+                return False
+            return column.length is None or max(map(len, filter(None, values))) <= column.length  # type: ignore[arg-type]
+        if kind is Kind.INTEGER:
+            return pytypes == {int} and coltypes.INT64_MIN <= self.lo and self.hi <= coltypes.INT64_MAX
+        if kind is Kind.FLOAT:
+            return pytypes == {float}
+        if kind is Kind.DECIMAL:
+            return pytypes <= {int, float}
+        if kind is Kind.BOOLEAN:
+            return pytypes == {bool}
+        return False
 
 
-def _all_exact(values: list[object], nonnull: list[int], column: ColumnType) -> bool:
-    """Fast path: every non-null value already has the column's Python type (no coercion)."""
-    pytypes = {type(values[i]) for i in nonnull}
-    kind = column.kind
-    if kind is Kind.TEXT:
-        if pytypes != {str}:
-            return False
-        return column.length is None or max(len(values[i]) for i in nonnull) <= column.length  # type: ignore[arg-type]
-    if kind is Kind.INTEGER:
-        if pytypes != {int}:
-            return False
-        ints = [values[i] for i in nonnull]
-        return coltypes.INT64_MIN <= min(ints) and max(ints) <= coltypes.INT64_MAX  # type: ignore[operator,type-var]
-    if kind is Kind.FLOAT:
-        return pytypes == {float}
-    if kind is Kind.DECIMAL:
-        return pytypes <= {int, float}
-    if kind is Kind.BOOLEAN:
-        return pytypes == {bool}
-    return False  # GUID: Lookup objects are bound as their ids by coerce()
+def _all_fit(values: list[object], keep: list[bool], column: ColumnType) -> bool:
+    """Whether every non-null value of a record still in the batch fits ``column`` as it is."""
+    return all(coltypes.coerce(column, v)[0] for v, k in zip(values, keep, strict=True) if k and v is not None)
 
 
 def _needs_ddl(catalog: dict[str, ColumnType], wanted: dict[str, ColumnType], dest: Destination) -> bool:

@@ -30,6 +30,7 @@ from shared.destinations.base import (
     Applied,
     ConnectionFailed,
     Layout,
+    LayoutError,
     WriteSet,
 )
 from shared.engine import coltypes
@@ -172,11 +173,17 @@ class PostgresTransaction:
                         "INSERT INTO {} SELECT %s, r, v, %s FROM unnest(%s::uuid[], %s::bigint[]) AS x(r, v) "
                         'ON CONFLICT ("EntityName", "RecordId") DO UPDATE SET '
                         '"VersionNumber" = EXCLUDED."VersionNumber", "SinkDeleteTime" = EXCLUDED."SinkDeleteTime" '
-                        'WHERE {}."VersionNumber" < EXCLUDED."VersionNumber"'
+                        'WHERE {}."VersionNumber" < EXCLUDED."VersionNumber" RETURNING "RecordId"::text'
                     ).format(tomb, tomb),
                     [ws.entity, ws.now, ids, [v for _, v in deleted]],
                 )
-                if d.layout.write_delete_log:
+                # A newer delete that committed while we waited for the record's lock left a newer
+                # tombstone: ours is stale (the row, our placeholder, is gone either way).
+                stoned = {r[0] for r in cur.fetchall()}
+                if len(stoned) < len(deleted):
+                    deleted = [(rid, v) for rid, v in deleted if rid in stoned]
+                    ids = [rid for rid, _ in deleted]
+                if d.layout.write_delete_log and deleted:
                     cur.execute(
                         sql.SQL(
                             "INSERT INTO {} SELECT %s, r, v, %s FROM unnest(%s::uuid[], %s::bigint[]) AS x(r, v)"
@@ -185,15 +192,29 @@ class PostgresTransaction:
                     )
             if upserted:
                 # A newer delete that committed while we waited for a lock: its tombstone wins.
+                # Probe the tombstones by primary key for our ids (cheap; usually finds nothing),
+                # then remove only the rows a newer tombstone supersedes.
                 cur.execute(
                     sql.SQL(
-                        "DELETE FROM {table} e USING {tomb} t WHERE t.\"EntityName\" = %s "
-                        "AND t.\"RecordId\" = e.{id} AND t.\"VersionNumber\" >= e.{version} "
-                        "AND e.{id} = ANY(%s::uuid[]) RETURNING e.{id}::text"
-                    ).format(table=table, tomb=tomb, id=sql.Identifier(ID), version=sql.Identifier(VERSION)),
-                    [ws.entity, list(upserted)],
+                        'SELECT t."RecordId"::text, t."VersionNumber" FROM {} s '
+                        'JOIN {} t ON t."EntityName" = %s AND t."RecordId" = s.{}'
+                    ).format(stage, tomb, sql.Identifier(ID)),
+                    [ws.entity],
                 )
-                upserted.difference_update(r[0] for r in cur.fetchall())
+                ours = {r[0]: r[1] for r in ws.upserts}
+                superseded = [
+                    rid for rid, v in cur.fetchall() if rid in upserted and v >= ours[rid]  # type: ignore[operator]
+                ]
+                if superseded:
+                    cur.execute(
+                        sql.SQL(
+                            "DELETE FROM {table} e USING {tomb} t WHERE t.\"EntityName\" = %s "
+                            "AND t.\"RecordId\" = e.{id} AND t.\"VersionNumber\" >= e.{version} "
+                            "AND e.{id} = ANY(%s::uuid[]) RETURNING e.{id}::text"
+                        ).format(table=table, tomb=tomb, id=sql.Identifier(ID), version=sql.Identifier(VERSION)),
+                        [ws.entity, superseded],
+                    )
+                    upserted.difference_update(r[0] for r in cur.fetchall())
             cur.execute(sql.SQL("DROP TABLE {}").format(stage))
         return Applied(frozenset(upserted), frozenset(rid for rid, _ in deleted))
 
@@ -205,6 +226,11 @@ class PostgresDestination:
     def __init__(self, conninfo: str, layout: Layout | None = None) -> None:
         self.layout = layout or Layout()
         self.schema = self.layout.schema or DEFAULT_SCHEMA
+        if len(self.schema) > self.max_identifier_length:
+            # PostgreSQL would silently truncate it and write into another schema.
+            raise LayoutError(
+                f"schema {self.schema!r} is longer than PostgreSQL's {self.max_identifier_length}-character limit"
+            )
         self.conninfo = conninfo
         self.conn = self._connect()
         self._support_ready = False
@@ -306,11 +332,11 @@ class PostgresDestination:
         return coltypes.join(current, wider) == wider
 
     def check_values(self, column: ColumnType, values: Sequence[object]) -> dict[int, str]:
-        if column.kind is Kind.TEXT and any("\x00" in v for v in values):  # type: ignore[operator]
+        if column.kind is Kind.TEXT and "\x00" in "".join(filter(None, values)):  # type: ignore[arg-type]
             return {
                 i: "PostgreSQL text cannot contain NUL (\\u0000) characters"
                 for i, v in enumerate(values)
-                if "\x00" in v  # type: ignore[operator]
+                if v is not None and "\x00" in v  # type: ignore[operator]
             }
         return {}
 

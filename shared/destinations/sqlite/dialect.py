@@ -7,6 +7,7 @@ processes may share one file (WAL mode, busy timeout).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sqlite3
@@ -32,7 +33,6 @@ from shared.engine.coltypes import ColumnType, Kind
 
 log = logging.getLogger(__name__)
 
-IN_CHUNK = 900  # bound parameters per IN (...) list
 BUSY_TIMEOUT_S = 60.0
 
 _DECLARED = {
@@ -99,23 +99,24 @@ class SqliteTransaction:
         self.conn.execute(f"RELEASE {name}")
 
     def _versions(self, sql: str, head: Sequence[object], ids: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for start in range(0, len(ids), IN_CHUNK):
-            chunk = ids[start : start + IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            found.update(self.conn.execute(sql.format(marks=marks), (*head, *chunk)).fetchall())
-        return found
+        """id -> version for the given ids: one query, the ids passed as one JSON array parameter."""
+        if not ids:
+            return {}
+        return dict(self.conn.execute(sql, (*head, json.dumps(ids))).fetchall())
 
     def write(self, ws: WriteSet) -> Applied:
         q = quote
         table = q(ws.table)
         tomb = q(self.dest.layout.tombstone_table)
         ids = [r[0] for r in ws.upserts] + [d[0] for d in ws.deletes]
-        live = self._versions(f"SELECT {q(ID)}, {q(VERSION)} FROM {table} WHERE {q(ID)} IN ({{marks}})", (), ids)  # type: ignore[arg-type]
+        live = self._versions(
+            f"SELECT {q(ID)}, {q(VERSION)} FROM {table} WHERE {q(ID)} IN (SELECT value FROM json_each(?))", (), ids
+        )
         dead = self._versions(
-            f'SELECT "RecordId", "VersionNumber" FROM {tomb} WHERE "EntityName" = ? AND "RecordId" IN ({{marks}})',
+            f'SELECT "RecordId", "VersionNumber" FROM {tomb} WHERE "EntityName" = ? '
+            'AND "RecordId" IN (SELECT value FROM json_each(?))',
             (ws.entity,),
-            ids,  # type: ignore[arg-type]
+            ids,
         )
         now = sink_time(ws.now)
         up = [
@@ -153,8 +154,9 @@ class SqliteDestination:
     dialect = "sqlite"
     max_identifier_length = 1024  # SQLite has no limit of its own; keep names sane
 
-    def __init__(self, path: str, layout: Layout | None = None) -> None:
+    def __init__(self, path: str, layout: Layout | None = None, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.layout = layout or Layout()
+        self.busy_timeout = busy_timeout
         if self.layout.schema is not None:
             raise LayoutError("SQLite destinations have no schemas; leave the schema unset")
         self.path = path
@@ -164,7 +166,7 @@ class SqliteDestination:
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+                self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")

@@ -1,0 +1,95 @@
+"""The function app indexes with the intended bindings and its Service Bus function applies batches."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+
+import function_app
+from shared.bootstrap import bootstrap, reset_container
+from shared.destinations import Layout, TransientDestinationError
+from shared.destinations.sqlite.dialect import SqliteDestination
+from shared.rejects import RejectFiles
+from shared.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+ORG = "11111111-1111-1111-1111-111111111111"
+
+
+def note(rid: str, version: int, change: str = "update", **attrs: object) -> dict[str, object]:
+    n: dict[str, object] = {
+        "schemaVersion": 1,
+        "organizationId": ORG,
+        "entity": "account",
+        "recordId": rid,
+        "changeType": change,
+        "version": version,
+        "changedOn": "2026-11-21T10:00:00Z",
+    }
+    if change != "delete":
+        n["attributes"] = attrs
+    return n
+
+
+def rid(i: int) -> str:
+    return f"00000000-0000-0000-0000-{i:012d}"
+
+
+@pytest.fixture
+def app_on_sqlite(tmp_path: Path) -> Iterator[Path]:
+    db = tmp_path / "dest.db"
+    settings = Settings(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "rejects"))
+    reset_container(bootstrap(settings))
+    yield db
+    reset_container(None)
+
+
+def test_function_indexes_with_service_bus_batch_binding() -> None:
+    functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    binding = functions["sync_notifications"].get_bindings_dict()["bindings"][0]
+    assert binding["type"] == "serviceBusTrigger"
+    assert binding["queueName"] == "%ServiceBusQueueName%"
+    assert binding["connection"] == "ServiceBusConnection"
+    assert str(binding["cardinality"].value) == "many"
+    assert binding["direction"].name == "IN"
+
+
+def test_service_bus_function_applies_messages(app_on_sqlite: Path, tmp_path: Path) -> None:
+    bodies = [
+        json.dumps(note(rid(1), 1, "create", name="Contoso", revenue=10.5)),
+        json.dumps([note(rid(1), 3, name="Contoso 3"), note(rid(2), 2, "create", name="Fabrikam")]),
+        json.dumps(note(rid(1), 2, name="stale")),
+        "{broken json",
+    ]
+    messages = [func.ServiceBusMessage(body=b.encode()) for b in bodies]
+    function_app.sync_notifications(messages)
+    with sqlite3.connect(app_on_sqlite) as conn:
+        rows = dict(conn.execute('SELECT "Id", name FROM account').fetchall())
+    assert rows == {rid(1): "Contoso 3", rid(2): "Fabrikam"}
+    kept = (tmp_path / "rejects" / "unprocessable.jsonl").read_text().splitlines()
+    assert [json.loads(line)["body"] for line in kept] == ["{broken json"]
+
+
+def test_transient_destination_error_makes_the_function_raise(tmp_path: Path) -> None:
+    db = tmp_path / "locked.db"
+    dest = SqliteDestination(str(db), Layout(), busy_timeout=0.05)  # fail fast instead of waiting a minute
+    settings = Settings(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "r"), write_attempts=2)
+    c = bootstrap(settings, destination=dest, rejects=RejectFiles(tmp_path / "r"))
+    c.engine.backoff_seconds = 0.01
+    reset_container(c)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another writer holds the database: a real lock
+    try:
+        msg = func.ServiceBusMessage(body=json.dumps(note(rid(9), 1, "create", name="x")).encode())
+        with pytest.raises(TransientDestinationError):
+            function_app.sync_notifications([msg])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        reset_container(None)
