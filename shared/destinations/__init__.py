@@ -1,4 +1,4 @@
-"""Destination dialects, chosen by DSN scheme: ``sqlite:///path.db``, ``postgresql://...``."""
+"""Destination dialects, chosen by DSN scheme: ``sqlite:///path.db``, ``postgresql://...``, ``mssql://...``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ class UnsupportedDestination(ValueError):
 
 def redact(dsn: str) -> str:
     """The DSN with any password removed, for messages and logs."""
+    if dsn.lower().startswith(("mssql:", "mssql+odbc:")):
+        from shared.destinations.mssql.connect import redact_dsn
+
+        return redact_dsn(dsn)
     parts = urlsplit(dsn)
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
@@ -51,6 +55,11 @@ def open_destination(dsn: str, layout: Layout | None = None) -> Destination:
         from shared.destinations.postgres.dialect import PostgresDestination
 
         return PostgresDestination(dsn, layout)
+    if scheme in ("mssql", "mssql+odbc"):
+        from shared.destinations.mssql.dialect import MssqlDestination
+
+        return MssqlDestination.from_dsn(dsn, layout)
     raise UnsupportedDestination(
-        f"unsupported destination {redact(dsn)!r}: use sqlite:///path.db or postgresql://user:pw@host:port/db"
+        f"unsupported destination {redact(dsn)!r}: use sqlite:///path.db, postgresql://user:pw@host:port/db "
+        "or mssql://user:pw@host:port/db (see docs/sqlserver.md)"
     )

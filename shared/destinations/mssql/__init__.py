@@ -1,0 +1,1 @@
+"""SQL Server and Azure SQL Database destination (pyodbc). See docs/sqlserver.md."""
