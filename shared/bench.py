@@ -100,25 +100,25 @@ def baseline_postgres(path: Path, dsn: str, attributes: int, chunk: int) -> floa
 
     names, cols = _columns(attributes)
     lookups = [c[: -len("_entitytype")] for c in cols[len(names) :]]
-    types = {n: kind for n, kind in bench_attribute_names(attributes)}
+    types = dict(bench_attribute_names(attributes))
     pgtype = {"text": "text", "int": "bigint", "float": "double precision", "bool": "boolean", "lookup": "uuid"}
     coldefs = ", ".join(f'"{c}" {pgtype.get(types.get(c, "text"), "text")}' for c in cols)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS benchbase CASCADE")
         conn.execute("CREATE SCHEMA benchbase")
-        conn.execute(f'CREATE TABLE benchbase.account ("Id" uuid PRIMARY KEY, versionnumber bigint NOT NULL, {coldefs})')
+        conn.execute(
+            f'CREATE TABLE benchbase.account ("Id" uuid PRIMARY KEY, versionnumber bigint NOT NULL, {coldefs})'
+        )
         quoted = ", ".join(f'"{c}"' for c in cols)
         upsert = (
-            f'INSERT INTO benchbase.account SELECT DISTINCT ON ("Id") * FROM stage ORDER BY "Id", versionnumber DESC '
+            'INSERT INTO benchbase.account SELECT DISTINCT ON ("Id") * FROM stage ORDER BY "Id", versionnumber DESC '
             'ON CONFLICT ("Id") DO UPDATE SET versionnumber = EXCLUDED.versionnumber, '
             + ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in cols)
             + " WHERE benchbase.account.versionnumber < EXCLUDED.versionnumber"
         )
         started = time.perf_counter()
         with conn.transaction():
-            conn.execute(
-                f'CREATE TEMP TABLE stage ("Id" uuid, versionnumber bigint, {coldefs}) ON COMMIT DROP'
-            )
+            conn.execute(f'CREATE TEMP TABLE stage ("Id" uuid, versionnumber bigint, {coldefs}) ON COMMIT DROP')
 
             def flush(ups: list[tuple[Any, ...]], dels: list[tuple[str, int]]) -> None:
                 with conn.cursor() as cur:

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.destinations import (
     ConnectionFailed,
@@ -18,6 +19,9 @@ from shared.destinations import (
     open_destination,
     redact,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger("shared.cli")
 
@@ -87,7 +91,7 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stderr_console():  # type: ignore[no-untyped-def]
+def _stderr_console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True)
@@ -147,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("schema", help="print the JSON Schema of the wire contract")
     s.set_defaults(func=_schema)
+
+    from shared.client import add_commands  # api, profiles, failures, metrics (the admin API)
+
+    add_commands(sub)
     return parser
 
 

@@ -233,8 +233,13 @@ def run_demo(
     *,
     changes: int | None = None,
     console: Console | None = None,
+    blobs: bool = True,
 ) -> int:
-    """Run the demo into the SQLite file ``path`` (replaced); 0 when converged and conserved."""
+    """Run the demo into the SQLite file ``path`` (replaced); 0 when converged and conserved.
+
+    With ``blobs`` a last phase runs with Blob storage on a real Azurite (started here): a
+    claim-check spill, a retry after a locked database, and a failure-log entry.
+    """
     if records < 1:
         print("des demo: --records must be at least 1", file=sys.stderr)
         return EXIT_USAGE
@@ -279,6 +284,22 @@ def run_demo(
         stream.stream.notifications_out += len(bad) + 1  # the envelope holds two notifications
         _push(engine, change_bodies, stream, rejects=rejects, rng=rng, redeliver_rate=0.03)
         phases = [initial, stream]
+        blob_report = None
+        if blobs:
+            from shared.storage.azurite import AzuriteError
+            from shared.storage.demo import run_blob_phase
+
+            try:
+                blob_report = run_blob_phase(list(sim.changes(max(100, changes // 4))), path, layout, seed)
+            except AzuriteError as exc:
+                print(f"des demo: {exc}", file=sys.stderr)
+                return EXIT_CONNECTION
+            blob_phase = Phase(
+                "blob paths", DeliveryStats(notifications_out=blob_report.notifications, bodies=blob_report.messages),
+                result=blob_report.result, batches=blob_report.batches, seconds=blob_report.seconds,
+                conserved=blob_report.result.conserved, failures=list(blob_report.result.failures),
+            )
+            phases.append(blob_phase)
 
         total = BatchResult()
         for p in phases:
@@ -298,10 +319,14 @@ def run_demo(
         summary.add_row(table, f"{rows:,}", str(columns), f"{logged:,}")
     console.print(summary)
     _print_rejects(console, phases, rejects_dir)
+    if blob_report is not None:
+        from shared.storage.demo import print_blob_report
+
+        print_blob_report(console, blob_report)
     _print_convergence(console, report)
 
     seconds = time.perf_counter() - started
-    ok = report.ok and conserved
+    ok = report.ok and conserved and (blob_report is None or blob_report.ok)
     if ok:
         console.print(f"[green]Converged and conserved[/green] in {seconds:.1f} s.")
         query = f'sqlite3 {path} "SELECT name, revenue, address1_city FROM account LIMIT 5"'

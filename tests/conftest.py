@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import os
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from shared.destinations import Destination, Layout, open_destination
+from tests.support.azurite import azurite, azurite_connection, blob_keys, storage  # noqa: F401 - fixtures
 from tests.support.postgres import fresh_database
 
 DestinationFactory = Callable[..., Destination]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -80,8 +80,35 @@ class Lookup(BaseModel):
 
 # Strict types never overlap, so trying them left to right is exact, and much faster than "smart" mode.
 AttributeValue = Annotated[
-    Union[None, StrictBool, StrictInt, StrictFloat, StrictStr, Lookup], Field(union_mode="left_to_right")
+    StrictBool | StrictInt | StrictFloat | StrictStr | Lookup | None, Field(union_mode="left_to_right")
 ]
+
+
+BLOB_NAME_PATTERN = r"^[0-9a-z][0-9a-z_.-]{0,127}(/[0-9a-z][0-9a-z_.-]{0,127}){0,7}$"
+
+
+class PayloadRef(BaseModel):
+    """Claim check: the full notification is in an encrypted blob of the ``data`` container.
+
+    A publisher sends this instead of ``attributes`` when a notification does not fit in a Service
+    Bus message. The blob holds the complete notification (same organizationId, entity, recordId,
+    changeType and version, with its attributes); the processor downloads and decrypts it, applies
+    it, and deletes the blob after the destination commit.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    blob: Annotated[
+        str,
+        StringConstraints(pattern=BLOB_NAME_PATTERN, max_length=1024),
+        Field(description="Blob name inside the data container, e.g. 2026/11/21/<uuid>.json."),
+    ]
+    size: Annotated[int, Field(ge=0, description="Length of the (decrypted) payload in bytes."), JsonInteger]
+    sha256: Annotated[
+        str,
+        StringConstraints(pattern=r"^[0-9a-f]{64}$"),
+        Field(description="SHA-256 of the (decrypted) payload, lower-case hex."),
+    ]
 
 
 class Notification(BaseModel):
@@ -112,6 +139,12 @@ class Notification(BaseModel):
         default=None,
         description="Full record state for create/update (absent attributes become NULL); absent for delete.",
     )
+    # Optional, still schemaVersion 1: an older reader rejects it as an unknown field (unprocessable,
+    # never dropped), so no message is silently misread.
+    payloadRef: PayloadRef | None = Field(
+        default=None,
+        description="Instead of attributes (create/update only): the full notification is in this encrypted blob.",
+    )
 
     @property
     def key(self) -> tuple[str, str]:
@@ -119,7 +152,7 @@ class Notification(BaseModel):
 
 
 # The message body: one notification or a batch envelope (a JSON array of them).
-MessageBody = Union[Notification, list[Notification]]
+MessageBody = Notification | list[Notification]
 
 
 def changed_on_iso(value: datetime) -> str:

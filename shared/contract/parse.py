@@ -13,6 +13,9 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+# Entity metadata notifications ("changeType": "metadata"): tried only when a body fails the record
+# contract, so record notifications keep their fast path (shared/contract/metadata.py).
+from shared.contract.metadata import METADATA_CHANGE_TYPE, MetadataNotification, validate_metadata
 from shared.contract.models import ChangeType, MessageBody, Notification
 
 # Attribute names our destination layout owns (compared lower case: SQL Server is case-insensitive).
@@ -39,7 +42,8 @@ class Unprocessable:
 class ParsedBatch:
     notifications: list[Notification] = field(default_factory=list)
     unprocessable: list[Unprocessable] = field(default_factory=list)
-    received: int = 0  # notifications seen: valid + unprocessable
+    received: int = 0  # notifications seen: valid + unprocessable (+ metadata)
+    metadata: list[MetadataNotification] = field(default_factory=list)  # valid metadata notifications
 
 
 def _reason(exc: ValidationError) -> str:
@@ -56,9 +60,15 @@ def _semantic_error(n: Notification) -> str | None:
     if n.changeType is ChangeType.DELETE:
         if attrs is not None or "attributes" in n.model_fields_set:
             return "delete notifications carry no attributes (leave the field out)"
+        if n.payloadRef is not None:
+            return "delete notifications carry no payloadRef"
         return None
     if attrs is None:
+        if n.payloadRef is not None and "attributes" not in n.model_fields_set:
+            return None  # a claim check: resolved (download + decrypt) before it is applied
         return f"{n.changeType.value} notifications need attributes (the full record state)"
+    if n.payloadRef is not None:
+        return "a notification carries attributes or a payloadRef, not both"
     if not RESERVED_ATTRIBUTES.isdisjoint(attrs):
         reserved = sorted(RESERVED_ATTRIBUTES.intersection(attrs))
         return f"attribute name(s) {reserved} are reserved by the destination layout"
@@ -130,6 +140,9 @@ def _parse_slow(body: bytes | str, out: ParsedBatch) -> None:
             reason = f"unsupported schemaVersion {element.get('schemaVersion')!r}; this service reads 1"
             out.unprocessable.append(Unprocessable(raw, reason, entity, rid))
             continue
+        if element.get("changeType") == METADATA_CHANGE_TYPE:
+            _accept_metadata(out, element, raw)
+            continue
         try:
             n = _ONE.validate_python(element)
         except ValidationError as exc:
@@ -139,8 +152,42 @@ def _parse_slow(body: bytes | str, out: ParsedBatch) -> None:
         _accept(out, n, raw)
 
 
+def _accept_metadata(out: ParsedBatch, element: dict[str, Any], raw: str) -> None:
+    m = validate_metadata(element)
+    if isinstance(m, str):
+        entity, _ = _identity(element)
+        out.unprocessable.append(Unprocessable(raw, m, entity))
+    else:
+        out.metadata.append(m)
+
+
 def parse_bodies(bodies: Iterable[bytes | str]) -> ParsedBatch:
     out = ParsedBatch()
     for body in bodies:
         parse_body(body, out)
     return out
+
+
+def resolve_reference(ref: Notification, payload: bytes | str) -> Notification | Unprocessable:
+    """The notification a claim check (``payloadRef``) points to, checked against the reference.
+
+    ``payload`` is the decrypted blob. It must be one complete notification with the reference's
+    organizationId, entity, recordId, changeType and version; anything else is unprocessable.
+    """
+    assert ref.payloadRef is not None
+    where = f"payload blob data/{ref.payloadRef.blob}"
+    body = ref.model_dump_json(exclude_unset=True)
+    try:
+        n = _ONE.validate_json(payload)
+    except ValidationError as exc:
+        return Unprocessable(body, f"{where}: {_reason(exc)}"[:MAX_REASON], ref.entity, ref.recordId)
+    same = (n.organizationId.lower(), n.entity, n.recordId.lower(), n.changeType, n.version) == (
+        ref.organizationId.lower(), ref.entity, ref.recordId.lower(), ref.changeType, ref.version,
+    )
+    if not same or n.payloadRef is not None:
+        reason = f"{where} does not hold the notification its reference names (entity, recordId, version)"
+        return Unprocessable(body, reason, ref.entity, ref.recordId)
+    problem = _semantic_error(n)
+    if problem is not None:
+        return Unprocessable(body, f"{where}: {problem}", ref.entity, ref.recordId)
+    return n

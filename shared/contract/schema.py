@@ -8,15 +8,20 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from shared.contract.models import NAME_PATTERN, MessageBody
+from shared.contract.metadata import WireBody
+from shared.contract.models import NAME_PATTERN
 from shared.contract.parse import RESERVED_ATTRIBUTES
 
 SCHEMA_PATH = Path(__file__).with_name("notification.v1.schema.json")
 SCHEMA_ID = "https://github.com/des-replacement/des/schemas/notification.v1.schema.json"
 
 
+_REF: dict[str, Any] = {"properties": {"payloadRef": {"type": "object"}}}
+
+
 def message_schema() -> dict[str, Any]:
-    schema = TypeAdapter(MessageBody).json_schema()
+    # Record notifications (MessageBody) and entity metadata notifications (shared.contract.metadata).
+    schema = TypeAdapter(WireBody).json_schema()
     notification = schema["$defs"]["Notification"]
     # pydantic states the name rule for attribute names as patternProperties only, which lets any
     # other name through a JSON Schema validator: say it for every name.
@@ -28,9 +33,14 @@ def message_schema() -> dict[str, Any]:
     notification["allOf"] = [
         {
             "if": {"properties": {"changeType": {"const": "delete"}}},
-            "then": {"not": {"required": ["attributes"]}},
+            "then": {"not": {"anyOf": [{"required": ["attributes"]}, {"required": ["payloadRef"], **_REF}]}},
             "else": {
-                "required": ["attributes"],
+                # The full state inline, or a claim check (payloadRef) pointing to it: one of the two
+                # (a null payloadRef is the same as none).
+                "oneOf": [
+                    {"required": ["attributes"], "properties": {"payloadRef": {"type": "null"}}},
+                    {"required": ["payloadRef"], **_REF, "not": {"required": ["attributes"]}},
+                ],
                 "properties": {
                     "attributes": {
                         "type": "object",

@@ -1,0 +1,100 @@
+"""Who may call the admin API. No anonymous admin access in any mode.
+
+* Outside Azure (``python -m shared api``, ``func start``, tests): the key in ``DES_ADMIN_API_KEY``
+  is required, in the ``x-functions-key`` header or as ``Authorization: Bearer <key>``. Without the
+  setting every admin route answers 401 and says so.
+* In Azure, behind the Functions host (``AsgiFunctionApp`` with ``AuthLevel.FUNCTION``): the host
+  has checked the function key before the request gets here. When App Service authentication is
+  on (``WEBSITE_AUTH_ENABLED``), the caller must also hold the Entra app role (``DES.Admin`` by
+  default, ``DES_ADMIN_ROLE``) in the ``X-MS-CLIENT-PRINCIPAL`` header that App Service sets (and
+  strips from incoming requests, which is why it is trusted only then).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared import settings as S
+
+PRINCIPAL_HEADER = "x-ms-client-principal"
+KEY_HEADER = "x-functions-key"
+ROLE_CLAIMS = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    api_key: str | None = None
+    host_checks_keys: bool = False  # behind the Functions host in Azure: function keys enforced there
+    easy_auth: bool = False  # App Service authentication on: the app role is required
+    role: str = S.DEFAULT_ADMIN_ROLE
+
+    def __repr__(self) -> str:  # never show the key
+        return (
+            f"AuthConfig(api_key={'set' if self.api_key else 'unset'}, host_checks_keys={self.host_checks_keys}, "
+            f"easy_auth={self.easy_auth}, role={self.role!r})"
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, hosted: bool = False) -> AuthConfig:
+        env = os.environ if env is None else env
+        in_azure = bool(env.get("WEBSITE_INSTANCE_ID"))  # set by App Service / Functions in Azure only
+        return cls(
+            api_key=env.get(S.ADMIN_API_KEY) or None,
+            host_checks_keys=hosted and in_azure,
+            easy_auth=in_azure and (env.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true"),
+            role=env.get(S.ADMIN_ROLE) or S.DEFAULT_ADMIN_ROLE,
+        )
+
+    def authorize(self, headers: Mapping[str, str]) -> str:
+        """Return who the caller is, or raise :class:`AuthError` (401 unauthenticated, 403 forbidden)."""
+        who = "function key"
+        if self.easy_auth:
+            who = self._principal(headers.get(PRINCIPAL_HEADER))
+        if self.host_checks_keys:
+            return who
+        if not self.api_key:
+            raise AuthError(401, f"the admin API key is not configured: set {S.ADMIN_API_KEY} (no anonymous access)")
+        given = headers.get(KEY_HEADER)
+        if not given:
+            auth = headers.get("authorization", "")
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() == "bearer":
+                given = token.strip()
+        if not given:
+            raise AuthError(401, "an admin key is required: x-functions-key header or Authorization: Bearer")
+        if not hmac.compare_digest(
+            given.encode("utf-8", "surrogatepass"), self.api_key.encode("utf-8", "surrogatepass")
+        ):
+            raise AuthError(401, "the admin key is not valid")
+        return who if self.easy_auth else "admin key"
+
+    def _principal(self, encoded: str | None) -> str:
+        if not encoded:
+            raise AuthError(401, "sign in: App Service authentication sent no client principal")
+        try:
+            doc = json.loads(base64.b64decode(encoded, validate=False))
+        except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+            raise AuthError(401, "the client principal header is not valid") from exc
+        if not isinstance(doc, dict):
+            raise AuthError(401, "the client principal header is not valid")
+        role_typ = doc.get("role_typ") or ROLE_CLAIMS[1]
+        claims = doc.get("claims") or []
+        roles = {c.get("val") for c in claims if isinstance(c, dict) and c.get("typ") in (role_typ, *ROLE_CLAIMS)}
+        if self.role not in roles:
+            raise AuthError(403, f"the app role {self.role!r} is required")
+        name_typ = doc.get("name_typ")
+        names = [c.get("val") for c in claims if isinstance(c, dict) and c.get("typ") in (name_typ, "name")]
+        return str(names[0]) if names and names[0] else "principal"

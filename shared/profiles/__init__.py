@@ -1,0 +1,1 @@
+"""Export profiles: model and validation, destination secrets, live checks, fan-out, operations."""

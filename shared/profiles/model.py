@@ -1,0 +1,354 @@
+"""Export profiles: the request bodies (pydantic, with clear 4xx reasons), the domain object the
+fan-out uses, and the response shape (which never carries the destination's secret).
+
+The fields follow DES's export profile: name (unique, required), organizationId, destination (in
+Azure a Key Vault secret URI whose secret is the connection string), schema (alphanumeric, default
+per database), prefix (alphanumeric, fewer than 15 characters), retryCount (0-20, default 12),
+retryIntervalSeconds (0-3600, default 5), writeDeleteLog, entities, relationships (N:N), state.
+
+Validation messages never quote the destination value: it may be a connection string with a
+password in it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from shared.contract.models import GUID_PATTERN, NAME_PATTERN
+from shared.destinations import Layout
+from shared.store.base import StoredProfile
+
+NAME_MAX = 100
+ENTITIES_MAX = 1000
+DESTINATION_MAX = 4096
+KEY_VAULT_HOSTS = ("vault.azure.net", "vault.azure.cn", "vault.usgovcloudapi.net", "vault.microsoftazure.de")
+# https://<vault>.vault.azure.net/secrets/<name>[/<version>]
+KEY_VAULT_SECRET_RE = re.compile(
+    r"^https://(?P<vault>[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9])\.(?P<host>"
+    + "|".join(re.escape(h) for h in KEY_VAULT_HOSTS)
+    + r")(?::443)?/secrets/(?P<name>[0-9A-Za-z-]{1,127})(?:/(?P<version>[0-9A-Fa-f]{32}))?/?$"
+)
+LITERAL_SCHEMES = ("sqlite", "postgresql", "postgres", "mssql", "mssql+odbc")
+SCHEMA_PATTERN = r"^[A-Za-z][A-Za-z0-9]{0,127}$"
+PREFIX_PATTERN = r"^[A-Za-z0-9]{0,14}$"
+# Printable, no leading/trailing blanks, no control characters.
+PROFILE_NAME_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+
+Guid = Annotated[str, StringConstraints(pattern=GUID_PATTERN), Field(examples=["3f2504e0-4f89-11d3-9a0c-0305e82c3301"])]
+LogicalName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+
+class ProfileState(str, Enum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+
+
+class DestinationKind(str, Enum):
+    KEY_VAULT = "keyVault"
+    LITERAL = "literal"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVaultSecretRef:
+    vault_url: str
+    name: str
+    version: str | None
+
+    @classmethod
+    def parse(cls, uri: str) -> KeyVaultSecretRef | None:
+        m = KEY_VAULT_SECRET_RE.match(uri)
+        if m is None:
+            return None
+        return cls(f"https://{m['vault'].lower()}.{m['host']}", m["name"], m["version"])
+
+    @property
+    def uri(self) -> str:
+        return f"{self.vault_url}/secrets/{self.name}" + (f"/{self.version}" if self.version else "")
+
+
+def destination_kind(value: str) -> DestinationKind:
+    return DestinationKind.KEY_VAULT if value.lower().startswith("https://") else DestinationKind.LITERAL
+
+
+def _check_destination(value: str) -> str:
+    if value.lower().startswith("https://"):
+        if KeyVaultSecretRef.parse(value) is None:
+            raise ValueError(
+                "destination must be a Key Vault secret URI: https://<vault>.vault.azure.net/secrets/<name>"
+                "[/<32-hex version>]"
+            )
+        return value
+    scheme = value.split(":", 1)[0].lower() if ":" in value else ""
+    if scheme not in LITERAL_SCHEMES:
+        raise ValueError(
+            "destination must be a Key Vault secret URI (https://<vault>.vault.azure.net/secrets/<name>) or, "
+            "where development settings allow it, a connection string starting with sqlite:///, "
+            "postgresql://, mssql:// or mssql+odbc://"
+        )
+    if any(ord(c) < 32 for c in value):
+        raise ValueError("destination must not contain control characters")
+    return value
+
+
+def _unique_names(values: list[str], what: str) -> list[str]:
+    seen: set[str] = set()
+    dupes = sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
+    if dupes:
+        raise ValueError(f"{what} must be unique; repeated: {', '.join(dupes[:10])}")
+    return values
+
+
+class _Fields(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    name: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=NAME_MAX, pattern=PROFILE_NAME_PATTERN),
+        Field(description="Unique (case-insensitive) display name.", examples=["Sales to reporting"]),
+    ]
+    organizationId: Guid = Field(description="The Dataverse organization whose notifications this profile exports.")
+    schema_: Annotated[str, StringConstraints(pattern=SCHEMA_PATTERN)] | None = Field(
+        default=None,
+        alias="schema",
+        description="Destination schema, alphanumeric starting with a letter; default per database "
+        "(PostgreSQL public, SQL Server dbo; SQLite has none).",
+    )
+    prefix: Annotated[str, StringConstraints(pattern=PREFIX_PATTERN)] = Field(
+        default="", description="Table prefix, alphanumeric, fewer than 15 characters."
+    )
+    retryCount: int = Field(default=12, ge=0, le=20, description="Retries of a failing record (0-20).")
+    retryIntervalSeconds: int = Field(default=5, ge=0, le=3600, description="Seconds between retries (0-3600).")
+    writeDeleteLog: bool = Field(default=False, description="Keep <prefix>_DeleteLog of applied deletes.")
+    entities: list[LogicalName] = Field(
+        default_factory=list, max_length=ENTITIES_MAX, description="Logical names of the entities to export."
+    )
+    relationships: list[LogicalName] = Field(
+        default_factory=list,
+        max_length=ENTITIES_MAX,
+        description="N:N relationships (intersect entity logical names) to export.",
+    )
+
+    @field_validator("entities")
+    @classmethod
+    def _entities_unique(cls, v: list[str]) -> list[str]:
+        return _unique_names(v, "entities")
+
+    @field_validator("relationships")
+    @classmethod
+    def _relationships_unique(cls, v: list[str]) -> list[str]:
+        return _unique_names(v, "relationships")
+
+    @field_validator("destination", check_fields=False)
+    @classmethod
+    def _destination(cls, v: str | None) -> str | None:
+        return None if v is None else _check_destination(v)
+
+
+DestinationField = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=DESTINATION_MAX),
+    Field(
+        description="Key Vault secret URI holding the destination connection string "
+        "(https://<vault>.vault.azure.net/secrets/<name>); a literal connection string only where "
+        "DES_ALLOW_LITERAL_DESTINATIONS is set (development). Never returned.",
+        examples=["https://contoso-des.vault.azure.net/secrets/reporting-db"],
+    ),
+]
+
+
+class ProfileCreate(_Fields):
+    """Body of POST /profiles and POST /profiles/validate."""
+
+    id: Guid | None = Field(default=None, description="Chosen by the server when absent.")
+    destination: DestinationField
+    state: ProfileState = Field(
+        default=ProfileState.DRAFT,
+        description="draft (default) or active: 'Create and Activate' (checks the destination first).",
+    )
+
+    @field_validator("state")
+    @classmethod
+    def _creatable_state(cls, v: ProfileState) -> ProfileState:
+        if v is ProfileState.INACTIVE:
+            raise ValueError("a new profile is draft or active; deactivate it later")
+        return v
+
+
+class ProfileUpdate(_Fields):
+    """Body of PUT /profiles/{id}: replaces the fields; state changes through activate/deactivate."""
+
+    destination: DestinationField | None = Field(
+        default=None, description="Leave out to keep the current destination (it is never returned)."
+    )
+
+
+class Profile(BaseModel):
+    """A stored profile, typed: what the fan-out and the API work with."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    organizationId: str
+    destination: str  # secret reference or (development) literal: never returned, never logged
+    schema_: str | None = Field(default=None, alias="schema")
+    prefix: str = ""
+    retryCount: int = 12
+    retryIntervalSeconds: int = 5
+    writeDeleteLog: bool = False
+    entities: tuple[str, ...] = ()
+    relationships: tuple[str, ...] = ()
+    state: ProfileState = ProfileState.DRAFT
+    revision: int = 1
+    createdAt: datetime
+    updatedAt: datetime
+
+    def __repr__(self) -> str:  # the destination may be a literal connection string
+        return f"Profile(id={self.id!r}, name={self.name!r}, state={self.state.value}, revision={self.revision})"
+
+    __str__ = __repr__
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.schema_, self.prefix, self.writeDeleteLog)
+
+    @property
+    def exported(self) -> frozenset[str]:
+        return frozenset(self.entities) | frozenset(self.relationships)
+
+    def includes(self, entity: str) -> bool:
+        return entity in self.exported
+
+    @classmethod
+    def from_stored(cls, s: StoredProfile) -> Profile:
+        d: Mapping[str, Any] = s.definition
+        return cls(
+            id=s.id,
+            name=s.name,
+            organizationId=s.organization_id,
+            destination=str(d["destination"]),
+            schema=d.get("schema"),
+            prefix=str(d.get("prefix", "")),
+            retryCount=int(d.get("retryCount", 12)),
+            retryIntervalSeconds=int(d.get("retryIntervalSeconds", 5)),
+            writeDeleteLog=bool(d.get("writeDeleteLog", False)),
+            entities=tuple(d.get("entities", ())),
+            relationships=tuple(d.get("relationships", ())),
+            state=ProfileState(s.state),
+            revision=s.revision,
+            createdAt=s.created_at,
+            updatedAt=s.updated_at,
+        )
+
+    def to_stored(self) -> StoredProfile:
+        return StoredProfile(
+            id=self.id,
+            name=self.name,
+            organization_id=self.organizationId,
+            state=self.state.value,
+            definition=definition_of(self),
+            revision=self.revision,
+            created_at=self.createdAt,
+            updated_at=self.updatedAt,
+        )
+
+
+def definition_of(p: _Fields | Profile, destination: str | None = None) -> dict[str, Any]:
+    dest = destination if destination is not None else p.destination  # type: ignore[union-attr]
+    return {
+        "destination": dest,
+        "schema": p.schema_,
+        "prefix": p.prefix,
+        "retryCount": p.retryCount,
+        "retryIntervalSeconds": p.retryIntervalSeconds,
+        "writeDeleteLog": p.writeDeleteLog,
+        "entities": list(p.entities),
+        "relationships": list(p.relationships),
+    }
+
+
+def new_profile_id() -> str:
+    return str(uuid.uuid4())
+
+
+class ProfileOut(BaseModel):
+    """A profile as the API returns it: the destination is described, its secret never shown."""
+
+    id: str = Field(description="Lower-case GUID.")
+    name: str
+    organizationId: str
+    destination: str = Field(
+        description="The Key Vault secret URI, or for a literal connection string (development only) a "
+        "description without password or options."
+    )
+    destinationKind: DestinationKind
+    schema_: str | None = Field(default=None, alias="schema")
+    prefix: str
+    retryCount: int
+    retryIntervalSeconds: int
+    writeDeleteLog: bool
+    entities: list[str]
+    relationships: list[str]
+    state: ProfileState
+    revision: int = Field(description="Increases with every change; send it as If-Match to update safely.")
+    createdAt: datetime
+    updatedAt: datetime
+
+    @classmethod
+    def of(cls, p: Profile) -> ProfileOut:
+        kind = destination_kind(p.destination)
+        return cls(
+            id=p.id,
+            name=p.name,
+            organizationId=p.organizationId,
+            destination=p.destination if kind is DestinationKind.KEY_VAULT else describe_literal(p.destination),
+            destinationKind=kind,
+            schema=p.schema_,
+            prefix=p.prefix,
+            retryCount=p.retryCount,
+            retryIntervalSeconds=p.retryIntervalSeconds,
+            writeDeleteLog=p.writeDeleteLog,
+            entities=list(p.entities),
+            relationships=list(p.relationships),
+            state=p.state,
+            revision=p.revision,
+            createdAt=p.createdAt,
+            updatedAt=p.updatedAt,
+        )
+
+
+def describe_literal(dsn: str) -> str:
+    """Where a literal connection string points, rebuilt from harmless parts only (allow-list).
+
+    Nothing is masked in place: the description is assembled from scheme, user, host, port and
+    database, so a password in any position (URL, query, ODBC keyword) cannot leak.
+    """
+    scheme = dsn.split(":", 1)[0].lower()
+    try:
+        if scheme == "sqlite":
+            return dsn
+        if scheme == "mssql+odbc":
+            from shared.destinations.mssql.connect import parse_odbc
+
+            raw = dict(parse_qsl(urlsplit(dsn).query, keep_blank_values=True)).get("odbc_connect", "")
+            pairs = {k.lower(): v for k, v in parse_odbc(raw)}
+            server = pairs.get("server", "?")
+            database = pairs.get("database", "")
+            return f"mssql+odbc://{server}/{database} (literal connection string; credentials hidden)"
+        parts = urlsplit(dsn)
+        user = f"{unquote(parts.username)}@" if parts.username else ""
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"{scheme}://{user}{host}{port}{parts.path} (literal connection string; credentials hidden)"
+    except ValueError:
+        return f"{scheme}://… (literal connection string; credentials hidden)"

@@ -1,0 +1,80 @@
+"""What the admin API needs from Blob storage (issue 3), as small protocols.
+
+* :class:`FailureLogReader`: the failure log (``failurelog/<profile>/<yyyy>/<mm>/<dd>/<hh>/...``,
+  CSV like DES's), read by time range, streamed; in Azure also read-only SAS links.
+* :class:`ParkedFailures`: the failed notifications themselves, kept encrypted for the retention
+  period so a re-sync can re-apply them.
+* :class:`ProfileBlobs`: removes everything a deleted profile left in Blob storage (failure log,
+  parked failures, retry blobs).
+
+The API works without them (the endpoints then answer 503 with the reason); the function app wires
+the Blob storage implementations in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from shared.contract.models import Notification
+
+FAILURE_COLUMNS = ("Entity", "RecordId", "NotificationTime", "ChangeType", "Version", "FailureReason", "LoggedAt")
+
+
+@dataclass(frozen=True, slots=True)
+class FailureEntry:
+    """One failure-log line."""
+
+    entity: str
+    record_id: str
+    notification_time: str  # as logged (ISO 8601)
+    change_type: str
+    failure_reason: str
+    logged_at: datetime  # when the line was written (the log's hour folder, or the line's own time)
+    version: int | None = None
+
+    def row(self) -> dict[str, str]:
+        return {
+            "Entity": self.entity,
+            "RecordId": self.record_id,
+            "NotificationTime": self.notification_time,
+            "ChangeType": self.change_type,
+            "Version": "" if self.version is None else str(self.version),
+            "FailureReason": self.failure_reason,
+            "LoggedAt": self.logged_at.isoformat().replace("+00:00", "Z"),
+        }
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.entity, self.record_id.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class SasLink:
+    blob: str
+    url: str
+    expires_on: datetime
+
+
+class FailureLogReader(Protocol):
+    def entries(self, profile_id: str, start: datetime, end: datetime) -> Iterator[FailureEntry]:
+        """Failure-log lines of the profile logged in [start, end), oldest first, streamed."""
+
+    def links(self, profile_id: str, start: datetime, end: datetime) -> list[SasLink] | None:
+        """Read-only user-delegation SAS URLs (24 hours) of the log blobs in range; None where
+        the storage account has no Entra authentication (local development)."""
+
+
+class ParkedFailures(Protocol):
+    def get(self, profile_id: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Notification]:
+        """The newest parked failed notification per (entity, lower-case record id) found."""
+
+    def resolved(self, profile_id: str, keys: Sequence[tuple[str, str]]) -> None:
+        """Forget parked notifications that were re-applied (or became stale)."""
+
+
+class ProfileBlobs(Protocol):
+    def delete_profile(self, profile_id: str) -> int:
+        """Delete the profile's failure logs, parked failures and retry blobs; return how many."""

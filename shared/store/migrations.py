@@ -1,0 +1,136 @@
+"""Versioned schema migrations of the admin store, applied on start.
+
+Each migration has a version (1, 2, ...) and its statements per dialect. ``des_store_version``
+records what was applied; :meth:`shared.store.sql.SqlStore.migrate` applies the missing ones in
+order, each in the transaction that records it, under a lock that keeps concurrent starts (several
+function instances) from applying one twice. A store whose version is newer than this code knows
+is refused with a clear error (an older build must not write to a newer schema).
+
+Never edit a released migration: add the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    # dialect -> statements; ``{profiles}``, ``{metrics}`` stand for the qualified table names.
+    statements: Mapping[str, Sequence[str]]
+
+
+_V1_SQLITE = [
+    """CREATE TABLE {profiles} (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        name_key TEXT NOT NULL UNIQUE,
+        organization_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX {profiles_org_index} ON {profiles_bare} (organization_id, state)",
+    """CREATE TABLE {metrics} (
+        profile_id TEXT NOT NULL,
+        entity TEXT NOT NULL,
+        total INTEGER NOT NULL DEFAULT 0,
+        success INTEGER NOT NULL DEFAULT 0,
+        failure INTEGER NOT NULL DEFAULT 0,
+        stale INTEGER NOT NULL DEFAULT 0,
+        unprocessable INTEGER NOT NULL DEFAULT 0,
+        skipped INTEGER NOT NULL DEFAULT 0,
+        pending_retry INTEGER NOT NULL DEFAULT 0,
+        last_export_date TEXT,
+        last_export_status TEXT,
+        last_changed_on TEXT,
+        initial_sync_state TEXT NOT NULL DEFAULT 'NotStarted',
+        PRIMARY KEY (profile_id, entity)
+    )""",
+]
+
+_V1_POSTGRES = [
+    """CREATE TABLE {profiles} (
+        id varchar(36) PRIMARY KEY,
+        name varchar(200) NOT NULL,
+        name_key varchar(200) NOT NULL UNIQUE,
+        organization_id varchar(36) NOT NULL,
+        state varchar(16) NOT NULL,
+        definition text NOT NULL,
+        revision integer NOT NULL,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL
+    )""",
+    "CREATE INDEX {profiles_org_index} ON {profiles} (organization_id, state)",
+    """CREATE TABLE {metrics} (
+        profile_id varchar(36) NOT NULL,
+        entity varchar(128) NOT NULL,
+        total bigint NOT NULL DEFAULT 0,
+        success bigint NOT NULL DEFAULT 0,
+        failure bigint NOT NULL DEFAULT 0,
+        stale bigint NOT NULL DEFAULT 0,
+        unprocessable bigint NOT NULL DEFAULT 0,
+        skipped bigint NOT NULL DEFAULT 0,
+        pending_retry bigint NOT NULL DEFAULT 0,
+        last_export_date timestamptz,
+        last_export_status varchar(32),
+        last_changed_on timestamptz,
+        initial_sync_state varchar(32) NOT NULL DEFAULT 'NotStarted',
+        PRIMARY KEY (profile_id, entity)
+    )""",
+]
+
+_V1_MSSQL = [
+    """CREATE TABLE {profiles} (
+        id nvarchar(36) NOT NULL CONSTRAINT {profiles_pk} PRIMARY KEY,
+        name nvarchar(200) NOT NULL,
+        name_key nvarchar(200) NOT NULL CONSTRAINT {profiles_name_uq} UNIQUE,
+        organization_id nvarchar(36) NOT NULL,
+        state nvarchar(16) NOT NULL,
+        definition nvarchar(max) NOT NULL,
+        revision int NOT NULL,
+        created_at datetime2(6) NOT NULL,
+        updated_at datetime2(6) NOT NULL
+    )""",
+    "CREATE INDEX {profiles_org_index} ON {profiles} (organization_id, state)",
+    """CREATE TABLE {metrics} (
+        profile_id nvarchar(36) NOT NULL,
+        entity nvarchar(128) NOT NULL,
+        total bigint NOT NULL DEFAULT 0,
+        success bigint NOT NULL DEFAULT 0,
+        failure bigint NOT NULL DEFAULT 0,
+        stale bigint NOT NULL DEFAULT 0,
+        unprocessable bigint NOT NULL DEFAULT 0,
+        skipped bigint NOT NULL DEFAULT 0,
+        pending_retry bigint NOT NULL DEFAULT 0,
+        last_export_date datetime2(6) NULL,
+        last_export_status nvarchar(32) NULL,
+        last_changed_on datetime2(6) NULL,
+        initial_sync_state nvarchar(32) NOT NULL DEFAULT 'NotStarted',
+        CONSTRAINT {metrics_pk} PRIMARY KEY (profile_id, entity)
+    )""",
+]
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "profiles and per-entity metrics",
+        {"sqlite": _V1_SQLITE, "postgresql": _V1_POSTGRES, "mssql": _V1_MSSQL},
+    ),
+)
+
+
+def latest(migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    return max((m.version for m in migrations), default=0)
+
+
+def check_sequence(migrations: Sequence[Migration]) -> None:
+    """Versions must be 1..N without gaps (a typo in a new migration fails at start, loudly)."""
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"store migrations must be numbered 1..N in order, got {versions}")

@@ -1,0 +1,172 @@
+"""The blob-triggered retry function and poison handling on Azurite: a retry blob that makes the
+function fail repeatedly ends in the failure log or the unprocessable store, never in limbo."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+
+import function_app
+from shared.bootstrap import Container, bootstrap
+from shared.contract.parse import parse_bodies
+from shared.destinations import Layout
+from shared.destinations.sqlite.dialect import SqliteDestination
+from shared.handlers import handle_blob_poison, handle_retry_blob, handle_retry_sweep
+from shared.retry import POISON_THRESHOLD, RetryPolicy, park_batch
+from shared.settings import Settings
+from shared.storage.azurite import Azurite
+from shared.storage.blobs import RETRY, UNPROCESSABLE, BlobDecryptionError
+from shared.storage.claimcheck import Resolution
+from shared.storage.config import Storage
+from shared.storage.crypto import KeyRing, LocalAesKek
+from tests.support.metrics import RecordedMetrics, note, rid
+
+pytestmark = pytest.mark.integration
+
+
+def app_on(tmp_path: Path, storage: Storage, metrics: RecordedMetrics) -> Container:
+    db = tmp_path / "dest.db"
+    return bootstrap(
+        Settings(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "r")),
+        destination=SqliteDestination(str(db), Layout()),
+        storage=storage, metrics=metrics, retry_policy=RetryPolicy(count=3, interval_seconds=0), profile_id="px",
+    )
+
+
+@pytest.fixture
+def app(tmp_path: Path, storage: Storage) -> Iterator[Container]:
+    c = app_on(tmp_path, storage, RecordedMetrics())
+    yield c
+    c.destination.close()
+
+
+def park(c: Container, n: int = 3) -> str:
+    """A batch parked as after a transient error (the real parking path)."""
+    bodies = [json.dumps(note(i, 1, "create", name=f"r{i}")) for i in range(1, n + 1)]
+    park_batch(c, parse_bodies(bodies), Resolution(), ConnectionError("connection refused"))
+    [name] = [s.name for s in c.storage.retries.states()] if c.storage else []
+    return name
+
+
+def lost_key(azurite: Azurite) -> Storage:
+    """The same account with a key ring that lacks the key the blobs were written with."""
+    ring = KeyRing(LocalAesKek("new", secrets.token_bytes(32)))
+    return Storage.from_connection_string(azurite.connection_string, ring)
+
+
+def receipt(name: str) -> str:
+    """The message the Functions host puts on webjobs-blobtrigger-poison for a blob that kept failing."""
+    return json.dumps({
+        "Type": "BlobTrigger", "FunctionId": "Host.Functions.retry_blobs", "BlobType": "BlockBlob",
+        "ContainerName": RETRY, "BlobName": name, "ETag": '"0x8DC0000000000"',
+    })
+
+
+def test_the_blob_trigger_applies_a_parked_batch(app: Container, storage: Storage) -> None:
+    name = park(app)
+    assert handle_retry_blob(f"{RETRY}/{name}", app) == "resolved"
+    assert {str(r["Id"]) for r in app.destination.table_rows("account")} == {rid(1), rid(2), rid(3)}
+    assert list(storage.stores.names(RETRY)) == []
+    assert handle_retry_blob(f"{RETRY}/{name}", app) == "gone"  # a duplicate event is harmless
+    metrics = app.metrics
+    assert isinstance(metrics, RecordedMetrics)
+    assert metrics.conserved()
+    assert (metrics.totals.applied, metrics.pending) == (3, 0)
+
+
+def test_an_undecryptable_retry_blob_goes_to_unprocessable_via_the_poison_queue(
+    tmp_path: Path, azurite: Azurite, app: Container, storage: Storage
+) -> None:
+    name = park(app)
+    before, _ = storage.stores.raw(RETRY, name)
+    # The key was lost (a new ring without the old key): the function fails, the blob stays.
+    (tmp_path / "k").mkdir()
+    metrics = RecordedMetrics()
+    keyless = app_on(tmp_path / "k", lost_key(azurite), metrics)
+    with pytest.raises(BlobDecryptionError, match="not configured"):
+        handle_retry_blob(f"{RETRY}/{name}", keyless)
+    assert storage.stores.raw(RETRY, name)[0] == before
+    # After the host's retries the receipt lands on the poison queue.
+    assert handle_blob_poison(receipt(name), keyless) == "unprocessable"
+    assert list(storage.stores.names(RETRY)) == []
+    [kept] = list(storage.stores.names(UNPROCESSABLE))
+    data, meta = storage.stores.raw(UNPROCESSABLE, kept)
+    assert data == before  # byte for byte, still encrypted: the right key can read it later
+    assert meta["dessource"] == f"{RETRY}/{name}"
+    assert "poison queue" in meta["desreason"]
+    assert "not configured" in meta["desreason"]
+    assert "encryptiondata" in meta
+    assert (metrics.totals.received, metrics.totals.unprocessable) == (3, 3)
+    keyless.destination.close()
+
+
+def test_a_readable_blob_that_keeps_failing_goes_to_the_failure_log(app: Container, storage: Storage) -> None:
+    name = park(app, 2)
+    assert handle_blob_poison(receipt(name), app) == "failed"
+    rows = list(storage.failure_log.rows("px"))
+    assert {r["RecordId"] for r in rows} == {rid(1), rid(2)}
+    assert all("retry processing kept failing" in r["FailureReason"] for r in rows)
+    assert list(storage.stores.names(RETRY)) == []
+    assert handle_blob_poison(receipt(name), app) == "gone"
+    assert handle_blob_poison("not a receipt", app) == "ignored"
+    assert handle_blob_poison(json.dumps({"ContainerName": "other", "BlobName": "x"}), app) == "ignored"
+    metrics = app.metrics
+    assert isinstance(metrics, RecordedMetrics)
+    assert metrics.conserved()
+    assert (metrics.totals.failed, metrics.pending) == (2, 0)
+
+
+def test_the_sweeper_counts_crashes_and_gives_up_at_the_threshold(
+    tmp_path: Path, azurite: Azurite, app: Container, storage: Storage
+) -> None:
+    name = park(app)
+    (tmp_path / "k").mkdir()
+    keyless = app_on(tmp_path / "k", lost_key(azurite), RecordedMetrics())
+    for attempt in range(1, POISON_THRESHOLD):
+        report = handle_retry_sweep(keyless)
+        assert report is not None
+        assert report.crashed == 1
+        assert storage.retries.state(name).crashes == attempt
+    report = handle_retry_sweep(keyless)
+    assert report is not None
+    assert report.given_up == 1
+    assert list(storage.stores.names(RETRY)) == []
+    assert len(list(storage.stores.names(UNPROCESSABLE))) == 1
+    keyless.destination.close()
+
+
+def test_the_function_app_wires_the_blob_paths() -> None:
+    # get_functions() registers names on the app and refuses a second call in one process: reset it
+    # around ours so another module's indexing test works in the same worker.
+    function_app.app.functions_bindings = {}
+    try:
+        functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    finally:
+        function_app.app.functions_bindings = {}
+    retry = functions["retry_blobs"].get_bindings_dict()["bindings"][0]
+    assert retry["type"] == "blobTrigger"
+    assert retry["path"] == "%DES_RETRY_BLOB_PATH%"
+    assert retry["connection"] == "AzureWebJobsStorage"
+    assert str(retry["source"]) in ("EventGrid", "BlobSource.EVENT_GRID")
+    sweeper = functions["retry_sweeper"].get_bindings_dict()["bindings"][0]
+    assert (sweeper["type"], sweeper["schedule"]) == ("timerTrigger", "0 * * * * *")
+    poison = functions["retry_poison"].get_bindings_dict()["bindings"][0]
+    assert (poison["type"], poison["queueName"]) == ("queueTrigger", "webjobs-blobtrigger-poison")
+    assert functions["blob_retention"].get_bindings_dict()["bindings"][0]["type"] == "timerTrigger"
+
+
+def test_the_blob_trigger_function_runs_through_the_container(app: Container, storage: Storage) -> None:
+    from shared.bootstrap import reset_container
+
+    name = park(app)
+    reset_container(app)
+    try:
+        function_app.retry_blobs(func.blob.InputStream(data=b"(encrypted; not read)", name=f"{RETRY}/{name}"))
+    finally:
+        reset_container(None)
+    assert list(storage.stores.names(RETRY)) == []

@@ -1,0 +1,226 @@
+"""Retries through blobs against a real PostgreSQL whose access is really cut, and a real Azurite.
+
+The destination role is made unable to log in and its sessions are terminated (the server keeps
+running for everyone else), then restored. Checked: every record arrives, none twice; the counts
+conserve across the first delivery, redeliveries and the retry; a crash between parking and
+settling does not double-count; an exhausted retry count puts the records in the failure log.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from shared.bootstrap import Container, bootstrap
+from shared.destinations import Layout
+from shared.destinations.postgres.dialect import PostgresDestination
+from shared.handlers import handle_notifications
+from shared.retry import RetryPolicy, Status, process_retry_blob, run_retry_blob, sweep_retries
+from shared.settings import Settings
+from shared.storage.blobs import RETRY
+from shared.storage.config import Storage
+from tests.support.metrics import RecordedMetrics, note, rid
+from tests.support.postgres import admin_dsn, fresh_database
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Switch:
+    """A PostgreSQL database reachable only through one role, whose access can be cut and restored."""
+
+    dsn: str  # as the destination role
+    admin: str  # superuser DSN on the same database
+    role: str
+
+    def down(self) -> None:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(self.role)))
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [self.role]
+            )
+
+    def up(self) -> None:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(self.role)))
+
+    def rows(self) -> dict[str, tuple[int, str | None]]:
+        with psycopg.connect(self.admin) as conn:
+            cur = conn.execute('SELECT "Id"::text, "versionnumber", "name" FROM "public"."account"')
+            return {r[0]: (r[1], r[2]) for r in cur.fetchall()}
+
+
+@pytest.fixture
+def switch() -> Iterator[Switch]:
+    role = f"des_app_{uuid.uuid4().hex[:10]}"
+    password = uuid.uuid4().hex
+    with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+        )
+    try:
+        with fresh_database() as admin:
+            dbname = admin.rsplit("/", 1)[1]
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname), sql.Identifier(role))
+                )
+            port = psycopg.conninfo.conninfo_to_dict(admin).get("port", 5432)
+            dsn = f"postgresql://{role}:{password}@127.0.0.1:{port}/{dbname}"
+            yield Switch(dsn, admin, role)
+    finally:
+        with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def make_app(switch: Switch, storage: Storage, policy: RetryPolicy, metrics: RecordedMetrics) -> Container:
+    dest = PostgresDestination(switch.dsn, Layout())
+    c = bootstrap(
+        Settings(destination_dsn=switch.dsn, write_attempts=2),
+        destination=dest, storage=storage, metrics=metrics, retry_policy=policy, profile_id="pg",
+    )
+    c.engine.backoff_seconds = 0.01
+    return c
+
+
+def batches() -> list[list[str]]:
+    """Two Service Bus batches: creates, updates (some duplicated), a delete, an envelope, one bad body."""
+    first = [json.dumps(note(i, 1, "create", name=f"v1 {i}")) for i in range(1, 41)]
+    first.append(json.dumps([note(i, 2, "update", name=f"v2 {i}") for i in range(1, 11)]))
+    first.append("{not json")
+    second = [json.dumps(note(i, 3, "update", name=f"v3 {i}")) for i in range(5, 16)]
+    second += [json.dumps(note(7, 3, "update", name="v3 7")), json.dumps(note(40, 4, "delete"))]
+    return [first, second]
+
+
+def expected() -> dict[str, tuple[int, str | None]]:
+    want: dict[str, tuple[int, str | None]] = {rid(i): (1, f"v1 {i}") for i in range(1, 40)}
+    want.update({rid(i): (2, f"v2 {i}") for i in range(1, 11)})
+    want.update({rid(i): (3, f"v3 {i}") for i in range(5, 16)})
+    return want
+
+
+def test_destination_down_then_up_every_record_once_counts_conserve(switch: Switch, storage: Storage) -> None:
+    metrics = RecordedMetrics()
+    app = make_app(switch, storage, RetryPolicy(count=5, interval_seconds=0), metrics)
+    first, second = batches()
+    up = handle_notifications(first, app)  # up: applied at once (the reduction buffer makes 10 stale)
+    assert (up.applied, up.stale, up.unprocessable) == (40, 10, 1)
+    switch.down()
+    parked = handle_notifications(second, app)  # down: parked, the function returns normally
+    assert (parked.received, parked.applied, parked.failed) == (0, 0, 0)
+    [state] = list(storage.retries.states())
+    assert (state.count, state.attempt, state.profile_id) == (13, 0, "pg")
+    assert "connect" in state.last_error.lower() or "terminat" in state.last_error.lower()
+    assert metrics.pending == 13
+    # Still down: a retry is rescheduled, the blob stays.
+    outcome = process_retry_blob(state.name, app)
+    assert (outcome.status, outcome.attempt) == (Status.RESCHEDULED, 1)
+    assert storage.retries.state(state.name).attempt == 1
+    switch.up()
+    outcome = process_retry_blob(state.name, app)
+    assert outcome.status is Status.RESOLVED
+    assert outcome.result is not None
+    assert outcome.result.conserved
+    assert switch.rows() == expected()  # every record, newest version, the deleted one gone
+    assert list(storage.stores.names(RETRY)) == []
+    t = metrics.totals
+    assert metrics.conserved()
+    assert metrics.pending == 0
+    assert (t.received, t.unprocessable) == (51 + 13, 1)
+    assert t.applied + t.stale == 50 + 13  # each notification one outcome, none counted twice
+    app.destination.close()
+
+
+def test_crash_between_park_and_settle_does_not_double_count(switch: Switch, storage: Storage) -> None:
+    metrics = RecordedMetrics()
+    app = make_app(switch, storage, RetryPolicy(count=5, interval_seconds=0), metrics)
+    first, _ = batches()
+    switch.down()
+    metrics.fail_next = 1  # the process dies right after the retry blob was written
+    with pytest.raises(RuntimeError, match="process died"):
+        handle_notifications(first, app)
+    assert storage.retries.pending() == 50
+    assert metrics.calls == 0
+    # Service Bus redelivers the unsettled batch; the destination is still down: same blob, no second copy.
+    handle_notifications(first, app)
+    assert storage.retries.pending() == 50
+    assert len(list(storage.retries.states())) == 1
+    assert metrics.pending == 50
+    # And again, now with the destination back: applied from the message itself...
+    switch.up()
+    redelivered = handle_notifications(first, app)
+    assert (redelivered.applied, redelivered.stale) == (40, 10)
+    # ...then the parked copy resolves as stale: no record twice, the pending gauge back to zero.
+    report = sweep_retries(app)
+    assert report.processed == {"resolved": 1}
+    t = metrics.totals
+    assert metrics.conserved()
+    assert metrics.pending == 0
+    assert t.applied == 40  # not 80
+    want = {rid(i): (2, f"v2 {i}") if i <= 10 else (1, f"v1 {i}") for i in range(1, 41)}
+    assert switch.rows() == want
+    app.destination.close()
+
+
+def test_retry_count_exhausted_records_go_to_the_failure_log(switch: Switch, storage: Storage) -> None:
+    metrics = RecordedMetrics()
+    app = make_app(switch, storage, RetryPolicy(count=2, interval_seconds=0), metrics)
+    _, second = batches()
+    switch.down()
+    handle_notifications(second, app)
+    [state] = list(storage.retries.states())
+    assert process_retry_blob(state.name, app).status is Status.RESCHEDULED
+    outcome = process_retry_blob(state.name, app)
+    assert (outcome.status, outcome.attempt) == (Status.EXHAUSTED, 2)
+    assert list(storage.stores.names(RETRY)) == []
+    log_rows = list(storage.failure_log.rows("pg"))
+    assert len(log_rows) == 13
+    assert {r["RecordId"] for r in log_rows} == {rid(i) for i in [*range(5, 16), 7, 40]}
+    assert all(r["FailureReason"].startswith("destination unavailable after 2 retries") for r in log_rows)
+    assert {r["ChangeType"] for r in log_rows} == {"update", "delete"}
+    parked = list(storage.parked.entries("pg"))
+    assert len(parked) == 13
+    assert parked[0]["notification"]["entity"] == "account"
+    assert metrics.conserved()
+    assert metrics.pending == 0
+    assert metrics.totals.failed == 13
+    switch.up()
+    app.destination.close()
+
+
+def test_retry_count_zero_logs_at_once(switch: Switch, storage: Storage) -> None:
+    metrics = RecordedMetrics()
+    app = make_app(switch, storage, RetryPolicy(count=0, interval_seconds=5), metrics)
+    switch.down()
+    result = handle_notifications([json.dumps(note(1, 1, "create", name="x"))], app)
+    assert (result.received, result.failed) == (1, 1)
+    assert list(storage.stores.names(RETRY)) == []
+    assert "retry count 0" in next(iter(storage.failure_log.rows("pg")))["FailureReason"]
+    switch.up()
+    app.destination.close()
+
+
+def test_long_intervals_are_not_waited_for_in_a_worker(switch: Switch, storage: Storage) -> None:
+    metrics = RecordedMetrics()
+    app = make_app(switch, storage, RetryPolicy(count=3, interval_seconds=600, inline_wait_seconds=2), metrics)
+    switch.down()
+    handle_notifications([json.dumps(note(1, 1, "create", name="later"))], app)
+    [state] = list(storage.retries.states())
+    slept: list[float] = []
+    outcome = run_retry_blob(state.name, app, sleep=slept.append)
+    assert outcome.status is Status.NOT_DUE  # 10 minutes away: returns at once
+    assert slept == []
+    assert sweep_retries(app).seen == 0  # not due for the sweeper either
+    switch.up()
+    due = state.not_before + timedelta(seconds=1)
+    assert sweep_retries(app, now=due).processed == {"resolved": 1}
+    assert switch.rows() == {rid(1): (1, "later")}
+    app.destination.close()
