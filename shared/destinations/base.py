@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from shared.engine.coltypes import ColumnType
 
@@ -69,6 +69,15 @@ class Layout:
     def delete_log_table(self) -> str:
         return f"{self.prefix}_DeleteLog" if self.prefix else "DeleteLog"
 
+    def metadata_table(self, name: str) -> str:
+        """A DES metadata table (``OptionsetMetadata``, ...): ``<prefix>_<name>``, just the name without a prefix."""
+        return f"{self.prefix}_{name}" if self.prefix else name
+
+    @property
+    def metadata_state_table(self) -> str:
+        """Applied metadata version (and declared columns) per entity; named like the tombstone table."""
+        return f"{self.prefix}__des_metadata" if self.prefix else "_des_metadata"
+
 
 @dataclass(frozen=True, slots=True)
 class WriteSet:
@@ -92,6 +101,95 @@ class Applied:
 
     upserted: frozenset[str]
     deleted: frozenset[str]
+
+
+# ------------------------------------------------------------------ entity metadata (DES's tables)
+# name: text of at most 128 characters; text: unbounded; int: 32-bit; identity: a generated bigint key.
+MetaKind = Literal["name", "text", "int", "bigint", "bool", "datetime", "guid", "identity"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataTable:
+    """A metadata table as DES created it: name (without prefix) and columns (name, kind, nullable).
+
+    ``scope`` is the column whose value selects the rows one metadata notification replaces:
+    ``EntityName``, or ``OptionSetName`` for global option sets (shared by entities).
+    """
+
+    name: str
+    columns: tuple[tuple[str, MetaKind, bool], ...]
+    scope: str = "EntityName"
+
+    @property
+    def insert_columns(self) -> tuple[str, ...]:
+        return tuple(c for c, kind, _ in self.columns if kind != "identity")
+
+    @property
+    def insert_kinds(self) -> tuple[MetaKind, ...]:
+        return tuple(kind for _, kind, _ in self.columns if kind != "identity")
+
+
+_LABEL: tuple[tuple[str, MetaKind, bool], ...] = (
+    ("IsUserLocalizedLabel", "bool", False),
+    ("LocalizedLabelLanguageCode", "int", True),
+    ("LocalizedLabel", "text", True),
+)
+GLOBAL_OPTIONSET_METADATA = MetadataTable(
+    "GlobalOptionsetMetadata", (("OptionSetName", "name", False), ("Option", "int", False), *_LABEL), "OptionSetName"
+)
+OPTIONSET_METADATA = MetadataTable(
+    "OptionsetMetadata",
+    (("EntityName", "name", False), ("OptionSetName", "name", False), ("Option", "int", False), *_LABEL),
+)
+STATE_METADATA = MetadataTable("StateMetadata", (("EntityName", "name", False), ("State", "int", False), *_LABEL))
+STATUS_METADATA = MetadataTable(
+    "StatusMetadata",
+    (("EntityName", "name", False), ("State", "int", False), ("Status", "int", False), *_LABEL),
+)
+TARGET_METADATA = MetadataTable(
+    "TargetMetadata",
+    (
+        ("EntityName", "name", False),
+        ("AttributeName", "name", False),
+        ("ReferencedEntity", "name", False),
+        ("ReferencedAttribute", "name", False),
+    ),
+)
+ATTRIBUTE_METADATA = MetadataTable(
+    "AttributeMetadata",
+    (
+        ("Id", "identity", False),
+        ("EntityName", "name", False),
+        ("AttributeName", "name", False),
+        ("AttributeType", "name", False),
+        ("AttributeTypeCode", "int", False),
+        ("Version", "bigint", False),
+        ("Timestamp", "datetime", False),
+        ("MetadataId", "guid", True),
+        ("Precision", "int", True),
+        ("MaxLength", "int", True),
+    ),
+)
+METADATA_TABLES = (
+    GLOBAL_OPTIONSET_METADATA,
+    OPTIONSET_METADATA,
+    STATE_METADATA,
+    STATUS_METADATA,
+    TARGET_METADATA,
+    ATTRIBUTE_METADATA,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataRows:
+    """One entity's metadata notification as rows of the metadata tables (shared/engine/metadata.py)."""
+
+    entity: str
+    version: int
+    columns: str  # JSON object: the columns the metadata declares -> their type (for the support table)
+    now: datetime
+    global_option_sets: Sequence[str]  # names whose GlobalOptionsetMetadata rows are replaced
+    rows: Mapping[str, Sequence[tuple[object, ...]]]  # MetadataTable.name -> rows in insert_columns order
 
 
 class Transaction(Protocol):
@@ -137,3 +235,12 @@ class Destination(Protocol):
         """Every row of a table (tests, the demo's convergence check)."""
 
     def close(self) -> None: ...
+
+    # -- entity metadata (shared/engine/metadata.py, docs/metadata.md)
+    def metadata_state(self, entity: str) -> tuple[int, str] | None:
+        """The version and declared columns (JSON) of the entity's applied metadata; None if none yet."""
+
+    def replace_metadata(self, rows: MetadataRows) -> bool:
+        """Create the metadata tables if needed; then in one transaction, unless metadata at least as new
+        is recorded for the entity, replace its rows in every metadata table and record its version.
+        True when applied, False when stale (serialized with other writers of metadata)."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from enum import Enum
 
-from shared.contract.models import Lookup
+from shared.contract.models import GUID_PATTERN, Lookup
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_EXACT_INT = 2**53  # every integer up to this magnitude is exact in a double
@@ -86,7 +89,9 @@ def coerce(column: ColumnType, value: object) -> tuple[bool, object]:
     t = type(value)
     kind = column.kind
     if kind is Kind.DECIMAL:
-        return (t is int or t is float), value
+        if column.precision is None or not (t is int or t is float):
+            return (t is int or t is float), value
+        return fits_decimal(value, column.precision, column.scale or 0), value  # type: ignore[arg-type]
     if kind is Kind.INTEGER:
         if t is int:
             return INT64_MIN <= value <= INT64_MAX, value  # type: ignore[operator]
@@ -111,8 +116,65 @@ def coerce(column: ColumnType, value: object) -> tuple[bool, object]:
     if kind is Kind.GUID:
         if t is Lookup:
             return True, value.id.lower()  # type: ignore[attr-defined]
+        if isinstance(value, str) and _GUID_RE.match(value):
+            return True, value.lower()
+        return False, value
+    if kind is Kind.DATETIME:
+        if isinstance(value, str):
+            parsed = to_datetime(value)
+            return parsed is not None, value if parsed is None else parsed
+        if isinstance(value, datetime):
+            return True, value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
         return False, value
     return False, value
+
+
+# Metadata-declared types (shared/engine/metadata.py): GUIDs as text, ISO 8601 date-times, DECIMAL(p, s).
+_GUID_RE = re.compile(GUID_PATTERN)
+_ISO_DATETIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.(\d+))?)?(?:Z|z|[+-]\d{2}:\d{2})?)?$"
+)
+
+
+def to_datetime(text: str) -> datetime | None:
+    """An ISO 8601 / RFC 3339 date or date-time as an aware UTC datetime (no offset: UTC), or None.
+
+    Only the extended form (``2026-11-21``, ``2026-11-21T10:00:00Z``, ``...10:00:00.5+02:00``);
+    fractions beyond microseconds must be zeros (.NET writes seven digits), never rounded away.
+    """
+    m = _ISO_DATETIME.match(text)
+    if m is None:
+        return None
+    fraction = m.group(1)
+    if fraction is not None and len(fraction) > 6:
+        if fraction[6:].strip("0"):
+            return None
+        text = text[: m.start(1) + 6] + text[m.end(1) :]
+    try:
+        parsed = datetime.fromisoformat(text)
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def decimal_digits(value: int | float) -> tuple[int, int]:
+    """(digits before the point, decimal places) of a JSON number (a float by its shortest repr)."""
+    d = Decimal(repr(value)) if type(value) is float else Decimal(value)
+    _sign, digits, exponent = d.as_tuple()
+    assert isinstance(exponent, int)
+    n = len(digits)
+    while n > 1 and exponent < 0 and digits[n - 1] == 0:
+        n -= 1
+        exponent += 1
+    if n == 1 and digits[0] == 0:
+        return 0, 0
+    return max(0, n + exponent), max(0, -exponent)
+
+
+def fits_decimal(value: int | float, precision: int, scale: int) -> bool:
+    """Whether DECIMAL(precision, scale) holds the number exactly (no rounding, no overflow)."""
+    before, places = decimal_digits(value)
+    return places <= scale and before <= precision - scale
 
 
 def describe(value: object) -> str:

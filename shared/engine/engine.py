@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import compress
@@ -25,12 +25,13 @@ from shared.contract.parse import ParsedBatch, parse_bodies
 from shared.destinations.base import (
     Applied,
     Destination,
-    TransientDestinationError,
     Transaction,
+    TransientDestinationError,
     WriteSet,
 )
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
+from shared.engine.metadata import MetadataApplier
 from shared.engine.outcomes import BatchResult, RecordFailure
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _transpose(attrs: list[dict[str, object]], names: list[str]) -> list[list[object]]:
+def _transpose(attrs: Sequence[Mapping[str, object]], names: list[str]) -> list[list[object]]:
     """Column lists of values, absent attributes as None, from row dicts.
 
     The attributes are the full record state, so the records of one entity nearly always carry the
@@ -125,6 +126,7 @@ class SyncEngine:
         self.backoff_seconds = backoff_seconds
         self.clock = clock
         self._catalog: dict[str, dict[str, ColumnType]] = {}
+        self.metadata = MetadataApplier(destination)  # entity metadata notifications (engine/metadata.py)
 
     # ----------------------------------------------------------------------------------- entry
     def apply_bodies(self, bodies: Iterable[bytes | str]) -> BatchResult:
@@ -143,6 +145,19 @@ class SyncEngine:
         for u in parsed.unprocessable:
             if u.entity:
                 result.entity(u.entity).received += 1
+        if parsed.metadata:  # before the records: they meet the columns their metadata declares
+            for m in parsed.metadata:
+                result.entity(m.entity).received += 1
+            self._catalog.update(
+                self.metadata.apply(
+                    parsed.metadata,
+                    result,
+                    now=self.clock(),
+                    attempts=self.attempts,
+                    backoff_seconds=self.backoff_seconds,
+                    on_transient=self._reset_after_transient,
+                )
+            )
         self._apply(parsed.notifications, result)
         return result
 
@@ -151,6 +166,7 @@ class SyncEngine:
 
     # ---------------------------------------------------------------------------------- phases
     def _apply(self, notifications: list[Notification], result: BatchResult) -> None:
+        self.metadata.begin_batch()
         winners = reduce_batch(notifications, result)
         if not winners:
             return
@@ -167,14 +183,17 @@ class SyncEngine:
                 log.warning(
                     "transient destination error (attempt %s of %s): %s", attempt, self.attempts, exc
                 )
-                self._catalog.clear()
-                self.destination.reset()
+                self._reset_after_transient()
                 if attempt == self.attempts:
                     raise TransientDestinationError(str(exc)) from exc
                 time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
                 continue
             result.merge(trial)
             return
+
+    def _reset_after_transient(self) -> None:
+        self._catalog.clear()
+        self.destination.reset()
 
     def _group(self, winners: list[Notification], result: BatchResult) -> list[_Group]:
         by_entity: dict[str, _Group] = {}
@@ -269,14 +288,20 @@ class SyncEngine:
             if shown is None:
                 continue  # only NULLs so far: no column until a value shows its type
             if current is None:
-                wanted[name] = shown
+                # Unknown here (a new column, or a table this engine has not seen): a column the
+                # entity's metadata declares is wanted as declared, never as this batch's values show.
+                wanted[name] = self.metadata.declared(g.entity).get(name, shown)
             elif shown == current or _all_fit(values, keep, current):
                 # 42 fits a float column and 4.0 an integer column (the same number): widen only
                 # for a value the column cannot hold exactly, never rewrite a table needlessly.
                 wanted[name] = current
             else:
                 joined = coltypes.join(current, shown)
-                wanted[name] = joined if joined and self.destination.can_widen(current, joined) else current
+                # A column the entity's metadata declares keeps its type: a misfit fails its record.
+                keeps = self.metadata.keeps
+                if joined and self.destination.can_widen(current, joined) and not keeps(g.entity, name, current):
+                    current = joined
+                wanted[name] = current
         return wanted
 
     def _check_values(self, g: _Group, keep: list[bool], result: BatchResult) -> None:
@@ -306,10 +331,13 @@ class SyncEngine:
                     if ok:
                         values[i] = bound
                     else:
-                        reasons[i] = (
-                            f"attribute {name!r}: {coltypes.describe(v)} does not fit column of type "
-                            f"{column} and the column cannot be widened losslessly"
+                        why = (
+                            "declared by the entity's metadata"
+                            if self.metadata.keeps(g.entity, name, column)
+                            else "and the column cannot be widened losslessly"
                         )
+                        what = coltypes.describe(v)
+                        reasons[i] = f"attribute {name!r}: {what} does not fit column of type {column} {why}"
                         values[i] = None  # the record fails; keep the column's values uniform
             for i, reason in self.destination.check_values(column, values).items():
                 reasons.setdefault(i, f"attribute {name!r}: {reason}")
@@ -477,7 +505,7 @@ class _Profile:
         if kind is Kind.FLOAT:
             return pytypes == {float}
         if kind is Kind.DECIMAL:
-            return pytypes <= {int, float}
+            return column.precision is None and pytypes <= {int, float}  # DECIMAL(p, s): coerce checks digits
         if kind is Kind.BOOLEAN:
             return pytypes == {bool}
         return False

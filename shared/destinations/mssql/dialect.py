@@ -38,6 +38,7 @@ from typing import Any, Protocol
 from shared.destinations.base import (
     CREATED,
     ID,
+    METADATA_TABLES,
     MODIFIED,
     SYSTEM_COLUMNS,
     VERSION,
@@ -45,6 +46,9 @@ from shared.destinations.base import (
     ConnectionFailed,
     DestinationError,
     Layout,
+    MetadataRows,
+    MetadataTable,
+    MetaKind,
     WriteSet,
 )
 from shared.destinations.mssql import errors
@@ -255,6 +259,8 @@ def _converter(t: ColumnType) -> Callable[[object], object]:
         return lambda v: uuid.UUID(str(v))
     if t.kind is Kind.DECIMAL:
         return to_decimal
+    if t.kind is Kind.DATETIME:  # aware UTC (coltypes.coerce) -> DATETIME2's naive UTC
+        return lambda v: _naive_utc(v) if isinstance(v, datetime) else v
     return lambda v: v
 
 
@@ -447,6 +453,51 @@ class TSql:
     @staticmethod
     def drop(temp_table: str) -> str:
         return f"DROP TABLE {quote(temp_table)}"
+
+    # -- entity metadata: DES's metadata tables (shared/engine/metadata.py)
+    def create_metadata_table(self, t: MetadataTable) -> str:
+        defs = ", ".join(
+            f"{quote(c)} {_META_SQL[kind]}" + ("" if kind == "identity" else " NULL" if nullable else " NOT NULL")
+            for c, kind, nullable in t.columns
+        )
+        return f"CREATE TABLE {self.table(self.layout.metadata_table(t.name))} ({defs})"
+
+    def create_metadata_state(self) -> str:
+        return (
+            f"CREATE TABLE {self.table(self.layout.metadata_state_table)} ("
+            "[EntityName] NVARCHAR(128) NOT NULL PRIMARY KEY, [VersionNumber] BIGINT NOT NULL, "
+            "[Columns] NVARCHAR(MAX) NOT NULL, [SinkModifiedOn] DATETIME2(7) NOT NULL)"
+        )
+
+    def select_metadata_state(self) -> str:
+        """Parameter: entity."""
+        return (
+            "SELECT [VersionNumber], [Columns] "
+            f"FROM {self.table(self.layout.metadata_state_table)} WHERE [EntityName] = ?"
+        )
+
+    def insert_metadata_state(self) -> str:
+        """Parameters: entity, version, columns, now."""
+        return (
+            f"INSERT INTO {self.table(self.layout.metadata_state_table)} "
+            "([EntityName], [VersionNumber], [Columns], [SinkModifiedOn]) VALUES (?, ?, ?, ?)"
+        )
+
+    def update_metadata_state(self) -> str:
+        """Parameters: version, columns, now, entity."""
+        return (
+            f"UPDATE {self.table(self.layout.metadata_state_table)} "
+            "SET [VersionNumber] = ?, [Columns] = ?, [SinkModifiedOn] = ? WHERE [EntityName] = ?"
+        )
+
+    def delete_metadata(self, t: MetadataTable) -> str:
+        """Parameter: the entity (or the global option set's name)."""
+        return f"DELETE FROM {self.table(self.layout.metadata_table(t.name))} WHERE {quote(t.scope)} = ?"
+
+    def insert_metadata(self, t: MetadataTable) -> str:
+        names = ", ".join(quote(c) for c in t.insert_columns)
+        marks = ", ".join("?" * len(t.insert_columns))
+        return f"INSERT INTO {self.table(self.layout.metadata_table(t.name))} ({names}) VALUES ({marks})"
 
 
 # ------------------------------------------------------------------------------ transactions
@@ -823,3 +874,81 @@ class MssqlDestination:
 
     def close(self) -> None:
         self._drop()
+
+    # ------------------------------------------------ entity metadata: DES's tables (engine/metadata.py)
+    _metadata_ready = False
+
+    def metadata_state(self, entity: str) -> tuple[int, str] | None:
+        if not self._metadata_ready and self.scalar(
+            TSql.OBJECT_ID, self.sql.table(self.layout.metadata_state_table)
+        ) is None:
+            return None
+        rows = self.query(self.sql.select_metadata_state(), entity)
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def replace_metadata(self, rows: MetadataRows) -> bool:
+        sql = self.sql
+        now = _naive_utc(rows.now)
+        with self._transaction():
+            if not self._support_ready:
+                self._ensure_support()  # the schema, when metadata comes before any record
+            self.applock("_metadata")  # metadata writers take turns (global option sets are shared)
+            if not self._metadata_ready:
+                for t in METADATA_TABLES:
+                    if self.scalar(TSql.OBJECT_ID, sql.table(self.layout.metadata_table(t.name))) is None:
+                        self.execute(sql.create_metadata_table(t))
+                if self.scalar(TSql.OBJECT_ID, sql.table(self.layout.metadata_state_table)) is None:
+                    self.execute(sql.create_metadata_state())
+            found = self.query(sql.select_metadata_state(), rows.entity)
+            if found and int(found[0][0]) >= rows.version:
+                return False
+            for t in METADATA_TABLES:
+                for key in [rows.entity] if t.scope == "EntityName" else rows.global_option_sets:
+                    self.execute(sql.delete_metadata(t), key)
+                data = rows.rows.get(t.name, ())
+                if data:
+                    sizes, per_call, converted = _metadata_plan(t.insert_kinds, data)
+                    self.executemany(sql.insert_metadata(t), _chunks(converted, per_call), sizes)
+            if found:
+                self.execute(sql.update_metadata_state(), rows.version, rows.columns, now, rows.entity)
+            else:
+                self.execute(sql.insert_metadata_state(), rows.entity, rows.version, rows.columns, now)
+        self._support_ready = self._metadata_ready = True
+        return True
+
+
+_META_SQL: dict[MetaKind, str] = {
+    "name": "NVARCHAR(128)",
+    "text": "NVARCHAR(MAX)",
+    "int": "INT",
+    "bigint": "BIGINT",
+    "bool": "BIT",
+    "datetime": "DATETIME2(7)",
+    "guid": "UNIQUEIDENTIFIER",
+    "identity": "BIGINT IDENTITY(1, 1) NOT NULL PRIMARY KEY",
+}
+_META_TYPE: dict[MetaKind, ColumnType] = {
+    "name": ColumnType(Kind.TEXT, 128),
+    "text": coltypes.TEXT,
+    "int": coltypes.INTEGER,  # bound as BIGINT; the values are 32-bit (the contract checks)
+    "bigint": coltypes.INTEGER,
+    "bool": coltypes.BOOLEAN,
+    "datetime": coltypes.DATETIME,
+    "guid": coltypes.GUID,
+}
+
+
+def _metadata_plan(
+    kinds: Sequence[MetaKind], data: Sequence[tuple[object, ...]]
+) -> tuple[list[tuple[int, int, int]], int, list[tuple[object, ...]]]:
+    """Input sizes, rows per fast_executemany call and converted rows for one metadata table."""
+    types = [_META_TYPE[k] for k in kinds]
+    sizes = []
+    for j, t in enumerate(types):
+        width = 0
+        if t.kind is Kind.TEXT:
+            width = max((utf16_units(str(r[j])) for r in data if r[j] is not None), default=1)
+        sizes.append(input_size(t, max(1, width)))
+    converters = [_converter(t) for t in types]
+    rows = [tuple(None if v is None else f(v) for f, v in zip(converters, r, strict=True)) for r in data]
+    return sizes, chunk_rows(sum(map(bound_bytes, sizes))), rows

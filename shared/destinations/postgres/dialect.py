@@ -4,9 +4,11 @@ Concurrency: several workers write the same tables under READ COMMITTED. Every c
 upsert or delete, first goes through one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE newer``
 ordered by id, so the entity table's primary key is the per-record lock and all workers take those
 locks in the same order. A delete writes a placeholder row (taking the lock), then removes it and
-records a tombstone. An upsert is followed by a check against tombstones committed meanwhile
-(a new statement sees them), which removes a row a concurrent newer delete has superseded. The
-result equals applying every notification in version order.
+records a tombstone; when a newer tombstone committed meanwhile, the delete is stale (not counted,
+not logged). An upsert is followed by a check against tombstones committed meanwhile (a new
+statement sees them), which removes a row a concurrent newer delete has superseded. The result
+equals applying every notification in version order (tests/integration/test_concurrency.py forces
+each of these interleavings).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from psycopg import sql
 from shared.destinations.base import (
     CREATED,
     ID,
+    METADATA_TABLES,
     MODIFIED,
     SYSTEM_COLUMNS,
     VERSION,
@@ -31,6 +34,8 @@ from shared.destinations.base import (
     ConnectionFailed,
     Layout,
     LayoutError,
+    MetadataRows,
+    MetaKind,
     WriteSet,
 )
 from shared.engine import coltypes
@@ -253,7 +258,7 @@ class PostgresDestination:
         rows = cur.fetchall()
         if not rows:
             return None
-        self._types[table] = {name: formatted for name, formatted in rows}
+        self._types[table] = dict(rows)
         return {name: column_type(formatted) for name, formatted in rows if name not in SYSTEM_COLUMNS}
 
     def catalog_sql_types(self, table: str) -> dict[str, str]:
@@ -318,9 +323,18 @@ class PostgresDestination:
                             )
                         )
                     elif cur_t != t and coltypes.join(cur_t, t) == t and self.can_widen(cur_t, t):
+                        # double precision::numeric keeps only 15 significant digits; through text
+                        # (shortest exact form, extra_float_digits >= 1) the double converts exactly.
+                        via = sql.SQL("::text") if cur_t.kind is Kind.FLOAT else sql.SQL("")
+                        cur.execute("SET LOCAL extra_float_digits = 1")
                         cur.execute(
-                            sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
-                                name, sql.Identifier(c), sql.SQL(sql_type(t)), sql.Identifier(c), sql.SQL(sql_type(t))
+                            sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}{}::{}").format(
+                                name,
+                                sql.Identifier(c),
+                                sql.SQL(sql_type(t)),
+                                sql.Identifier(c),
+                                via,
+                                sql.SQL(sql_type(t)),
                             )
                         )
                         log.info("widened %s.%s from %s to %s", table, c, cur_t, t)
@@ -371,3 +385,93 @@ class PostgresDestination:
 
     def close(self) -> None:
         self.conn.close()
+
+    # ------------------------------------------------ entity metadata: DES's tables (engine/metadata.py)
+    _metadata_ready = False
+
+    def metadata_state(self, entity: str) -> tuple[int, str] | None:
+        table = self.layout.metadata_state_table
+        with self.conn.cursor() as cur:
+            if not self._metadata_ready:
+                cur.execute("SELECT to_regclass(%s)", [self.ident(table).as_string(self.conn)])
+                row = cur.fetchone()
+                if row is None or row[0] is None:
+                    return None
+            cur.execute(
+                sql.SQL('SELECT "VersionNumber", "Columns" FROM {} WHERE "EntityName" = %s').format(self.ident(table)),
+                [entity],
+            )
+            found = cur.fetchone()
+        return None if found is None else (int(found[0]), str(found[1]))
+
+    def _create_metadata_tables(self, cur: psycopg.Cursor[Any]) -> None:
+        for t in METADATA_TABLES:
+            cols = sql.SQL(", ").join(
+                sql.SQL("{} {}{}").format(
+                    sql.Identifier(c),
+                    sql.SQL(_META_SQL[kind]),
+                    sql.SQL("" if nullable or kind == "identity" else " NOT NULL"),
+                )
+                for c, kind, nullable in t.columns
+            )
+            table = self.ident(self.layout.metadata_table(t.name))
+            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table, cols))
+        cur.execute(
+            sql.SQL(
+                'CREATE TABLE IF NOT EXISTS {} ("EntityName" character varying(128) PRIMARY KEY, '
+                '"VersionNumber" bigint NOT NULL, "Columns" text NOT NULL, '
+                '"SinkModifiedOn" timestamp with time zone NOT NULL)'
+            ).format(self.ident(self.layout.metadata_state_table))
+        )
+
+    def replace_metadata(self, rows: MetadataRows) -> bool:
+        state = self.ident(self.layout.metadata_state_table)
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            self._ensure_support(cur)  # the schema, when metadata comes before any record
+            self._lock(cur, "_metadata")  # metadata writers take turns (global option sets are shared)
+            if not self._metadata_ready:
+                self._create_metadata_tables(cur)
+            cur.execute(sql.SQL('SELECT "VersionNumber" FROM {} WHERE "EntityName" = %s').format(state), [rows.entity])
+            found = cur.fetchone()
+            if found is not None and found[0] >= rows.version:
+                return False
+            for t in METADATA_TABLES:
+                table = self.ident(self.layout.metadata_table(t.name))
+                keys = [rows.entity] if t.scope == "EntityName" else list(rows.global_option_sets)
+                if keys:
+                    cur.execute(
+                        sql.SQL("DELETE FROM {} WHERE {} = ANY(%s)").format(table, sql.Identifier(t.scope)), [keys]
+                    )
+                data = rows.rows.get(t.name, ())
+                if data:
+                    names = t.insert_columns
+                    cur.executemany(
+                        sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                            table,
+                            sql.SQL(", ").join(map(sql.Identifier, names)),
+                            sql.SQL(", ").join(sql.Placeholder() * len(names)),
+                        ),
+                        data,
+                    )
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} VALUES (%s, %s, %s, %s) ON CONFLICT (\"EntityName\") DO UPDATE SET "
+                    '"VersionNumber" = EXCLUDED."VersionNumber", "Columns" = EXCLUDED."Columns", '
+                    '"SinkModifiedOn" = EXCLUDED."SinkModifiedOn"'
+                ).format(state),
+                [rows.entity, rows.version, rows.columns, rows.now],
+            )
+        self._metadata_ready = True
+        return True
+
+
+_META_SQL: dict[MetaKind, str] = {
+    "name": "character varying(128)",
+    "text": "text",
+    "int": "integer",
+    "bigint": "bigint",
+    "bool": "boolean",
+    "datetime": "timestamp with time zone",
+    "guid": "uuid",
+    "identity": "bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+}

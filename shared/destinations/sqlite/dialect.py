@@ -15,10 +15,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import count
+from typing import cast
 
 from shared.destinations.base import (
     CREATED,
     ID,
+    METADATA_TABLES,
     MODIFIED,
     SYSTEM_COLUMNS,
     VERSION,
@@ -26,6 +28,8 @@ from shared.destinations.base import (
     ConnectionFailed,
     Layout,
     LayoutError,
+    MetadataRows,
+    MetaKind,
     WriteSet,
 )
 from shared.engine import coltypes
@@ -108,7 +112,7 @@ class SqliteTransaction:
         q = quote
         table = q(ws.table)
         tomb = q(self.dest.layout.tombstone_table)
-        ids = [r[0] for r in ws.upserts] + [d[0] for d in ws.deletes]
+        ids = cast(list[str], [r[0] for r in ws.upserts]) + [d[0] for d in ws.deletes]
         live = self._versions(
             f"SELECT {q(ID)}, {q(VERSION)} FROM {table} WHERE {q(ID)} IN (SELECT value FROM json_each(?))", (), ids
         )
@@ -292,3 +296,78 @@ class SqliteDestination:
 
     def close(self) -> None:
         self.conn.close()
+
+    # ------------------------------------------------ entity metadata: DES's tables (engine/metadata.py)
+    _metadata_ready = False
+
+    def _ensure_metadata_tables(self) -> None:
+        q = quote
+        for t in METADATA_TABLES:
+            cols = ", ".join(
+                f"{q(c)} {_META_SQL[kind]}{'' if nullable or kind == 'identity' else ' NOT NULL'}"
+                for c, kind, nullable in t.columns
+            )
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {q(self.layout.metadata_table(t.name))} ({cols})")
+        self.conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {q(self.layout.metadata_state_table)} ("
+            '"EntityName" TEXT NOT NULL PRIMARY KEY, "VersionNumber" INTEGER NOT NULL, "Columns" TEXT NOT NULL, '
+            '"SinkModifiedOn" DATETIME TEXT NOT NULL) WITHOUT ROWID'
+        )
+
+    def metadata_state(self, entity: str) -> tuple[int, str] | None:
+        table = self.layout.metadata_state_table
+        if not self._metadata_ready:
+            found = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+            if found.fetchone() is None:
+                return None
+        row = self.conn.execute(
+            f'SELECT "VersionNumber", "Columns" FROM {quote(table)} WHERE "EntityName" = ?', (entity,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def replace_metadata(self, rows: MetadataRows) -> bool:
+        q = quote
+        state = q(self.layout.metadata_state_table)
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._ensure_metadata_tables()
+            row = self.conn.execute(
+                f'SELECT "VersionNumber" FROM {state} WHERE "EntityName" = ?', (rows.entity,)
+            ).fetchone()
+            if row is not None and row[0] >= rows.version:
+                self.conn.execute("COMMIT")
+                return False
+            for t in METADATA_TABLES:
+                table = q(self.layout.metadata_table(t.name))
+                keys = [(rows.entity,)] if t.scope == "EntityName" else [(n,) for n in rows.global_option_sets]
+                self.conn.executemany(f"DELETE FROM {table} WHERE {q(t.scope)} = ?", keys)
+                cols = t.insert_columns
+                self.conn.executemany(
+                    f"INSERT INTO {table} ({', '.join(map(q, cols))}) VALUES ({', '.join('?' * len(cols))})",
+                    rows.rows.get(t.name, ()),
+                )
+            self.conn.execute(
+                f"INSERT INTO {state} VALUES (?, ?, ?, ?) ON CONFLICT (\"EntityName\") DO UPDATE SET "
+                '"VersionNumber" = excluded."VersionNumber", "Columns" = excluded."Columns", '
+                '"SinkModifiedOn" = excluded."SinkModifiedOn"',
+                (rows.entity, rows.version, rows.columns, sink_time(rows.now)),
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self._metadata_ready = True
+        return True
+
+
+_META_SQL: dict[MetaKind, str] = {
+    "name": "TEXT",
+    "text": "TEXT",
+    "int": "INTEGER",
+    "bigint": "INTEGER",
+    "bool": "BOOLEAN",
+    "datetime": "DATETIME TEXT",
+    "guid": "GUID TEXT",
+    "identity": "INTEGER PRIMARY KEY",  # the rowid: numbered by SQLite
+}
