@@ -29,7 +29,9 @@ app = func.AsgiFunctionApp(app=build_app(hosted=True, runtime=runtime), http_aut
     cardinality=func.Cardinality.MANY,
 )
 def sync_notifications(messages: list[func.ServiceBusMessage]) -> None:
-    """Record-change notifications into the destination; raising makes the host redeliver the batch."""
+    """Record-change notifications into every matching profile's destination (profile mode) or the
+    one destination of ``DES_DESTINATION_DSN`` (single-destination mode); raising makes the host
+    redeliver the batch."""
     handle_notifications([m.get_body() for m in messages], container())
 
 

@@ -12,9 +12,12 @@ entity, each profile to its own destination through its own engine.
   not shared between threads); different profiles are applied in parallel.
 * One profile's failure (destination down, secret unavailable) never stops the others: its
   outcome carries the error and the notifications routed to it, for the caller to park for retry.
+* Entity metadata notifications are routed like record notifications (by organization and entity).
 
-The caller (the Service Bus handler) then writes failures and parked notifications per profile and
-records every profile's metrics in one store round trip with :meth:`FanOutResult.metrics_entries`.
+The caller (the Service Bus handler, shared/handlers.py) then parks errored profiles' notifications
+(shared/retry.py), writes failures per profile and the batch's unprocessable bodies once under
+``unrouted/``, and records every profile's metrics in one store round trip with
+:meth:`FanOutResult.metrics_entries`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.contract.metadata import MetadataNotification
 from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable, parse_bodies
 from shared.destinations import Destination, Layout, open_destination
@@ -41,6 +45,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_SECONDS = 15.0
 MAX_PARALLEL_PROFILES = 4
+# The blob folder (where a profile id would be) of what belongs to no profile: a batch's
+# unprocessable bodies, and parked notifications whose profile was deleted. Profile ids are GUIDs.
+UNROUTED_FOLDER = "unrouted"
 
 
 class ProfileDirectory:
@@ -159,10 +166,25 @@ class ProfileOutcome:
     result: BatchResult | None = None  # None when nothing was applied (inactive, or error)
     skipped: Counter[str] = field(default_factory=Counter)  # per entity: inactive profile
     error: Exception | None = None  # the destination could not take the batch: park it for retry
+    metadata: list[MetadataNotification] = field(default_factory=list)  # entity metadata routed to it
+    # Set by the caller once it parked an errored profile's notifications: how many the pending-retry
+    # gauge gains (0 when the retry blob was already counted by an earlier delivery, or when a retry
+    # count of 0 failed them at once). None: all routed notifications (not parked yet).
+    parked: int | None = None
+
+    @property
+    def routed(self) -> int:
+        return len(self.notifications) + len(self.metadata)
 
     @property
     def pending(self) -> int:
-        return len(self.notifications) if self.error is not None else 0
+        if self.error is None:
+            return 0
+        return self.routed if self.parked is None else self.parked
+
+    def batch(self) -> ParsedBatch:
+        """What was routed to this profile, as the engine takes it."""
+        return ParsedBatch(list(self.notifications), [], self.routed, list(self.metadata))
 
 
 @dataclass
@@ -234,8 +256,8 @@ class FanOut:
 
     def apply_parsed(self, parsed: ParsedBatch) -> FanOutResult:
         out = FanOutResult(received=parsed.received, unprocessable=list(parsed.unprocessable))
-        self._route(parsed.notifications, out)
-        work = [o for o in out.outcomes.values() if o.notifications]
+        self._route(parsed, out)
+        work = [o for o in out.outcomes.values() if o.routed]
         if len(work) == 1:
             self._apply(work[0])
         elif work:
@@ -247,13 +269,19 @@ class FanOut:
 
     def apply_to_profile(self, profile: Profile, notifications: Sequence[Notification]) -> BatchResult:
         """Apply notifications to one profile's destination (re-sync, retries); errors propagate."""
+        return self.apply_batch_to_profile(profile, ParsedBatch(list(notifications), [], len(notifications)))
+
+    def apply_batch_to_profile(self, profile: Profile, parsed: ParsedBatch) -> BatchResult:
+        """Apply a parsed batch (unprocessables and entity metadata included) to one profile's
+        destination (retries of parked batches); errors propagate."""
         slot = self.engines.slot(profile)
         with slot.lock:
-            return slot.engine.apply_notifications(notifications)
+            return slot.engine.apply_parsed(parsed)
 
-    def _route(self, notifications: Iterable[Notification], out: FanOutResult) -> None:
+    def _route(self, parsed: ParsedBatch, out: FanOutResult) -> None:
         cache: dict[str, list[Profile]] = {}
-        for n in notifications:
+        items: list[Notification | MetadataNotification] = [*parsed.metadata, *parsed.notifications]
+        for n in items:
             org = n.organizationId.lower()
             profiles = cache.get(org)
             if profiles is None:
@@ -266,10 +294,12 @@ class FanOut:
                 o = out.outcomes.get(p.id)
                 if o is None:
                     o = out.outcomes[p.id] = ProfileOutcome(p)
-                if p.state is ProfileState.ACTIVE:
+                if p.state is not ProfileState.ACTIVE:
+                    o.skipped[n.entity] += 1
+                elif isinstance(n, Notification):
                     o.notifications.append(n)
                 else:
-                    o.skipped[n.entity] += 1
+                    o.metadata.append(n)
             if not routed:
                 out.unrouted[n.entity] += 1
         if out.unrouted:
@@ -277,12 +307,12 @@ class FanOut:
 
     def _apply(self, o: ProfileOutcome) -> None:
         try:
-            o.result = self.apply_to_profile(o.profile, o.notifications)
+            o.result = self.apply_batch_to_profile(o.profile, o.batch())
         except Exception as exc:
             # Whatever it is (destination down, secret unavailable, a bug), the other profiles go on
             # and this profile's notifications are parked for retry by the caller, not lost.
             o.error = exc
             log.warning(
                 "profile %s (%s): %s notifications not applied: %s: %s",
-                o.profile.id, o.profile.name, len(o.notifications), type(exc).__name__, exc,
+                o.profile.id, o.profile.name, o.routed, type(exc).__name__, exc,
             )  # fmt: skip

@@ -11,16 +11,21 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from shared import settings as S
+from shared.destinations import Destination, Layout, open_destination
 from shared.profiles.checks import check_destination
 from shared.profiles.fanout import EngineRegistry, FanOut, ProfileDirectory
 from shared.profiles.ports import FailureLogReader, ParkedFailures, ProfileBlobs
 from shared.profiles.secrets import SecretResolver, managed_identity_credential
 from shared.profiles.service import Checker, ProfileService
 from shared.store import SqlStore, open_store
+
+if TYPE_CHECKING:
+    from shared.storage.config import Storage
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,9 @@ class ProfileRuntime:
     fanout: FanOut
     service: ProfileService
     settings: ProfileSettings = field(default_factory=ProfileSettings)
+    # Blob storage (issue 3) when configured: the failure log, parked failures and retry blobs of the
+    # profiles; the Service Bus handler and the retry functions use the same account.
+    storage: Storage | None = None
 
     def close(self) -> None:
         self.engines.close()
@@ -93,8 +101,18 @@ def build_runtime(
     failure_log: FailureLogReader | None = None,
     parked: ParkedFailures | None = None,
     blobs: ProfileBlobs | None = None,
+    storage: Storage | None = None,
+    opener: Callable[[str, Layout], Destination] = open_destination,
 ) -> ProfileRuntime:
+    """The machinery; with ``storage`` the failure-log, parked-failure and profile-blob ports are
+    wired to it (unless given), and ``opener`` opens each profile's destination."""
     settings = settings or ProfileSettings.from_env()
+    if storage is not None:
+        from shared.profiles.blobs import BlobFailureLog, BlobParkedFailures, BlobProfileBlobs
+
+        failure_log = failure_log or BlobFailureLog(storage)
+        parked = parked or BlobParkedFailures(storage)
+        blobs = blobs or BlobProfileBlobs(storage)
     store = store or open_store(settings.store_dsn, schema=settings.store_schema)
     if resolver is None:
         client_id, use_default = settings.managed_identity_client_id, settings.keyvault_default_credential
@@ -104,7 +122,7 @@ def build_runtime(
             ttl_seconds=settings.secret_cache_seconds,
         )
     directory = ProfileDirectory(store, ttl_seconds=settings.profile_cache_seconds)
-    engines = EngineRegistry(resolver, write_attempts=settings.write_attempts)
+    engines = EngineRegistry(resolver, opener=opener, write_attempts=settings.write_attempts)
     fanout = FanOut(directory, engines)
 
     def changed(profile_id: str) -> None:
@@ -122,7 +140,7 @@ def build_runtime(
         on_change=changed,
     )
     log.info("profile runtime on %s", store)
-    return ProfileRuntime(store, resolver, directory, engines, fanout, service, settings)
+    return ProfileRuntime(store, resolver, directory, engines, fanout, service, settings, storage)
 
 
 _runtime: ProfileRuntime | None = None
@@ -130,13 +148,16 @@ _runtime_lock = threading.Lock()
 
 
 def runtime() -> ProfileRuntime:
-    """The process-wide profile runtime, built from settings on first use (never at import time).
+    """The process-wide profile runtime, built from settings on first use (never at import time),
+    with the app's Blob storage (``AzureWebJobsStorage``) when one is configured.
 
     The admin API and the Service Bus handler of one function app share it."""
     global _runtime  # noqa: PLW0603
     with _runtime_lock:
         if _runtime is None:
-            _runtime = build_runtime()
+            from shared.storage.config import storage_from_env
+
+            _runtime = build_runtime(storage=storage_from_env())
         return _runtime
 
 

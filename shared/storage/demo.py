@@ -2,10 +2,12 @@
 
 Runs a further stream of the simulated organization's changes through the publisher (packed into
 Standard-tier messages; one account note too large for a message goes by claim check into
-``data/``) and through the same Service Bus handler the function app uses, with Blob storage on:
+``data/``) and through the same Service Bus handler the function app uses (profile mode: the
+fan-out to the demo's profile, created through the admin API), with Blob storage on:
 
-- while one batch is applied, another process holds the SQLite database (a real lock): the batch
-  is parked, encrypted, in ``retry/`` and then retried the way the blob trigger does it;
+- while one batch is applied, another process holds the SQLite database (a real lock): the
+  profile's notifications are parked, encrypted, in ``retry/<profile>/`` and then retried the way
+  the blob trigger does it, with the profile's retry interval;
 - a value that does not fit its column fails and lands in ``failurelog/<profile>/yyyy/mm/dd/hh/``.
 """
 
@@ -15,30 +17,29 @@ import json
 import random
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.bootstrap import bootstrap
-from shared.destinations import Layout
-from shared.destinations.sqlite.dialect import SqliteDestination
+from shared.bootstrap import Container, bootstrap_profiles
 from shared.engine.outcomes import BatchResult
 from shared.handlers import handle_notifications
+from shared.profiles.fanout import FanOutResult
+from shared.profiles.runtime import ProfileRuntime
 from shared.publisher import STANDARD_MAX_MESSAGE_BYTES, InMemorySender, NotificationPublisher
-from shared.retry import RetryPolicy, Status, run_retry_blob
-from shared.settings import Settings
+from shared.retry import Status, run_retry_blob
 from shared.storage.azurite import running_azurite
 from shared.storage.blobs import DATA, FAILURELOG, RETRY, UNPROCESSABLE
 from shared.storage.config import Storage
 from shared.storage.crypto import KeyRing, generate_local_aes_spec, parse_key_spec
 
-PROFILE = "demo"
-BATCH = 100  # message bodies per handler call
-
 
 @dataclass
 class BlobPhaseReport:
     result: BatchResult = field(default_factory=BatchResult)
+    profile_id: str = ""
+    skipped: int = 0  # notifications no active profile took
     notifications: int = 0
     messages: int = 0
     spilled: int = 0
@@ -80,11 +81,23 @@ def _misfit(org: str, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def run_blob_phase(stream: list[dict[str, Any]], db: Path, layout: Layout, seed: int) -> BlobPhaseReport:
-    """Publish ``stream`` (simulated changes) and sync it with Blob storage on; see the module docs."""
+def _handle(bodies: Sequence[bytes | str], c: Container) -> tuple[BatchResult, int]:
+    from shared.demo import fold
+
+    out = handle_notifications(bodies, c)
+    if not isinstance(out, FanOutResult):
+        raise TypeError("the demo runs the function app in profile mode")
+    return fold(out)
+
+
+def run_blob_phase(
+    stream: list[dict[str, Any]], rt: ProfileRuntime, profile_id: str, db: Path, seed: int
+) -> BlobPhaseReport:
+    """Publish ``stream`` (simulated changes) and sync it with Blob storage on, fanned out to the
+    profiles of ``rt`` (the demo's ``profile_id``: its destination is the SQLite file ``db``)."""
     started = time.perf_counter()
     rng = random.Random(f"blobs:{seed}")
-    report = BlobPhaseReport()
+    report = BlobPhaseReport(profile_id=profile_id)
     # One account note far over a Standard message: the claim check. The attributes dict is the
     # simulator's own record state, so its truth (the convergence check) has the long text too.
     accounts = [n for n in stream if n["entity"] == "account" and n.get("attributes") is not None]
@@ -96,12 +109,8 @@ def run_blob_phase(stream: list[dict[str, Any]], db: Path, layout: Layout, seed:
         key = parse_key_spec(generate_local_aes_spec(f"demo-{seed}"))
         report.kid = key.get_kid()
         storage = Storage.from_connection_string(azurite.connection_string, KeyRing(key))
-        dest = SqliteDestination(str(db), layout, busy_timeout=0.1)
-        c = bootstrap(
-            Settings(destination_dsn=f"sqlite:///{db}", write_attempts=1),
-            destination=dest, storage=storage, retry_policy=RetryPolicy(count=3, interval_seconds=0.2),
-            profile_id=PROFILE,
-        )
+        # The Service Bus function's container in profile mode, now with Blob storage.
+        c = bootstrap_profiles(rt, storage=storage)
         try:
             sender = InMemorySender()
             published = NotificationPublisher(sender, storage.payloads).publish(stream)
@@ -121,14 +130,15 @@ def run_blob_phase(stream: list[dict[str, Any]], db: Path, layout: Layout, seed:
                     holder = sqlite3.connect(db, isolation_level=None, timeout=0.1)
                     holder.execute("BEGIN EXCLUSIVE")  # another writer holds the database
                 try:
-                    result = handle_notifications(batch, c)
+                    result, skipped = _handle(batch, c)
                 finally:
                     if holder is not None:
                         holder.execute("ROLLBACK")
                         holder.close()
                 report.batches += 1
                 report.result.merge(result)
-            states = list(storage.retries.states(PROFILE))
+                report.skipped += skipped
+            states = list(storage.retries.states(profile_id))
             report.parked_batches = len(states)
             report.parked_notifications = sum(s.count for s in states)
             for s in states:  # what the blob trigger does for each new retry blob
@@ -140,7 +150,7 @@ def run_blob_phase(stream: list[dict[str, Any]], db: Path, layout: Layout, seed:
             report.data_blobs_left = len(list(storage.stores.names(DATA)))
             report.retry_blobs_left = len(list(storage.stores.names(RETRY)))
             report.failure_log_blobs = sorted(storage.stores.names(FAILURELOG))
-            report.failure_lines = list(storage.failure_log.rows(PROFILE))
+            report.failure_lines = list(storage.failure_log.rows(profile_id))
             report.unprocessable_blobs = len(list(storage.stores.names(UNPROCESSABLE)))
             # What an attacker with the storage account but not the key sees: no record value.
             found = False
@@ -150,7 +160,7 @@ def run_blob_phase(stream: list[dict[str, Any]], db: Path, layout: Layout, seed:
                     found = found or b"Misfit Blob GmbH" in raw or "Großprojekt".encode() in raw
             report.plaintext_found = found
         finally:
-            dest.close()
+            c.close()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -159,7 +169,7 @@ def print_blob_report(console: Any, r: BlobPhaseReport) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"Blob storage on Azurite (profile {PROFILE!r}, key {escape(r.kid)})", title_justify="left")
+    table = Table(title=f"Blob storage on Azurite (profile {r.profile_id}, key {escape(r.kid)})", title_justify="left")
     table.add_column("path")
     table.add_column("what happened", overflow="fold")
     table.add_column("", justify="right")
@@ -175,8 +185,8 @@ def print_blob_report(console: Any, r: BlobPhaseReport) -> None:
     )
     table.add_row(
         "retry/",
-        f"database locked by another writer during one batch: {r.parked_notifications} notifications parked in "
-        f"{r.parked_batches} encrypted blob(s); retry {r.retry_status} at attempt {r.retry_attempts}; "
+        f"database locked by another writer during one batch: the profile's {r.parked_notifications} notifications "
+        f"parked in {r.parked_batches} encrypted blob(s); retry {r.retry_status} at attempt {r.retry_attempts}; "
         f"retry blobs left: {r.retry_blobs_left}",
         mark[r.parked_batches >= 1 and r.retry_status == Status.RESOLVED.value and r.retry_blobs_left == 0],
     )
