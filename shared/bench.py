@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sqlite3
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ from typing import Any
 
 from shared.destinations import Layout, open_destination
 from shared.engine.engine import SyncEngine
-from shared.replay import replay
+from shared.replay import replay, replay_parallel
 from shared.simulate import bench_attribute_names, write_bench_file
 
 
@@ -155,7 +154,10 @@ def _remove_db(db: Path) -> None:
         Path(f"{db}{suffix}").unlink(missing_ok=True)
 
 
-def replay_run(path: Path, dsn: str, layout: Layout, batch_size: int) -> tuple[float, dict[str, Any]]:
+def replay_run(path: Path, dsn: str, layout: Layout, batch_size: int, workers: int = 1) -> tuple[float, dict[str, Any]]:
+    if workers > 1:
+        report = replay_parallel(path, dsn, layout, workers=workers, batch_size=batch_size)
+        return report.seconds, report.result.counts()
     dest = open_destination(dsn, layout)
     try:
         report = replay(path, SyncEngine(dest), batch_size=batch_size)
@@ -171,31 +173,41 @@ def _reset_pg_schema(dsn: str, schema: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def peak_rss_replay(path: Path, workdir: Path, batch_size: int) -> tuple[int, float]:
-    """Peak resident set size (KiB) of a ``python -m shared replay`` child process, and its seconds."""
+def peak_rss_replay(path: Path, workdir: Path, batch_size: int, workers: int) -> tuple[float, float]:
+    """Peak total resident set size (MiB) of a ``python -m shared replay`` process tree (the command
+    and its workers, summed, sampled every 20 ms), and its seconds."""
+    import psutil
+
     db = workdir / "rss.db"
     _remove_db(db)
     started = time.perf_counter()
-    subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "shared", "replay", str(path), "--destination", f"sqlite:///{db}",
-         "--batch-size", str(batch_size), "--rejects-dir", str(workdir / "rss-rejects")],
-        check=True, stdout=subprocess.DEVNULL,
+         "--batch-size", str(batch_size), "--workers", str(workers), "--rejects-dir", str(workdir / "rss-rejects")],
+        stdout=subprocess.DEVNULL,
     )
-    seconds = time.perf_counter() - started
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, seconds
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree))
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    if proc.returncode != 0:
+        raise RuntimeError(f"replay for the RSS measurement failed with exit code {proc.returncode}")
+    return peak / 2**20, time.perf_counter() - started
 
 
-def _alternating(rounds: int, a: Callable[[], float], b: Callable[[], float]) -> tuple[list[float], list[float]]:
-    ta: list[float] = []
-    tb: list[float] = []
-    for i in range(rounds):
-        if i % 2 == 0:
-            ta.append(a())
-            tb.append(b())
-        else:
-            tb.append(b())
-            ta.append(a())
-    return ta, tb
+def _rotating(rounds: int, runs: list[Callable[[], float]]) -> list[list[float]]:
+    """Seconds per run per round; each round starts with a different run, so drift hits all alike."""
+    times: list[list[float]] = [[] for _ in runs]
+    for r in range(rounds):
+        for k in range(len(runs)):
+            i = (r + k) % len(runs)
+            times[i].append(runs[i]())
+    return times
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -215,61 +227,75 @@ def run_bench(args: argparse.Namespace) -> int:
         "python": sys.version.split()[0], "cpus": os.cpu_count(),
     }
     table = Table(title=f"replay vs baseline, {n} notifications x {attrs} attributes (medians of {args.repeat})")
-    for col in ("database", "baseline s", "replay s", "baseline n/s", "replay n/s", "speed ratio"):
+    for col in ("database", "replay workers", "baseline s", "replay s", "baseline n/s", "replay n/s", "speed ratio"):
         table.add_column(col, justify="right")
 
     counts: dict[str, Any] = {}
+    workers = max(1, args.workers)
 
-    def ours_sqlite() -> float:
-        db = workdir / "ours.db"
-        _remove_db(db)
-        seconds, c = replay_run(data, f"sqlite:///{db}", Layout(), batch)
-        counts["sqlite"] = c
-        return seconds
-
-    targets: list[tuple[str, Callable[[], float], Callable[[], float]]] = [
-        ("sqlite", lambda: baseline_sqlite(data, workdir / "base.db", attrs, batch), ours_sqlite)
-    ]
-    if args.postgres:
-        dsn = args.postgres
-
-        def ours_pg() -> float:
-            _reset_pg_schema(dsn, "benchours")
-            seconds, c = replay_run(data, dsn, Layout(schema="benchours"), batch)
-            counts["postgresql"] = c
+    def ours(name: str, dsn: str, layout: Layout, n_workers: int, reset: Callable[[], None]) -> Callable[[], float]:
+        def run() -> float:
+            reset()
+            seconds, c = replay_run(data, dsn, layout, batch, n_workers)
+            counts[f"{name}/{n_workers}"] = c
             return seconds
 
-        targets.append(("postgresql", lambda: baseline_postgres(data, dsn, attrs, batch), ours_pg))
+        return run
 
-    for name, base, ours in targets:
-        console.print(f"running {name}: {args.repeat} rounds, alternating order")
-        tb, to = _alternating(args.repeat, base, ours)
-        mb, mo = statistics.median(tb), statistics.median(to)
-        ratio = mb / mo
-        per_round = [b / o for b, o in zip(tb, to, strict=True)]
-        results[name] = {
+    ours_db = workdir / "ours.db"
+    targets: list[tuple[str, Callable[[], float], str, Layout, Callable[[], None]]] = [
+        ("sqlite", lambda: baseline_sqlite(data, workdir / "base.db", attrs, batch), f"sqlite:///{ours_db}", Layout(),
+         lambda: _remove_db(ours_db)),
+    ]
+    if args.postgres:
+        pg = args.postgres
+        targets.append(
+            ("postgresql", lambda: baseline_postgres(data, pg, attrs, batch), pg, Layout(schema="benchours"),
+             lambda: _reset_pg_schema(pg, "benchours"))
+        )
+    variants = sorted({1, workers})
+    for name, base, dsn, layout, reset in targets:
+        console.print(f"running {name}: {args.repeat} rounds, order rotating each round")
+        runs = [base] + [ours(name, dsn, layout, w, reset) for w in variants]
+        times = _rotating(args.repeat, runs)
+        tb = times[0]
+        mb = statistics.median(tb)
+        entry: dict[str, Any] = {
             "baseline_seconds": [round(x, 3) for x in tb],
-            "replay_seconds": [round(x, 3) for x in to],
             "baseline_median_s": round(mb, 3),
-            "replay_median_s": round(mo, 3),
             "baseline_notifications_per_s": round(n / mb),
-            "replay_notifications_per_s": round(n / mo),
-            "speed_ratio_of_medians": round(ratio, 3),
-            "speed_ratio_per_round_median": round(statistics.median(per_round), 3),
-            "replay_outcomes": counts.get(name),
         }
-        table.add_row(name, f"{mb:.2f}", f"{mo:.2f}", f"{n / mb:,.0f}", f"{n / mo:,.0f}", f"{ratio:.2f}x")
+        for w, to in zip(variants, times[1:], strict=True):
+            mo = statistics.median(to)
+            per_round = [b / o for b, o in zip(tb, to, strict=True)]
+            entry[f"replay_workers_{w}"] = {
+                "seconds": [round(x, 3) for x in to],
+                "median_s": round(mo, 3),
+                "notifications_per_s": round(n / mo),
+                "speed_ratio_of_medians": round(mb / mo, 3),
+                "speed_ratio_per_round_median": round(statistics.median(per_round), 3),
+                "outcomes": counts.get(f"{name}/{w}"),
+            }
+            table.add_row(
+                name, str(w), f"{mb:.2f}", f"{mo:.2f}", f"{n / mb:,.0f}", f"{n / mo:,.0f}", f"{mb / mo:.2f}x"
+            )
+        results[name] = entry
     if args.rss_notifications:
         big = workdir / f"bench-{args.rss_notifications}-{attrs}.jsonl"
         if not big.exists():
             console.print(f"generating {args.rss_notifications} notifications into {big}")
             write_bench_file(big, args.rss_notifications, attrs)
-        rss_kib, seconds = peak_rss_replay(big, workdir, batch)
-        results["peak_rss"] = {
-            "notifications": args.rss_notifications, "peak_rss_mib": round(rss_kib / 1024, 1),
-            "seconds": round(seconds, 1),
-        }
-        table.caption = f"peak RSS replaying {args.rss_notifications:,}: {rss_kib / 1024:.0f} MiB"
+        rss: dict[str, Any] = {"notifications": args.rss_notifications}
+        for w in variants:
+            mib, seconds = peak_rss_replay(big, workdir, batch, w)
+            rss[f"workers_{w}"] = {"peak_rss_mib": round(mib, 1), "seconds": round(seconds, 1)}
+        results["peak_rss"] = rss
+        table.caption = "peak RSS replaying {:,}: {}".format(
+            args.rss_notifications,
+            ", ".join(
+                f"{k.replace('_', ' ')} {v['peak_rss_mib']:.0f} MiB" for k, v in rss.items() if k != "notifications"
+            ),
+        )
     console.print(table)
     print(json.dumps(results))
     return 0

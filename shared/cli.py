@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,12 +29,13 @@ log = logging.getLogger("shared.cli")
 EXIT_USAGE = 2
 EXIT_CONNECTION = 3
 EXIT_TRANSIENT = 4
+DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 
 def _replay(args: argparse.Namespace) -> int:
     from shared.engine.engine import SyncEngine
     from shared.rejects import RejectFiles
-    from shared.replay import replay
+    from shared.replay import ReplayReport, replay, replay_parallel
 
     path = Path(args.input)
     if not path.is_file():
@@ -41,6 +43,9 @@ def _replay(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.batch_size < 1:
         print("des replay: --batch-size must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.workers < 1:
+        print("des replay: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
     try:
         layout = Layout(args.schema, args.prefix or "", args.write_delete_log)
@@ -51,8 +56,20 @@ def _replay(args: argparse.Namespace) -> int:
     except ConnectionFailed as exc:
         print(f"des replay: {exc}", file=sys.stderr)
         return EXIT_CONNECTION
-    rejects = RejectFiles(Path(args.rejects_dir))
+    if args.workers > 1:
+        dest.close()  # opened to fail fast on a bad DSN or credentials; each worker opens its own
     size = path.stat().st_size
+    rejects_dir = Path(args.rejects_dir)
+    rejects = RejectFiles(rejects_dir) if args.workers == 1 else None
+
+    def run(progress: Callable[[int], None] | None) -> ReplayReport:
+        if rejects is None:
+            return replay_parallel(
+                path, args.destination, layout, workers=args.workers, batch_size=args.batch_size,
+                rejects_dir=rejects_dir, progress=progress,
+            )
+        return replay(path, SyncEngine(dest), batch_size=args.batch_size, rejects=rejects, progress=progress)
+
     try:
         if sys.stderr.isatty():
             from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
@@ -65,25 +82,23 @@ def _replay(args: argparse.Namespace) -> int:
                 console=_stderr_console(),
             ) as bar:
                 task = bar.add_task("replaying", total=size)
-                report = replay(
-                    path,
-                    SyncEngine(dest),
-                    batch_size=args.batch_size,
-                    rejects=rejects,
-                    progress=lambda pos: bar.update(task, completed=pos),
-                )
+                report = run(lambda pos: bar.update(task, completed=min(pos, size)))
         else:
-            report = replay(path, SyncEngine(dest), batch_size=args.batch_size, rejects=rejects)
+            report = run(None)
     except TransientDestinationError as exc:
         print(
             f"des replay: destination {redact(args.destination)} kept failing ({exc}); "
-            "nothing after the last committed batch was applied, and replaying again is safe",
+            "batches that committed stay applied, and replaying again is safe",
             file=sys.stderr,
         )
         return EXIT_TRANSIENT
+    except ConnectionFailed as exc:
+        print(f"des replay: {exc}", file=sys.stderr)
+        return EXIT_CONNECTION
     finally:
-        rejects.close()
-        dest.close()
+        if rejects is not None:
+            rejects.close()
+            dest.close()
     summary = report.summary()
     if report.result.failed or report.result.unprocessable:
         summary["rejects_dir"] = str(Path(args.rejects_dir).resolve())
@@ -131,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--write-delete-log", action="store_true", help="append applied deletes to <prefix>_DeleteLog")
     r.add_argument("--batch-size", type=int, default=5000, help="message bodies per batch (default 5000)")
     r.add_argument("--rejects-dir", default="des-rejects", help="where failures and unprocessables are written")
+    r.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS,
+        help=f"worker processes applying batches concurrently (default {DEFAULT_WORKERS}: one per core, at most 2)",
+    )
     r.set_defaults(func=_replay)
 
     d = sub.add_parser("demo", help="generate a CRM sample and sync it into ./des-demo.db, then check it")
@@ -144,7 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--attributes", type=int, default=20)
     b.add_argument("--repeat", type=int, default=3)
     b.add_argument("--batch-size", type=int, default=5000)
-    b.add_argument("--postgres", default=None, help="PostgreSQL DSN to bench too (database is reset)")
+    b.add_argument(
+        "--postgres", default=None, help="PostgreSQL DSN to bench too (schemas benchbase/benchours are reset)"
+    )
+    b.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="replay workers to bench besides 1")
     b.add_argument("--rss-notifications", type=int, default=0, help="also measure peak RSS replaying this many")
     b.add_argument("--workdir", default=None)
     b.set_defaults(func=_bench)

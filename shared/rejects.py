@@ -6,7 +6,10 @@ The command line uses these; the function app uses the Blob storage sinks (same 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -17,17 +20,40 @@ FAILURE_LOG_COLUMNS = ["Entity", "RecordId", "NotificationTime", "ChangeType", "
 
 
 class RejectFiles:
-    """Appends failures to ``failures.csv`` and unprocessable bodies to ``unprocessable.jsonl``."""
+    """Appends failures to ``failures.csv`` and unprocessable bodies to ``unprocessable.jsonl``.
 
-    def __init__(self, directory: Path) -> None:
+    ``shared=True`` when several processes append to the same directory (``replay --workers``):
+    every write then holds an exclusive ``flock`` on ``.lock`` until its lines are flushed, so
+    lines never interleave and the CSV header is written once.
+    """
+
+    def __init__(self, directory: Path, *, shared: bool = False) -> None:
         self.directory = directory
+        self.shared = shared
         self._failures: IO[str] | None = None
         self._unprocessable: IO[str] | None = None
         self._writer: csv.DictWriter[str] | None = None
 
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        if not self.shared:
+            yield
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def failures(self, items: list[RecordFailure]) -> None:
         if not items:
             return
+        with self._exclusive():
+            self._write_failures(items)
+
+    def _write_failures(self, items: list[RecordFailure]) -> None:
         if self._writer is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / "failures.csv"
@@ -51,6 +77,10 @@ class RejectFiles:
     def unprocessable(self, items: list[Unprocessable]) -> None:
         if not items:
             return
+        with self._exclusive():
+            self._write_unprocessable(items)
+
+    def _write_unprocessable(self, items: list[Unprocessable]) -> None:
         if self._unprocessable is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._unprocessable = (self.directory / "unprocessable.jsonl").open("a", encoding="utf-8")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
+import multiprocessing
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from shared.contract.parse import parse_bodies
+from shared.destinations import Layout, open_destination
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from shared.rejects import RejectFiles
@@ -66,3 +71,139 @@ def replay(
             if progress is not None:
                 progress(fh.tell())
     return ReplayReport(total, time.perf_counter() - started, lines)
+
+
+# ------------------------------------------------------------------------------ several workers
+@contextmanager
+def _file_lock(path: str | None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (None: no lock). Unlike SQLite's busy handler, which
+    sleeps and polls, a blocked ``flock`` wakes the moment the holder releases it."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _replay_part(
+    path: str,
+    dsn: str,
+    layout: Layout,
+    batch_size: int,
+    index: int,
+    workers: int,
+    rejects_dir: str | None,
+    write_lock: str | None,
+    positions: Any,
+) -> tuple[BatchResult, int]:
+    """One worker process: every ``workers``-th batch, starting with batch ``index``."""
+    from shared.tuning import tune_for_throughput
+
+    tune_for_throughput()
+    dest = open_destination(dsn, layout)
+    engine = SyncEngine(dest)
+    rejects = RejectFiles(Path(rejects_dir), shared=True) if rejects_dir else None
+    total = BatchResult()
+    lines = 0
+    try:
+        with open(path, "rb") as fh:
+            for i, batch in enumerate(batches(fh, batch_size)):
+                if i % workers != index:
+                    continue
+                parsed = parse_bodies(batch)  # in parallel with the other workers' writes
+                with _file_lock(write_lock):
+                    result = engine.apply_parsed(parsed)
+                lines += len(batch)
+                if rejects is not None:
+                    rejects.failures(result.failures)
+                    rejects.unprocessable(result.unprocessables)
+                result.failures.clear()
+                result.unprocessables.clear()
+                total.merge(result)
+                positions[index] = fh.tell()
+    finally:
+        if rejects is not None:
+            rejects.close()
+        dest.close()
+    return total, lines
+
+
+def replay_parallel(
+    path: Path,
+    dsn: str,
+    layout: Layout,
+    *,
+    workers: int,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    rejects_dir: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayReport:
+    """Replay with several worker processes, each with its own connection and engine.
+
+    Worker ``i`` applies batches ``i, i + workers, ...``: batches are applied out of file order and
+    concurrently, which the engine makes safe (the latest version wins, tombstones keep deleted
+    records deleted, every notification gets exactly one outcome; tests/integration/
+    test_concurrency.py). Parsing and validation run in parallel; on SQLite, whose writers take
+    turns anyway, the writes take turns on a lock file beside the database.
+    """
+    started = time.perf_counter()
+    write_lock = f"{dsn[len('sqlite:///') :]}.replay-lock" if dsn.startswith("sqlite:///") else None
+    ctx = multiprocessing.get_context("fork")  # the parent has every module loaded: workers start at once
+    positions = ctx.Array("q", workers, lock=False)  # bytes read per worker, for the progress bar
+    results: Any = ctx.SimpleQueue()
+    procs = [
+        ctx.Process(
+            target=_run_part,
+            args=(results, str(path), dsn, layout, batch_size, i, workers,
+                  str(rejects_dir) if rejects_dir else None, write_lock, positions),
+            name=f"des-replay-{i}",
+        )
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    total = BatchResult()
+    lines = 0
+    reported: set[int] = set()
+    failure: BaseException | None = None
+    try:
+        while len(reported) < workers:
+            if results.empty():
+                if progress is not None:
+                    progress(min(positions[i] for i in range(workers) if i not in reported))
+                dead = [i for i, proc in enumerate(procs) if i not in reported and proc.exitcode not in (None, 0)]
+                if dead and results.empty():
+                    raise RuntimeError(f"replay worker {dead[0]} died (exit code {procs[dead[0]].exitcode})")
+                time.sleep(0.05)
+                continue
+            index, outcome, payload = results.get()
+            reported.add(index)
+            if outcome == "error":
+                failure = failure or payload
+                for proc in procs:  # the others' committed batches stay; replaying again is safe
+                    proc.terminate()
+                break
+            part, n = payload
+            total.merge(part)
+            lines += n
+    finally:
+        for proc in procs:
+            proc.join()
+    if failure is not None:
+        raise failure
+    return ReplayReport(total, time.perf_counter() - started, lines)
+
+
+def _run_part(results: Any, *args: Any) -> None:
+    index = args[4]
+    try:
+        results.put((index, "ok", _replay_part(*args)))
+    except BaseException as exc:  # reported to the parent, which re-raises it
+        try:
+            results.put((index, "error", exc))
+        except Exception:  # an exception that does not pickle
+            results.put((index, "error", RuntimeError(f"replay worker {index}: {exc!r}")))
