@@ -84,6 +84,10 @@ def test_replay_applies_a_file(tmp_path: Path, dsn: str, batch_size: str) -> Non
         "--prefix",
         "rp",
         "--write-delete-log",
+        # One worker: batches in file order, so per-batch counts and reject order are exact.
+        # Several workers (the default) are tested in test_replay_parallel.py.
+        "--workers",
+        "1",
         cwd=tmp_path,
     )
     got = summary(proc)
