@@ -1,0 +1,43 @@
+"""Run the SQLite baseline or the replay once over a bench file, for instruction counting:
+
+    python -m shared bench --notifications 200000 --repeat 1 --workdir /tmp/w   # writes the file
+    F=/tmp/w/bench-200000-20.jsonl
+    valgrind --tool=callgrind --callgrind-out-file=cg.base python benchmarks/one_run.py base $F
+    valgrind --tool=callgrind --callgrind-out-file=cg.ours python benchmarks/one_run.py ours $F
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null python benchmarks/one_run.py none x  # imports
+
+Callgrind counts instructions, so the totals repeat whatever else the machine is doing; subtract the
+`none` run (imports) from both. `callgrind_annotate cg.ours` shows where they go.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from shared.bench import _remove_db, baseline_sqlite
+from shared.destinations import Layout, open_destination
+from shared.engine.engine import SyncEngine
+from shared.replay import replay
+from shared.tuning import tune_for_throughput
+
+
+def main() -> None:
+    which, data = sys.argv[1], Path(sys.argv[2])
+    tune_for_throughput()  # as the CLI does, for both
+    work = Path(tempfile.mkdtemp(prefix="des-one-"))
+    if which == "base":
+        baseline_sqlite(data, work / "base.db", 20, 5000)
+    elif which == "ours":
+        db = work / "ours.db"
+        _remove_db(db)
+        dest = open_destination(f"sqlite:///{db}", Layout())
+        try:
+            replay(data, SyncEngine(dest), batch_size=5000)
+        finally:
+            dest.close()
+
+
+if __name__ == "__main__":
+    main()
