@@ -90,13 +90,7 @@ def fold(out: FanOutResult) -> tuple[BatchResult, int]:
     for o in out.outcomes.values():
         if o.result is not None:
             result.merge(o.result)
-    for u in out.unprocessable:
-        result.received += 1
-        result.unprocessable += 1
-        result.unprocessables.append(u)
-        if u.entity:
-            result.entity(u.entity).received += 1
-            result.entity(u.entity).unprocessable += 1
+    result.add_unprocessable(out.unprocessable)
     return result, out.skipped
 
 

@@ -46,6 +46,16 @@ def batches(fh: IO[bytes], size: int) -> Iterator[list[bytes]]:
         yield batch
 
 
+def _settle(result: BatchResult, rejects: RejectFiles | None, total: BatchResult) -> None:
+    """Write a batch's failures and unprocessables out, then add its counts (only) to the total."""
+    if rejects is not None:
+        rejects.failures(result.failures)
+        rejects.unprocessable(result.unprocessables)
+    result.failures.clear()
+    result.unprocessables.clear()
+    total.merge(result)
+
+
 def replay(
     path: Path,
     engine: SyncEngine,
@@ -60,14 +70,8 @@ def replay(
     started = time.perf_counter()
     with path.open("rb") as fh:
         for batch in batches(fh, batch_size):
-            result = engine.apply_bodies(batch)
+            _settle(engine.apply_bodies(batch), rejects, total)
             lines += len(batch)
-            if rejects is not None:
-                rejects.failures(result.failures)
-                rejects.unprocessable(result.unprocessables)
-            result.failures.clear()
-            result.unprocessables.clear()
-            total.merge(result)
             if progress is not None:
                 progress(fh.tell())
     return ReplayReport(total, time.perf_counter() - started, lines)
@@ -117,13 +121,8 @@ def _replay_part(
                 parsed = parse_bodies(batch)  # in parallel with the other workers' writes
                 with _file_lock(write_lock):
                     result = engine.apply_parsed(parsed)
+                _settle(result, rejects, total)
                 lines += len(batch)
-                if rejects is not None:
-                    rejects.failures(result.failures)
-                    rejects.unprocessable(result.unprocessables)
-                result.failures.clear()
-                result.unprocessables.clear()
-                total.merge(result)
                 positions[index] = fh.tell()
     finally:
         if rejects is not None:

@@ -178,13 +178,7 @@ def _fail_all(
 
 
 def _unprocessable_too(result: BatchResult, items: Sequence[Unprocessable]) -> BatchResult:
-    for u in items:
-        result.received += 1
-        result.unprocessable += 1
-        result.unprocessables.append(u)
-        if u.entity:
-            result.entity(u.entity).received += 1
-            result.entity(u.entity).unprocessable += 1
+    result.add_unprocessable(items)
     return result
 
 

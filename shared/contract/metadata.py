@@ -19,7 +19,6 @@ from typing import Annotated, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -29,7 +28,15 @@ from pydantic import (
     model_validator,
 )
 
-from shared.contract.models import GUID_PATTERN, INT64_MAX, NAME_PATTERN, Notification
+from shared.contract.models import (
+    GUID_PATTERN,
+    INT64_MAX,
+    NAME_PATTERN,
+    JsonDateTime,
+    JsonInteger,
+    Notification,
+    validation_reason,
+)
 
 METADATA_CHANGE_TYPE = "metadata"
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -42,27 +49,8 @@ OPTION_SET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 # a unit test keeps them equal). versionnumber is a system column: its metadata gives no column.
 RESERVED_NAMES = frozenset({"id", "sinkcreatedon", "sinkmodifiedon"})
 LOOKUP_TYPE_SUFFIX = "_entitytype"
-MAX_REASON = 1000
 
 
-def _json_integer(value: object) -> object:
-    """Only JSON integers: no strings, no booleans; 5.0 is the integer 5 (as in models.py)."""
-    if type(value) is int:
-        return value
-    if isinstance(value, bool | str):
-        raise ValueError(f"must be a JSON integer, not {type(value).__name__}")
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def _json_datetime(value: object) -> object:
-    if isinstance(value, int | float):
-        raise ValueError(f"must be an RFC 3339 date-time string, not {type(value).__name__}")
-    return value
-
-
-JsonInteger = BeforeValidator(_json_integer)
 LogicalName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Guid = Annotated[str, StringConstraints(pattern=GUID_PATTERN)]
 Int32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX), JsonInteger]
@@ -319,7 +307,7 @@ class MetadataNotification(BaseModel):
         Field(ge=0, le=INT64_MAX, description="Metadata version; the newest per entity wins, older ones are stale."),
         JsonInteger,
     ]
-    changedOn: Annotated[AwareDatetime, BeforeValidator(_json_datetime)]
+    changedOn: Annotated[AwareDatetime, JsonDateTime]
     metadata: EntityMetadata
 
 
@@ -331,13 +319,7 @@ WireBody = WireNotification | list[WireNotification]
 _ONE: TypeAdapter[MetadataNotification] = TypeAdapter(MetadataNotification)
 
 
-def _reason(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{loc}: {err['msg']}")
-    text = "; ".join(parts)
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+_reason = validation_reason
 
 
 def validate_metadata(element: object) -> MetadataNotification | str:

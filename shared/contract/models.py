@@ -23,6 +23,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     StringConstraints,
+    ValidationError,
 )
 
 SCHEMA_VERSION = 1
@@ -56,11 +57,26 @@ def _json_integer(value: object) -> object:
 
 JsonInteger = BeforeValidator(_json_integer)
 
+MAX_REASON = 1000  # characters of a reason kept with an unprocessable body or a failed record
+
+
+def validation_reason(exc: ValidationError) -> str:
+    """A pydantic validation error as one line: ``field.path: message; ...``, at most MAX_REASON."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{loc}: {err['msg']}")
+    text = "; ".join(parts)
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+
 
 def _json_datetime(value: object) -> object:
     if isinstance(value, int | float):
         raise ValueError(f"must be an RFC 3339 date-time string, not {type(value).__name__}")
     return value
+
+
+JsonDateTime = BeforeValidator(_json_datetime)
 
 
 class ChangeType(str, Enum):
@@ -134,7 +150,7 @@ class Notification(BaseModel):
         JsonInteger,
     ]
     # An RFC 3339 string with a time zone; a bare number (Unix time) is not a date-time here.
-    changedOn: Annotated[AwareDatetime, BeforeValidator(_json_datetime)]
+    changedOn: Annotated[AwareDatetime, JsonDateTime]
     attributes: dict[LogicalName, AttributeValue] | None = Field(
         default=None,
         description="Full record state for create/update (absent attributes become NULL); absent for delete.",

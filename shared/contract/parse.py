@@ -16,13 +16,12 @@ from pydantic import TypeAdapter, ValidationError
 # Entity metadata notifications ("changeType": "metadata"): tried only when a body fails the record
 # contract, so record notifications keep their fast path (shared/contract/metadata.py).
 from shared.contract.metadata import METADATA_CHANGE_TYPE, MetadataNotification, validate_metadata
-from shared.contract.models import ChangeType, MessageBody, Notification
+from shared.contract.models import MAX_REASON, ChangeType, MessageBody, Notification, validation_reason
 
 # Attribute names our destination layout owns (compared lower case: SQL Server is case-insensitive).
 RESERVED_ATTRIBUTES = frozenset({"id", "sinkcreatedon", "sinkmodifiedon"})
 # Dataverse sends versionnumber as an attribute too; the top-level ``version`` is authoritative.
 IGNORED_ATTRIBUTES = frozenset({"versionnumber"})
-MAX_REASON = 1000
 
 _BODY: TypeAdapter[Notification | list[Notification]] = TypeAdapter(MessageBody)
 _ONE = TypeAdapter(Notification)
@@ -46,13 +45,7 @@ class ParsedBatch:
     metadata: list[MetadataNotification] = field(default_factory=list)  # valid metadata notifications
 
 
-def _reason(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{loc}: {err['msg']}")
-    text = "; ".join(parts)
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+_reason = validation_reason
 
 
 def _semantic_error(n: Notification) -> str | None:

@@ -159,7 +159,11 @@ def to_datetime(text: str) -> datetime | None:
 
 def decimal_digits(value: int | float) -> tuple[int, int]:
     """(digits before the point, decimal places) of a JSON number (a float by its shortest repr)."""
-    d = Decimal(repr(value)) if type(value) is float else Decimal(value)
+    return decimal_digits_of(Decimal(repr(value)) if type(value) is float else Decimal(value))
+
+
+def decimal_digits_of(d: Decimal) -> tuple[int, int]:
+    """(digits before the point, decimal places) of a finite Decimal, trailing zeros ignored."""
     _sign, digits, exponent = d.as_tuple()
     assert isinstance(exponent, int)
     n = len(digits)

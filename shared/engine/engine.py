@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import compress
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
 from shared.contract.models import ChangeType, Lookup, Notification
 from shared.contract.parse import ParsedBatch, parse_bodies
@@ -134,17 +135,10 @@ class SyncEngine:
         return self.apply_parsed(parse_bodies(bodies))
 
     def apply_parsed(self, parsed: ParsedBatch) -> BatchResult:
-        result = BatchResult(received=parsed.received)
-        for u in parsed.unprocessable:
-            result.unprocessable += 1
-            result.unprocessables.append(u)
-            if u.entity:
-                result.entity(u.entity).unprocessable += 1
-        for n in parsed.notifications:
-            result.entity(n.entity).received += 1
-        for u in parsed.unprocessable:
-            if u.entity:
-                result.entity(u.entity).received += 1
+        result = BatchResult(received=parsed.received - len(parsed.unprocessable))
+        result.add_unprocessable(parsed.unprocessable)
+        for entity, count in Counter(map(attrgetter("entity"), parsed.notifications)).items():
+            result.entity(entity).received += count
         if parsed.metadata:  # before the records: they meet the columns their metadata declares
             for m in parsed.metadata:
                 result.entity(m.entity).received += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -82,6 +83,17 @@ class BatchResult:
         if counts is None:
             counts = self.per_entity[name] = EntityCounts()
         return counts
+
+    def add_unprocessable(self, items: Iterable[Unprocessable]) -> None:
+        """Count bodies that fail the contract (received and unprocessable) and keep them."""
+        for u in items:
+            self.received += 1
+            self.unprocessable += 1
+            self.unprocessables.append(u)
+            if u.entity:
+                counts = self.entity(u.entity)
+                counts.received += 1
+                counts.unprocessable += 1
 
     @property
     def conserved(self) -> bool:

@@ -199,18 +199,6 @@ def utf16_units(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
 
 
-def _decimal_digits(value: Decimal) -> tuple[int, int]:
-    """(digits before the point, decimal places) of a finite Decimal, trailing zeros ignored."""
-    _sign, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)
-    n = len(digits)
-    while n > 1 and exponent < 0 and digits[n - 1] == 0:
-        n -= 1
-        exponent += 1
-    if n == 1 and digits[0] == 0:
-        return 0, 0
-    return max(0, n + exponent), max(0, -exponent)
-
 
 def to_decimal(value: object) -> Decimal:
     """The exact decimal a JSON number stands for (a float by its shortest repr, not its binary value)."""
@@ -822,7 +810,7 @@ class MssqlDestination:
         for i, v in enumerate(values):
             if v is None:
                 continue
-            before, places = _decimal_digits(to_decimal(v))
+            before, places = coltypes.decimal_digits_of(to_decimal(v))
             if before > int_digits:
                 reasons[i] = (
                     f"number has {before} digits before the decimal point; {sql_type(column)} holds {int_digits}"
