@@ -195,7 +195,11 @@ def _serve(args: argparse.Namespace) -> int:
     from shared.destinations import redact
 
     print(f"des api: admin store {redact(store)}; http://{args.host}:{args.port}/docs?code=<key>", file=sys.stderr)
-    uvicorn.run(build_app(), host=args.host, port=args.port, access_log=False, log_level="info")
+    from shared.profiles.runtime import runtime
+
+    # The same process-wide runtime the function app uses: with AzureWebJobsStorage set (Azurite
+    # locally), the failures routes and profile deletion reach Blob storage too.
+    uvicorn.run(build_app(runtime=runtime), host=args.host, port=args.port, access_log=False, log_level="info")
     return 0
 
 
