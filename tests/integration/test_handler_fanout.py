@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,6 @@ from typing import Any
 import azure.functions as func
 import psycopg
 import pytest
-from psycopg import sql
 
 import function_app
 from shared import settings as S
@@ -55,7 +53,7 @@ from shared.storage.blobs import DATA, FAILURELOG, RETRY, UNPROCESSABLE
 from shared.storage.config import Storage
 from shared.store.base import UNROUTED
 from tests.support.metadata_scenarios import attr, metadata
-from tests.support.postgres import admin_dsn, fresh_database
+from tests.support.postgres import Switch, switchable_database
 
 pytestmark = pytest.mark.integration
 
@@ -87,47 +85,10 @@ def body(*notes: dict[str, Any]) -> str:
     return json.dumps(notes[0] if len(notes) == 1 else list(notes))
 
 
-@dataclass
-class Switch:
-    """A PostgreSQL database reachable only through one role, whose access can be cut and restored."""
-
-    dsn: str  # as the destination role
-    admin: str  # superuser DSN on the same database
-    role: str
-
-    def down(self) -> None:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(self.role)))
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [self.role])
-
-    def up(self) -> None:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(self.role)))
-
-    def rows(self, table: str) -> dict[str, tuple[int, str | None]]:
-        with psycopg.connect(self.admin) as conn:
-            query = sql.SQL('SELECT "Id"::text, "versionnumber", "name" FROM "public".{}').format(sql.Identifier(table))
-            return {r[0]: (r[1], r[2]) for r in conn.execute(query).fetchall()}
-
-
 @pytest.fixture
 def switch() -> Iterator[Switch]:
-    role = f"des_hf_{uuid.uuid4().hex[:10]}"
-    password = uuid.uuid4().hex
-    with psycopg.connect(admin_dsn(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
-    try:
-        with fresh_database() as admin:
-            dbname = admin.rsplit("/", 1)[1]
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname), sql.Identifier(role))
-                )
-            port = psycopg.conninfo.conninfo_to_dict(admin).get("port", 5432)
-            yield Switch(f"postgresql://{role}:{password}@127.0.0.1:{port}/{dbname}", admin, role)
-    finally:
-        with psycopg.connect(admin_dsn(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    with switchable_database("des_hf") as sw:
+        yield sw
 
 
 def create_profile(rt: ProfileRuntime, name: str, destination: str, entities: list[str], **extra: Any) -> str:

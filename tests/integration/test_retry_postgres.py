@@ -9,14 +9,10 @@ settling does not double-count; an exhausted retry count puts the records in the
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from shared.bootstrap import Container, bootstrap
 from shared.destinations import Layout
@@ -27,57 +23,15 @@ from shared.settings import Settings
 from shared.storage.blobs import RETRY
 from shared.storage.config import Storage
 from tests.support.metrics import RecordedMetrics, note, rid
-from tests.support.postgres import admin_dsn, fresh_database
+from tests.support.postgres import Switch, switchable_database
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Switch:
-    """A PostgreSQL database reachable only through one role, whose access can be cut and restored."""
-
-    dsn: str  # as the destination role
-    admin: str  # superuser DSN on the same database
-    role: str
-
-    def down(self) -> None:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(self.role)))
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [self.role]
-            )
-
-    def up(self) -> None:
-        with psycopg.connect(self.admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(self.role)))
-
-    def rows(self) -> dict[str, tuple[int, str | None]]:
-        with psycopg.connect(self.admin) as conn:
-            cur = conn.execute('SELECT "Id"::text, "versionnumber", "name" FROM "public"."account"')
-            return {r[0]: (r[1], r[2]) for r in cur.fetchall()}
-
-
 @pytest.fixture
 def switch() -> Iterator[Switch]:
-    role = f"des_app_{uuid.uuid4().hex[:10]}"
-    password = uuid.uuid4().hex
-    with psycopg.connect(admin_dsn(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
-        )
-    try:
-        with fresh_database() as admin:
-            dbname = admin.rsplit("/", 1)[1]
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname), sql.Identifier(role))
-                )
-            port = psycopg.conninfo.conninfo_to_dict(admin).get("port", 5432)
-            dsn = f"postgresql://{role}:{password}@127.0.0.1:{port}/{dbname}"
-            yield Switch(dsn, admin, role)
-    finally:
-        with psycopg.connect(admin_dsn(), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    with switchable_database("des_app") as sw:
+        yield sw
 
 
 def make_app(switch: Switch, storage: Storage, policy: RetryPolicy, metrics: RecordedMetrics) -> Container:

@@ -14,10 +14,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 
 ENV = "DES_TEST_POSTGRES"
 LOCAL_DSN = "postgresql://des_test:des_test@127.0.0.1:5432/postgres"
@@ -94,3 +96,49 @@ def fresh_database(prefix: str = "des_t") -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Switch:
+    """A PostgreSQL database reachable only through one role, whose access can be cut and restored."""
+
+    dsn: str  # as the destination role
+    admin: str  # superuser DSN on the same database
+    role: str
+
+    def down(self) -> None:
+        """Refuse new logins of the role and end its sessions: the destination is really gone."""
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(self.role)))
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [self.role])
+
+    def up(self) -> None:
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(self.role)))
+
+    def rows(self, table: str = "account") -> dict[str, tuple[int, str | None]]:
+        """Id -> (versionnumber, name) of a table in the public schema, read as the superuser."""
+        with psycopg.connect(self.admin) as conn:
+            query = sql.SQL('SELECT "Id"::text, "versionnumber", "name" FROM "public".{}').format(sql.Identifier(table))
+            return {r[0]: (r[1], r[2]) for r in conn.execute(query).fetchall()}
+
+
+@contextmanager
+def switchable_database(prefix: str = "des_sw") -> Iterator[Switch]:
+    """A fresh database owned by a new login role (dropped afterwards), as a :class:`Switch`."""
+    role = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    password = uuid.uuid4().hex
+    with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+    try:
+        with fresh_database() as admin:
+            dbname = admin.rsplit("/", 1)[1]
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname), sql.Identifier(role))
+                )
+            port = psycopg.conninfo.conninfo_to_dict(admin).get("port", 5432)
+            yield Switch(f"postgresql://{role}:{password}@127.0.0.1:{port}/{dbname}", admin, role)
+    finally:
+        with psycopg.connect(admin_dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
