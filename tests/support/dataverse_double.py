@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 
+_DEFINITIONS = r"EntityDefinitions\(LogicalName='([a-z_0-9]+)'\)(/Attributes/Microsoft\.Dynamics\.CRM\.(\w+))?"
 ORG_URL = "https://double.crm.dynamics.com"
 API = ORG_URL + "/api/data/v9.2/"
 ORG_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -182,8 +183,7 @@ class DataverseDouble:
         prefer = request.headers.get("Prefer", "")
         if tail == "WhoAmI":
             return httpx.Response(200, content=_dumps({"OrganizationId": ORG_ID, "UserId": str(uuid.uuid4())}))
-        m = re.fullmatch(r"EntityDefinitions\(LogicalName='([a-z_0-9]+)'\)(/Attributes/Microsoft\.Dynamics\.CRM\.(\w+))?",
-                         tail)  # fmt: skip
+        m = re.fullmatch(_DEFINITIONS, tail)
         if m:
             return self._metadata(m.group(1), m.group(3), q)
         m = re.fullmatch(r"([a-z_0-9]+)\(([0-9a-fA-F-]{36})\)", tail)
@@ -194,13 +194,13 @@ class DataverseDouble:
             return error(404, "0x80060888", f"Resource not found for the segment '{tail}'.")
         for option in ("$filter", "$orderby", "$expand", "$top"):
             if option in q and ("odata.track-changes" in prefer or "$deltatoken" in q):
-                return error(400, "0x80060888",
-                             f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.')  # fmt: skip
+                text = f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.'
+                return error(400, "0x80060888", text)
         size = 5000
         sm = re.search(r"odata\.maxpagesize=(\d+)", prefer)
         if sm:
             size = min(5000, int(sm.group(1)))
-        annotate = "lookuplogicalname" in prefer or "include-annotations=\"*\"" in prefer
+        annotate = "lookuplogicalname" in prefer or 'include-annotations="*"' in prefer
         select = q.get("$select")
         if "$deltatoken" in q:
             return self._delta(d, q, size, annotate, select)
@@ -283,8 +283,10 @@ class DataverseDouble:
         d = next((e for e in self.entities.values() if e.entity_set == entity_set), None)
         if d is None or rid not in self.rows[d.logical]:
             return error(404, "0x80040217", f"Entity with id = {rid} Does Not Exist")
-        return httpx.Response(200, content=_dumps(self._row(d, self.rows[d.logical][rid],
-                                                            "lookuplogicalname" in prefer, q.get("$select"))))
+        return httpx.Response(
+            200,
+            content=_dumps(self._row(d, self.rows[d.logical][rid], "lookuplogicalname" in prefer, q.get("$select"))),
+        )
 
     def _metadata(self, logical: str, cast: str | None, q: dict[str, str]) -> httpx.Response:
         d = self.entities.get(logical)

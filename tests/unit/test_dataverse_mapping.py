@@ -34,7 +34,7 @@ DELTA = b"""{"@odata.context": "ORG/api/data/v9.0/$metadata#accounts(name,teleph
     "_parentaccountid_value@Microsoft.Dynamics.CRM.associatednavigationproperty": "parentaccountid",
     "industrycode": 3, "industrycode@OData.Community.Display.V1.FormattedValue": "Consulting"},
    {"@odata.context": "ORG/api/data/v9.0/$metadata#accounts/$deletedEntity",
-    "id": "2e451703-c686-e711-80e5-00155db19e6d", "reason": "deleted"}]}"""
+    "id": "2e451703-c686-e711-80e5-00155db19e6d", "reason": "deleted"}]}"""  # noqa: E501
 
 
 def test_delta_page_maps_rows_and_deletes() -> None:
@@ -42,14 +42,17 @@ def test_delta_page_maps_rows_and_deletes() -> None:
     assert page.rows == 2
     assert page.deleted_ids == ["2e451703-c686-e711-80e5-00155db19e6d"]
     assert page.high_water == 915244
-    assert page.next_link is None and page.delta_link is not None and "$deltatoken=" in page.delta_link
+    assert page.next_link is None
+    assert page.delta_link is not None
+    assert "$deltatoken=" in page.delta_link
     (n,) = page.upserts
     assert n["recordId"] == "60c4e274-0d87-e711-80e5-00155db19e6d"
     assert n["version"] == 2 * 915244
     assert n["changedOn"] == "2017-08-22T08:21:00Z"
     attrs = n["attributes"]
     assert attrs["parentaccountid"] == {"id": "2e451703-c686-e711-80e5-00155db19e6e", "logicalName": "account"}
-    assert "_parentaccountid_value" not in attrs and "versionnumber" not in attrs
+    assert "_parentaccountid_value" not in attrs
+    assert "versionnumber" not in attrs
     assert not any("@" in k for k in attrs)
     assert attrs["industrycode"] == 3  # option sets stay integers (no formatted value)
     assert attrs["revenue"] == Decimal("20000.0000")
@@ -57,7 +60,8 @@ def test_delta_page_maps_rows_and_deletes() -> None:
     body = m.encode(n)
     assert b'"revenue":20000.0000' in body
     parsed = parse_bodies([body])
-    assert not parsed.unprocessable and parsed.notifications[0].version == 2 * 915244
+    assert not parsed.unprocessable
+    assert parsed.notifications[0].version == 2 * 915244
 
 
 def test_money_beyond_double_precision_stays_exact_in_the_body() -> None:
@@ -84,7 +88,8 @@ def test_rows_missing_id_or_version_become_unprocessable_not_dropped() -> None:
                             change_type="update", read_at=NOW)  # fmt: skip
     parsed = parse_bodies([m.encode(n1), m.encode(n2)])
     assert len(parsed.unprocessable) == 2
-    assert "recordId" in parsed.unprocessable[0].reason and "version" in parsed.unprocessable[1].reason
+    assert "recordId" in parsed.unprocessable[0].reason
+    assert "version" in parsed.unprocessable[1].reason
 
 
 def test_intersect_rows_without_modifiedon_use_the_read_time() -> None:
@@ -151,7 +156,9 @@ def test_entity_metadata_from_definitions_and_casts() -> None:
                    {"LogicalName": "regardingobjectid", "Targets": ["email", "account"]}],
     }  # fmt: skip
     info, note = m.entity_metadata(definition, attributes, casts, organization_id=ORG, version=5, changed_on=NOW)
-    assert info.entity_set == "accounts" and info.primary_id == "accountid" and info.change_tracking
+    assert info.entity_set == "accounts"
+    assert info.primary_id == "accountid"
+    assert info.change_tracking
     assert info.columns == (
         "accountid", "name", "revenue", "revenue_base", "industrycode", "statecode", "statuscode",
         "_primarycontactid_value", "_ownerid_value", "_regardingobjectid_value", "new_tags", "donotemail",
@@ -161,8 +168,10 @@ def test_entity_metadata_from_definitions_and_casts() -> None:
     parsed = validate_metadata(note)
     assert not isinstance(parsed, str), parsed
     by = {a.logicalName: a for a in parsed.metadata.attributes}
-    assert by["name"].maxLength == 160 and by["revenue"].precision == 4
-    assert by["new_tags"].type.value == "MultiSelectPicklist" and by["new_tags"].optionSet.isGlobal  # type: ignore[union-attr]
+    assert by["name"].maxLength == 160
+    assert by["revenue"].precision == 4
+    assert by["new_tags"].type.value == "MultiSelectPicklist"
+    assert by["new_tags"].optionSet.isGlobal
     assert by["entityimage"].type.value == "Image"
     assert by["statuscode"].optionSet.options[0].state == 0  # type: ignore[union-attr]
     assert [o.value for o in by["donotemail"].optionSet.options] == [0, 1]  # type: ignore[union-attr]
