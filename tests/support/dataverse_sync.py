@@ -117,6 +117,10 @@ def assert_converged(
             assert got.get(f"{name}_entitytype") == (ref[0] if ref else None), (rid, name)
 
 
+class CrashedOnPurpose(RuntimeError):
+    """The test's stand-in for a process dying in the middle of a unit of work."""
+
+
 class CrashingSink:
     """Delivers like the real sink, then fails on chosen publish calls: a crash after the page was
     applied but before the cursor advanced (``after=True``), or before it was applied."""
@@ -130,10 +134,10 @@ class CrashingSink:
     def publish(self, entity: str, bodies: Sequence[bytes]) -> BatchResult | None:
         self.calls += 1
         if self.calls in self.crash_on and not self.after:
-            raise RuntimeError("crash before delivery")
+            raise CrashedOnPurpose("crash before delivery")
         result = self.inner.publish(entity, bodies)
         if self.calls in self.crash_on:
-            raise RuntimeError("crash after delivery, before the cursor advanced")
+            raise CrashedOnPurpose("crash after delivery, before the cursor advanced")
         return result
 
     def existing_ids(self, entity: str) -> set[str]:
