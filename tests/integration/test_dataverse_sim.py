@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.source.dataverse.client import StaticToken
+from shared.source.dataverse.client import SourceUnavailable, StaticToken
 from shared.source.dataverse.cursors import Phase
 from shared.tools.dataverse_sim import RunningSimulator, run_simulator
 from shared.tools.dataverse_sim.state import Ref
@@ -79,10 +79,16 @@ def assert_matches_simulator(r: Rig, running: RunningSimulator, entity: str) -> 
                 assert _same(got.get(name), value), (entity, rid, name, got.get(name), value)
 
 
-def sync_all(r: Rig, running: RunningSimulator, *, passes: int = 1, **settings: Any) -> None:
+def sync_all(r: Rig, running: RunningSimulator, *, passes: int = 1, settle: bool = True, **settings: Any) -> None:
     runner = r.runner(**settings)
     for entity in ENTITIES:
-        drive(runner, entity, passes=passes)
+        for attempt in range(5):  # a transient failure ends the unit; the host runs it again later
+            try:
+                drive(runner, entity, passes=passes, settle=settle)
+                break
+            except SourceUnavailable:
+                if attempt == 4:
+                    raise
 
 
 def connect(r: Rig, running: RunningSimulator) -> Rig:
@@ -208,7 +214,7 @@ def _history(tmp_path: Path, dsn: str, history: list[Step], seed: int, verify: b
             if kind == "changes":
                 running.sim.random_changes(n, seed=rng.randrange(10**6))
             elif kind == "sync":
-                sync_all(r, running, passes=n, verify_deletes=verify)
+                sync_all(r, running, passes=n, settle=False, verify_deletes=verify)
             elif kind == "expire":
                 running.sim.expire_delta_tokens(rng.choice(ENTITIES[:3]))
             elif kind == "throttle":
@@ -217,7 +223,7 @@ def _history(tmp_path: Path, dsn: str, history: list[Step], seed: int, verify: b
                 running.sim.fail_next(n)
             else:
                 crashing = CrashingSink(r.sink, {n}, after=rng.random() < 0.5)
-                with contextlib.suppress(CrashedOnPurpose):  # unless the entity finished before the crash
+                with contextlib.suppress(CrashedOnPurpose, SourceUnavailable):  # or it finished before the crash
                     drive(r.runner(owner=f"crash-{rng.random()}", sink=crashing), rng.choice(ENTITIES))
         running.sim.throttle_next(0)
         running.sim.fail_next(0)
@@ -226,7 +232,7 @@ def _history(tmp_path: Path, dsn: str, history: list[Step], seed: int, verify: b
             assert_matches_simulator(r, running, entity)
 
 
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(history=steps, seed=st.integers(0, 1000), verify=st.booleans())
 def test_random_histories_converge_in_sqlite(tmp_path_factory: pytest.TempPathFactory, history: list[Step],
                                              seed: int, verify: bool) -> None:  # fmt: skip
@@ -234,7 +240,7 @@ def test_random_histories_converge_in_sqlite(tmp_path_factory: pytest.TempPathFa
     _history(tmp, f"sqlite:///{tmp / 'dest.db'}", history, seed, verify)
 
 
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(history=steps, seed=st.integers(0, 1000), verify=st.booleans())
 def test_random_histories_converge_in_postgresql(tmp_path_factory: pytest.TempPathFactory, history: list[Step],
                                                  seed: int, verify: bool) -> None:  # fmt: skip

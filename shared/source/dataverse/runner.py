@@ -208,9 +208,9 @@ class SourceRunner:
         if page.deleted_ids:
             ids = page.deleted_ids
             if not self.settings.verify_deletes:
-                # A page is one moment's answer: a row there means the record exists now, so a tombstone
-                # for the same id on that page is the earlier delete of a re-created record.
-                rows = set(page.upsert_ids)
+                # Unverified: a pass answers for one snapshot, so a row anywhere in the pass means the
+                # record exists; a tombstone for the same id is the earlier delete of a re-created record.
+                rows = set(page.upsert_ids) | self.cursors.seen(self.profile_id, state.entity)
                 ids = [i for i in ids if i not in rows]
             extra, dels, high_water = self._deletes(
                 info, org, ids, page.high_water, now, verify=self.settings.verify_deletes
@@ -242,8 +242,11 @@ class SourceRunner:
             new = replace(new, phase=next_phase, link=delta_link)
         else:
             new = replace(new, link=delta_link, next_poll=self._next_poll(now), state_reason=None)
-        seen = page.upsert_ids if full else ()
-        self.cursors.advance(state, new, seen=seen, clear_seen=full and first)
+        if full:  # the full load's ids, for its reconcile
+            seen, clear = page.upsert_ids, first
+        else:  # unverified deletes: the pass's row ids; forgotten when the pass completes
+            seen, clear = ([] if done or self.settings.verify_deletes else page.upsert_ids), done
+        self.cursors.advance(state, new, seen=seen, clear_seen=clear)
         self._mirror(state.entity, state.initial_sync_state, new.initial_sync_state)
         return PageResult(
             state.entity, state.phase, next_phase, rows=page.rows, upserts=upserts, deletes=deletes, pages=1,
