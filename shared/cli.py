@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="print the JSON Schema of the wire contract")
     s.set_defaults(func=_schema)
 
+    from shared.source.dataverse.cli import add_parser as add_sync  # des sync (the Dataverse source)
+
+    add_sync(sub)
+
     from shared.client import add_commands  # api, profiles, failures, metrics (the admin API)
 
     add_commands(sub)
