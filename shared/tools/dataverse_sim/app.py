@@ -130,7 +130,7 @@ def _route(ctx: _Ctx) -> Response:
             return _navigation(ctx, entity, record_id, tail)
         if method == "GET":
             return _get_one(ctx, entity, record_id)
-        if method in {"PATCH", "PUT"}:
+        if method == "PATCH":
             return _patch(ctx, entity, record_id)
         if method == "DELETE":
             _read_check(ctx, entity)

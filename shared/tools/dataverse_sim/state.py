@@ -184,6 +184,8 @@ class DataverseState:
                 raise SimError(400, "0x80044363", f"An attribute named {attr.logical_name} already exists.")
             self.entities[entity] = definition.with_attribute(attr)
             self.by_set[definition.entity_set_name] = self.entities[entity]
+            for row in self._tables[entity].rows.values():
+                row[attr.logical_name] = None
             self.expire_delta_tokens(entity)
 
     # ------------------------------------------------------------------------------- version clock
@@ -399,7 +401,7 @@ class DataverseState:
             row.update(given)
             row[definition.primary_id] = rid
             self._defaults(definition, row)
-            self._apply_state(definition, row, {"statecode": 0} if "statuscode" not in given else given)
+            self._apply_state(definition, row, given)
             self._derive(definition, row)
             version, when = self._tick()
             self._stamp(definition, row, version, when, created=True)
