@@ -310,7 +310,8 @@ def test_a_client_following_the_deltas_converges_to_the_truth(ops: list[tuple[st
                                                               order: str) -> None:
     """With deltas in version order (or re-created rows sent without their old tombstone), a replica
     that pages the initial load and then applies each delta in order equals the simulator's data."""
-    switches = {"delta_order": "by_version"} if order == "by_version" else {"recreated_in_delta": "row_only"}
+    switches: dict[str, Any] = (
+        {"delta_order": "by_version"} if order == "by_version" else {"recreated_in_delta": "row_only"})
     state = make_state(records=4, **switches)
     entities = ["account", "contact", REL]
     replicas: dict[str, dict[str, dict[str, Any]]] = {e: {} for e in entities}
