@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from shared.tools.dataverse_sim import metadata
-from shared.tools.dataverse_sim.odata import PageCookie, Prefer, row_json, select_attributes
+from shared.tools.dataverse_sim.odata import PageCookie, Prefer, RowWriter, row_json, select_attributes
 from shared.tools.dataverse_sim.query import matches, parse_filter
 from shared.tools.dataverse_sim.schema import AttributeDef, EntityDef, metadata_id
 from shared.tools.dataverse_sim.simulator import DataverseSimulator
@@ -300,7 +300,8 @@ def _get_collection(ctx: _Ctx, entity: EntityDef) -> Response:
     if top is not None:
         more = False
     body: dict[str, Any] = {"@odata.context": _context(ctx, entity, query.get("$select"))}
-    body["value"] = [row_json(state, entity, row, attrs, prefer) for row in rows]
+    writer = RowWriter(state, entity, attrs, prefer)
+    body["value"] = [writer.row(row) for row in rows]
     select_part = _select_part(query.get("$select"))
     headers: dict[str, str] = {}
     applied = prefer.applied(tracked=tracked, page_size=True)
@@ -333,11 +334,12 @@ def _delta(ctx: _Ctx, entity: EntityDef, attrs: list[AttributeDef]) -> Response:
         return _response(200, {}, headers)
     deleted_context = f"{ctx.api}$metadata#{entity.entity_set_name}/$deletedEntity"
     values: list[dict[str, Any]] = []
+    writer = RowWriter(state, entity, attrs, prefer)
     for item in items:
         if item.row is None:
             values.append({"@odata.context": deleted_context, "id": item.record_id, "reason": sw.deleted_reason})
         else:
-            values.append(row_json(state, entity, item.row, attrs, prefer))
+            values.append(writer.row(item.row))
     select_part = _select_part(query.get("$select"))
     body: dict[str, Any] = {"@odata.context": _context(ctx, entity, query.get("$select"), "/$delta")}
     if more:
