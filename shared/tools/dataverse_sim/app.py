@@ -253,6 +253,9 @@ def _get_collection(ctx: _Ctx, entity: EntityDef) -> Response:
                                f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.')
     if "$skip" in query:
         raise SimError(400, "0x0", "The query parameter $skip is not supported.")
+    for option in ("$expand", "$orderby", "$apply"):
+        if option in query:
+            raise SimError(400, "0x0", f"The Dataverse simulator does not implement {option} on entity sets.")
     attrs = select_attributes(entity, query.get("$select"))
     if tracked and not state.change_tracking_enabled(entity):
         if sw.untracked == "error" or "$deltatoken" in query:
@@ -276,9 +279,7 @@ def _get_collection(ctx: _Ctx, entity: EntityDef) -> Response:
         except ValueError:
             raise SimError(400, "0x0", f"Invalid $top value '{query['$top']}'.") from None
         limit = min(limit, top)
-    if "$filter" in query or "$orderby" in query:
-        if "$orderby" in query:
-            raise SimError(400, "0x0", "The Dataverse simulator does not implement $orderby.")
+    if "$filter" in query:
         groups = parse_filter(query["$filter"])
         by_web = entity.by_web_name()
 
