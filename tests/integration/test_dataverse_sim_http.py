@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.tools.dataverse_sim import DataverseSimulator, RunningSimulator, run_simulator
 from shared.tools.dataverse_sim.schema import ACCOUNT_CONTACT
@@ -441,3 +443,98 @@ def test_the_command_line_serves_and_prints_where(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------ property test over HTTP
+HTTP_OPS = st.lists(st.tuples(st.sampled_from(["patch", "post", "delete", "recreate", "link", "poll", "expire"]),
+                              st.integers(0, 10**6)), min_size=1, max_size=25)
+
+
+def _replica_poll(rs: RunningSimulator, entity_set: str, pk: str, link: str | None,
+                  replica: dict[str, dict[str, Any]], page: int) -> str:
+    """Follow the protocol: full load when there is no link or the token expired, else one delta."""
+    if link is not None:
+        response = get(rs, link, f"odata.maxpagesize={page}")
+        if response.status_code == 400 and response.json()["error"]["code"] == "0x80044352":
+            link = None
+        else:
+            body = load(response)
+            while True:
+                for item in body["value"]:
+                    if item.get("@odata.context", "").endswith("/$deletedEntity"):
+                        replica.pop(item["id"], None)
+                    else:
+                        replica[item[pk]] = item
+                if "@odata.nextLink" not in body:
+                    return str(body["@odata.deltaLink"])
+                body = load(get(rs, body["@odata.nextLink"], f"odata.maxpagesize={page}"))
+    rows, new_link, _ = full_load(rs, entity_set, "name,telephone1,versionnumber" if pk == "accountid"
+                                  else "accountid,contactid,versionnumber", page)
+    replica.clear()
+    replica.update({r[pk]: r for r in rows})
+    return new_link
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=HTTP_OPS, page=st.integers(1, 4))
+def test_a_client_following_links_over_http_converges(fresh: RunningSimulator, ops: list[tuple[str, int]],
+                                                      page: int) -> None:
+    """Paging, delta links, $deletedEntity, re-creations and expired tokens over HTTP: a replica that
+    follows the protocol (deltas in version order here) ends equal to the simulator's ground truth."""
+    fresh.sim.set_switches(delta_order="by_version")
+    rel_set = f"{ACCOUNT_CONTACT.schema_name}set"
+    tables = {"accounts": "accountid", rel_set: f"{ACCOUNT_CONTACT.schema_name}id"}
+    replicas: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in tables}
+    links: dict[str, str | None] = dict.fromkeys(tables)
+    h = fresh.headers()
+    deleted: list[str] = []
+    for op, n in ops:
+        ids = fresh.sim.state.ids("account")
+        if op == "patch" and ids:
+            httpx.patch(f"{fresh.api}accounts({ids[n % len(ids)]})", json={"telephone1": str(n)},
+                        headers=h).raise_for_status()
+        elif op == "post":
+            httpx.post(f"{fresh.api}accounts", json={"name": f"n{n}"}, headers=h).raise_for_status()
+        elif op == "delete" and ids:
+            rid = ids[n % len(ids)]
+            httpx.delete(f"{fresh.api}accounts({rid})", headers=h).raise_for_status()
+            deleted.append(rid)
+        elif op == "recreate" and deleted:
+            rid = deleted.pop(n % len(deleted))
+            httpx.post(f"{fresh.api}accounts", json={"accountid": rid, "name": "again"}, headers=h).raise_for_status()
+        elif op == "link" and ids:
+            contacts = fresh.sim.state.ids("contact")
+            a, c = ids[n % len(ids)], contacts[n % len(contacts)]
+            if (a, c) not in fresh.sim.state.links(ACCOUNT_CONTACT.schema_name):
+                httpx.post(f"{fresh.api}accounts({a})/{ACCOUNT_CONTACT.schema_name}/$ref",
+                           json={"@odata.id": f"{fresh.api}contacts({c})"}, headers=h).raise_for_status()
+        elif op == "expire":
+            fresh.sim.expire_delta_tokens("account" if n % 2 else None)
+        else:
+            for table, pk in tables.items():
+                links[table] = _replica_poll(fresh, table, pk, links[table], replicas[table], page)
+    for table, pk in tables.items():
+        _replica_poll(fresh, table, pk, links[table], replicas[table], page)
+    truth = fresh.sim.truth("account")
+    assert {rid: (r["name"], r["telephone1"], r["versionnumber"]) for rid, r in replicas["accounts"].items()} == {
+        rid: (r["name"], r["telephone1"], r["versionnumber"]) for rid, r in truth.items()}
+    assert sorted((r["accountid"], r["contactid"]) for r in replicas[rel_set].values()) == fresh.sim.state.links(
+        ACCOUNT_CONTACT.schema_name)
+
+
+def test_delete_and_recreate_between_polls_follows_the_switches(fresh: RunningSimulator) -> None:
+    _, link, _ = full_load(fresh, "accounts", "name", 50)
+    rid = fresh.sim.state.ids("account")[0]
+    h = fresh.headers()
+    httpx.delete(f"{fresh.api}accounts({rid})", headers=h).raise_for_status()
+    httpx.post(f"{fresh.api}accounts", json={"accountid": rid, "name": "Again"}, headers=h).raise_for_status()
+    changes, _ = delta(fresh, link)
+    mine = [("row" if "accountid" in c else "deleted") for c in changes if rid in (c.get("accountid"), c.get("id"))]
+    assert mine == ["row", "deleted"]  # default: the row, then the older delete (a client must not lose the row)
+    fresh.sim.set_switches(delta_order="by_version")
+    changes, _ = delta(fresh, link)
+    mine = [("row" if "accountid" in c else "deleted") for c in changes if rid in (c.get("accountid"), c.get("id"))]
+    assert mine == ["deleted", "row"]
+    fresh.sim.set_switches(delta_order="upserts_then_deletes", recreated_in_delta="row_only")
+    changes, _ = delta(fresh, link)
+    assert [c.get("accountid") for c in changes if rid in (c.get("accountid"), c.get("id"))] == [rid]

@@ -4,6 +4,7 @@ its own changes, with the switches for images, partial updates, truncation, dupl
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from shared.tools.dataverse_sim.generate import populate
+from shared.tools.dataverse_sim.generate import populate, random_changes
 from shared.tools.dataverse_sim.push import BOM, CLAIMS, PushEmitter, PushMessage
 from shared.tools.dataverse_sim.schema import ACCOUNT_CONTACT
 from shared.tools.dataverse_sim.state import DataverseState, SteppingClock
@@ -204,3 +205,15 @@ def test_only_registered_entities_and_messages_are_posted() -> None:
     state.create("contact", {"lastname": "X"})
     state.update("contact", state.ids("contact")[0], {"jobtitle": "Y"})
     assert [(m.entity, m.message_name) for m in emitter.messages] == [("contact", "Update")]
+
+
+def test_messages_are_deterministic_per_seed() -> None:
+    def run() -> list[bytes]:
+        state, emitter = setup(seed=9, duplicate_rate=0.3, reorder_window=3)
+        random_changes(state, 25, random.Random(1))
+        emitter.flush()
+        return [m.body for m in emitter.messages]
+
+    first, second = run(), run()
+    assert first == second
+    assert len(first) >= 25

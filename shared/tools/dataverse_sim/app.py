@@ -8,6 +8,7 @@ under ``/_sim/`` need no token and never count as requests.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -23,6 +24,7 @@ from shared.tools.dataverse_sim.simulator import DataverseSimulator
 from shared.tools.dataverse_sim.state import Values
 from shared.tools.dataverse_sim.values import Ref, SimError, dumps, loads, normalize_guid
 
+log = logging.getLogger(__name__)
 JSON = "application/json; odata.metadata=minimal"
 TRACKING_REJECTED = ("$filter", "$orderby", "$expand", "$top")
 _API = re.compile(r"^(?P<base>.*?)/api/data/(?P<version>v\d+\.\d+)(?:/(?P<rest>.*))?$")
@@ -92,6 +94,10 @@ def create_app(sim: DataverseSimulator) -> FastAPI:
                 return _route(ctx)
         except SimError as exc:
             return _error(exc, sim)
+        except Exception:
+            log.exception("dataverse simulator: unexpected error on %s %s", request.method, path)
+            return _response(500, {"error": {"code": "0x80040216", "message": "Unexpected error in the Dataverse "
+                                                                             "simulator (see its log)."}})
         finally:
             if admitted:
                 sim.release()
@@ -470,7 +476,10 @@ def _navigation(ctx: _Ctx, entity: EntityDef, record_id: str, tail: str) -> Resp
         raise SimError(404, "0x80060888", f"'{rel.schema_name}' is not a navigation property of {entity.logical_name}.")
     method = ctx.request.method
     if method == "POST":
-        payload = loads(ctx.body) if ctx.body else {}
+        try:
+            payload = loads(ctx.body) if ctx.body else {}
+        except ValueError as exc:
+            raise SimError(400, "0x80040203", f"The request body is not valid JSON: {exc}") from exc
         other = _bind_target(ctx, str(payload.get("@odata.id", "")) if isinstance(payload, dict) else "")
     elif method == "DELETE":
         if m.group("other"):
