@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -538,3 +539,52 @@ def test_delete_and_recreate_between_polls_follows_the_switches(fresh: RunningSi
     fresh.sim.set_switches(delta_order="upserts_then_deletes", recreated_in_delta="row_only")
     changes, _ = delta(fresh, link)
     assert [c.get("accountid") for c in changes if rid in (c.get("accountid"), c.get("id"))] == [rid]
+
+
+def test_value_format_switches(fresh: RunningSimulator) -> None:
+    rid = fresh.sim.state.create("account", {"name": "S", "des_channels": [100000004, 100000001],
+                                             "des_founded": "1999-12-31"})
+    url = f"accounts({rid})?$select=des_channels,des_founded,versionnumber"
+    row = load(get(fresh, url))
+    assert (row["des_channels"], row["des_founded"]) == ("100000001,100000004", "1999-12-31")
+    assert row["@odata.etag"] == f'W/"{row["versionnumber"]}"'
+    fresh.sim.set_switches(multiselect_format="array", date_only_format="datetime", etag_is_version=False)
+    row = load(get(fresh, url))
+    assert (row["des_channels"], row["des_founded"]) == ([100000001, 100000004], "1999-12-31T00:00:00Z")
+    assert row["@odata.etag"] != f'W/"{row["versionnumber"]}"'
+
+
+def test_paging_switches(fresh: RunningSimulator) -> None:
+    first = load(get(fresh, "contacts?$select=lastname", TRACK.format(2)))
+    assert 'istracking="True"' in httpx.URL(first["@odata.nextLink"]).params["$skiptoken"]
+    fresh.sim.set_switches(skiptoken_istracking=False)
+    first = load(get(fresh, "contacts?$select=lastname", TRACK.format(2)))
+    assert 'istracking="False"' in httpx.URL(first["@odata.nextLink"]).params["$skiptoken"]
+    fresh.sim.set_switches(page_tracked_loads=False, page_deltas=False)
+    whole = load(get(fresh, "contacts?$select=lastname", TRACK.format(2)))
+    assert len(whole["value"]) == fresh.sim.state.count("contact")
+    assert "@odata.deltaLink" in whole
+    for rid in fresh.sim.state.ids("contact"):
+        fresh.sim.state.update("contact", rid, {"jobtitle": "p"})
+    changes = load(get(fresh, whole["@odata.deltaLink"], "odata.maxpagesize=2"))
+    assert len(changes["value"]) == fresh.sim.state.count("contact")
+    counted = get(fresh, "contacts/$count?$deltatoken=" + httpx.URL(whole["@odata.deltaLink"]).params["$deltatoken"])
+    assert counted.text == str(fresh.sim.state.count("contact"))
+
+
+def test_the_historic_missing_delta_link_bug_is_a_switch(fresh: RunningSimulator) -> None:
+    formatted = 'odata.include-annotations="OData.Community.Display.V1.FormattedValue"'
+    assert "@odata.deltaLink" in load(get(fresh, "accounts?$select=name", f"{TRACK.format(500)},{formatted}"))
+    fresh.sim.set_switches(formatted_values_drop_delta_link=True)
+    body = load(get(fresh, "accounts?$select=name", f"{TRACK.format(500)},{formatted}"))
+    assert "@odata.deltaLink" not in body
+    assert "@odata.nextLink" not in body
+
+
+def test_the_concurrency_limit_refuses_requests_beyond_it(fresh: RunningSimulator) -> None:
+    fresh.sim.set_limits(concurrency_limit=1, latency_seconds=0.5)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        statuses = sorted(pool.map(lambda _: get(fresh, "WhoAmI").status_code, range(3)))
+    fresh.sim.set_limits()
+    assert statuses[0] == 200
+    assert 429 in statuses
