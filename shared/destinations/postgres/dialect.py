@@ -23,7 +23,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from shared.destinations.base import (
+from shared.engine import coltypes
+from shared.engine.coltypes import ColumnType, Kind
+from shared.engine.ports import (
     CREATED,
     ID,
     METADATA_TABLES,
@@ -38,8 +40,6 @@ from shared.destinations.base import (
     MetaKind,
     WriteSet,
 )
-from shared.engine import coltypes
-from shared.engine.coltypes import ColumnType, Kind
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,9 @@ from datetime import datetime
 from itertools import count
 from typing import cast
 
-from shared.destinations.base import (
+from shared.engine import coltypes
+from shared.engine.coltypes import ColumnType, Kind
+from shared.engine.ports import (
     CREATED,
     ID,
     METADATA_TABLES,
@@ -32,8 +34,6 @@ from shared.destinations.base import (
     MetaKind,
     WriteSet,
 )
-from shared.engine import coltypes
-from shared.engine.coltypes import ColumnType, Kind
 
 log = logging.getLogger(__name__)
 
