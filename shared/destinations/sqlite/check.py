@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from shared.destinations.checks import CONNECT_TIMEOUT_S, CheckReport, Scrub, probe_name, step
-from shared.destinations.sqlite.dialect import quote
+from shared.destinations.sqlite.sqltext import quote
 from shared.engine.ports import Layout
 
 PREFIX = "sqlite:///"
