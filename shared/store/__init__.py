@@ -8,8 +8,8 @@ Pending schema migrations are applied on open.
 
 from __future__ import annotations
 
-from shared.destinations import redact
-from shared.destinations.base import SCHEMA_RE
+from shared.destinations import registry
+from shared.engine.ports import SCHEMA_RE, UnsupportedDestination
 from shared.metrics import MetricsSink
 from shared.store.base import (
     DuplicateName,
@@ -49,24 +49,18 @@ __all__ = [
 
 
 def open_store(dsn: str, *, schema: str | None = None) -> SqlStore:
-    """Open (and migrate) the admin store at ``dsn``; ``schema`` for PostgreSQL and SQL Server."""
-    scheme = dsn.split(":", 1)[0].lower() if ":" in dsn else ""
+    """Open (and migrate) the admin store at ``dsn``; ``schema`` for PostgreSQL and SQL Server.
+
+    The database is picked by the destination registry (the same DSN forms as destinations).
+    """
     if schema is not None and not SCHEMA_RE.match(schema):
         raise StoreError(f"admin store schema {schema!r} must be alphanumeric and start with a letter")
-    if scheme == "sqlite":
-        from shared.store.sqlite import SqliteStoreDialect
-
-        if not dsn.startswith("sqlite:///"):
-            raise StoreError("a SQLite admin store DSN looks like sqlite:///des-admin.db or sqlite:////abs/path.db")
-        if schema:
-            raise StoreError("SQLite has no schemas: leave the admin store schema unset")
-        return SqlStore(SqliteStoreDialect(dsn[len("sqlite:///") :]))
-    if scheme in ("postgresql", "postgres"):
-        from shared.store.postgres import PostgresStoreDialect
-
-        return SqlStore(PostgresStoreDialect(dsn, schema))
-    if scheme in ("mssql", "mssql+odbc"):
-        from shared.store.mssql import MssqlStoreDialect
-
-        return SqlStore(MssqlStoreDialect.from_dsn(dsn, schema))
-    raise StoreError(f"unsupported admin store {redact(dsn)!r}: use sqlite:///path.db, postgresql://... or mssql://...")
+    if registry.find(dsn) is None:
+        raise StoreError(
+            f"unsupported admin store {registry.redact(dsn)!r}: use sqlite:///path.db, postgresql://... or mssql://..."
+        )
+    try:
+        dialect = registry.open_store_dialect(dsn, schema)
+    except UnsupportedDestination as exc:
+        raise StoreError(f"admin store: {exc}") from exc
+    return SqlStore(dialect)
