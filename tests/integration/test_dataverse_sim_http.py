@@ -588,3 +588,17 @@ def test_the_concurrency_limit_refuses_requests_beyond_it(fresh: RunningSimulato
     fresh.sim.set_limits()
     assert statuses[0] == 200
     assert 429 in statuses
+
+
+def test_churn_makes_live_changes_until_stopped(fresh: RunningSimulator) -> None:
+    version = fresh.sim.state.current_version
+    httpx.post(f"{fresh.url}/_sim/churn", json={"per_second": 50, "seed": 1}).raise_for_status()
+    deadline = time.monotonic() + 10
+    while fresh.sim.state.current_version < version + 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    httpx.post(f"{fresh.url}/_sim/churn", json={"per_second": 0}).raise_for_status()
+    stopped_at = fresh.sim.state.current_version
+    assert stopped_at >= version + 5
+    time.sleep(0.2)
+    assert fresh.sim.state.current_version == stopped_at
+    assert fresh.sim.push.messages

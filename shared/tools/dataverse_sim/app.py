@@ -538,6 +538,9 @@ def _control(sim: DataverseSimulator, path: str, method: str, raw: bytes, query:
     if head == "privileges" and method == "POST":
         sim.set_read_depth(str(payload["entity"]), str(payload["depth"]))
         return _response(204)
+    if head == "churn" and method == "POST":
+        sim.start_churn(float(payload.get("per_second", 0)), payload.get("seed"))
+        return _response(204)
     if head == "changes" and method == "POST":
         done = sim.random_changes(int(payload.get("count", 10)), payload.get("seed"))
         return _response(200, {"changes": done})
