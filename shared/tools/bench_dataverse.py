@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from shared.destinations import Layout, open_destination
+from shared.destinations.inspect import table_rows
 from shared.engine.engine import SyncEngine
 from shared.source.dataverse.client import LOOKUP_ANNOTATIONS, DataverseClient, StaticToken
 from shared.source.dataverse.cursors import CursorStore
@@ -168,7 +169,7 @@ def latency(changes: int, poll_interval: float, work: Path) -> dict[str, Any]:
                 while not runner.run_page("account").pass_complete:
                     pass
                 done = time.perf_counter()
-                applied = {str(r["Id"]): r for r in dest.table_rows("account")}
+                applied = {str(r["Id"]): r for r in table_rows(dest, "account")}
                 with lock:
                     for rid, t0 in made.items():
                         row = applied.get(rid)
