@@ -13,7 +13,8 @@ def test_simulate_dataverse_passes_its_options_through(capsys: pytest.CaptureFix
     assert stopped.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: des simulate dataverse")
-    assert "--records" in out and "--port" in out
+    assert "--records" in out
+    assert "--port" in out
 
 
 def test_simulate_without_a_simulator_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
