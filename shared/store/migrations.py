@@ -119,16 +119,16 @@ _V1_MSSQL = [
 
 # v2: the Dataverse source's cursor per (profile, entity) and the ids a re-sync has read
 # (shared/source/dataverse/cursors.py, docs/dataverse.md).
+# store dialect -> column types: (GUID key, name, text, bigint, timestamp)
 _CURSOR_COLUMNS = {
-    "sqlite": ("TEXT", "TEXT", "INTEGER", "TEXT"),
-    "postgresql": ("varchar(128)", "text", "bigint", "timestamptz"),
-    "mssql": ("nvarchar(128)", "nvarchar(max)", "bigint", "datetime2(6)"),
+    "sqlite": ("TEXT", "TEXT", "TEXT", "INTEGER", "TEXT"),
+    "postgresql": ("varchar(36)", "varchar(128)", "text", "bigint", "timestamptz"),
+    "mssql": ("nvarchar(36)", "nvarchar(128)", "nvarchar(max)", "bigint", "datetime2(6)"),
 }
 
 
 def _v2(dialect: str) -> list[str]:
-    name, text, big, ts = _CURSOR_COLUMNS[dialect]
-    key = "nvarchar(36)" if dialect == "mssql" else ("varchar(36)" if dialect == "postgresql" else "TEXT")
+    key, name, text, big, ts = _CURSOR_COLUMNS[dialect]
     return [
         f"""CREATE TABLE {{source_cursors}} (
         profile_id {key} NOT NULL,

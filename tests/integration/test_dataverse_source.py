@@ -249,3 +249,48 @@ def test_lookups_activities_and_intersect_without_change_tracking(tmp_path: Path
     assert first.headers["Prefer"].startswith("odata.track-changes,odata.maxpagesize=3,")
     assert "lookuplogicalname" in first.headers["Prefer"]
     assert first.headers["OData-Version"] == "4.0"
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"])
+def test_cursor_store_lease_and_compare_and_set(tmp_path: Path, store_kind: str) -> None:
+    from dataclasses import replace
+
+    from shared.source.dataverse.cursors import CursorStore
+    from shared.store import open_store
+    from tests.support.dataverse_sync import Clock
+    from tests.support.postgres import fresh_database
+
+    def check(dsn: str) -> None:
+        store = open_store(dsn)
+        clock = Clock()
+        try:
+            cursors = CursorStore(store, clock=clock)
+            cursors.ensure(PROFILE, "account")
+            cursors.ensure(PROFILE, "account")  # idempotent
+            a = cursors.claim(PROFILE, "account", "a", 30)
+            assert a.phase is Phase.METADATA
+            with pytest.raises(CursorBusy):
+                cursors.claim(PROFILE, "account", "b", 30)
+            a2 = cursors.advance(a, replace(a, phase=Phase.INITIAL, high_water=7), seen=["x", "y"], clear_seen=True)
+            a3 = cursors.advance(a2, replace(a2, link="next"), seen=["y", "z"])
+            assert cursors.seen(PROFILE, "account") == {"x", "y", "z"}
+            clock.now += timedelta(seconds=31)
+            b = cursors.claim(PROFILE, "account", "b", 30)
+            assert (b.link, b.high_water, b.revision) == ("next", 7, a3.revision)
+            with pytest.raises(CursorLost):
+                cursors.advance(a3, replace(a3, link="stale"))
+            cursors.advance(b, replace(b, phase=Phase.DELTA, link="delta"), clear_seen=True)
+            assert cursors.seen(PROFILE, "account") == set()
+            got = cursors.get(PROFILE, "account")
+            assert got is not None
+            assert (got.phase, got.link) == (Phase.DELTA, "delta")
+            cursors.release(b)
+            assert cursors.claim(PROFILE, "account", "c", 30).lease_owner == "c"
+        finally:
+            store.close()
+
+    if store_kind == "sqlite":
+        check(f"sqlite:///{tmp_path / 'admin.db'}")
+    else:
+        with fresh_database() as pg:
+            check(pg)
