@@ -94,6 +94,8 @@ class Translation:
     bodies: list[bytes] = field(default_factory=list)
     unprocessable: list[Unprocessable] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    raw: str = ""  # what an unprocessable keeps: the message (with its application properties)
+    label: str = "Dataverse message"
 
 
 @dataclass(slots=True)
@@ -268,7 +270,8 @@ def parse_date(value: str) -> datetime | None:
 
 
 def iso(moment: datetime) -> str:
-    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    u = moment.astimezone(UTC)
+    text = f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
     if moment.microsecond:
         text += f".{moment.microsecond // 1000:03d}"
     return text + "Z"
@@ -468,7 +471,7 @@ class _Out:
     def __init__(self, msg: DataverseMessage, raw: str) -> None:
         self.msg = msg
         self.raw = raw
-        self.t = Translation()
+        self.t = Translation(raw=raw, label=msg.label())
 
     def bad(self, reason: str, *, record_id: str | None = None) -> Translation:
         text = f"{self.msg.label()}: {reason}"
@@ -638,7 +641,7 @@ def translate(
         return Translation(unprocessable=[Unprocessable(
             raw, reason, entity if isinstance(entity, str) and _NAME.match(entity) else None,
             rid.lower() if isinstance(rid, str) and _GUID.match(rid) else None,
-        )])  # fmt: skip
+        )], raw=raw, label=label)  # fmt: skip
     out = _Out(msg, raw)
     if msg.message in UPSERT_MESSAGES or msg.message in CHANGE_MESSAGES:
         return _upsert(out, reread)
@@ -653,7 +656,7 @@ def translate(
 
 
 # ------------------------------------------------------------------------------------ entry points
-def _kept_text(body: bytes | str, props: Mapping[str, object] | None) -> str:
+def _kept_text(body: bytes | str, props: Mapping[str, object] | None, *, is_json: bool) -> str:
     """What an unprocessable keeps: the body, or (with application properties) a replayable message line."""
     text = _strip(body).decode("utf-8", errors="replace")
     if not props:
@@ -662,9 +665,7 @@ def _kept_text(body: bytes | str, props: Mapping[str, object] | None) -> str:
         head = json.dumps({"applicationProperties": dict(props)}, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
         return text
-    try:
-        json.loads(text)
-    except ValueError:
+    if not is_json:
         return head[:-1] + ',"bodyText":' + json.dumps(text, ensure_ascii=False) + "}"
     return head[:-1] + ',"body":' + text + "}"
 
@@ -681,13 +682,14 @@ def translate_body(
     by_properties = is_dataverse_properties(props)
     if not by_properties and not looks_like_dataverse(body):
         return None
-    raw = _kept_text(body, props)
     try:
         doc = loads(body)
     except BadMessage as exc:
         if not by_properties:
             return None  # not recognisably Dataverse's: the contract parser gives its reason
-        return Translation(unprocessable=[Unprocessable(raw, f"Dataverse message: {exc}"[:MAX_REASON])])
+        raw = _kept_text(body, props, is_json=False)
+        return Translation(unprocessable=[Unprocessable(raw, f"Dataverse message: {exc}"[:MAX_REASON])], raw=raw)
+    raw = _kept_text(body, props, is_json=True)
     if not is_dataverse_context(doc):
         if not by_properties:
             return None
@@ -700,6 +702,35 @@ def translate_body(
 
 
 Message = bytes | str | tuple[bytes | str, Mapping[str, object] | None]
+
+
+def _ascii_json(value: Any) -> bytes:
+    """JSON with numbers exactly as read (Decimal) and every non-ASCII character escaped, so even a
+    lone surrogate survives to the decoder that reports it."""
+    out: list[str] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, Decimal):
+            out.append(str(v))
+        elif isinstance(v, dict):
+            out.append("{")
+            for i, (k, item) in enumerate(v.items()):
+                out.append("," if i else "")
+                out.append(json.dumps(k))
+                out.append(":")
+                walk(item)
+            out.append("}")
+        elif isinstance(v, list):
+            out.append("[")
+            for i, item in enumerate(v):
+                out.append("," if i else "")
+                walk(item)
+            out.append("]")
+        else:
+            out.append(json.dumps(v))
+
+    walk(value)
+    return "".join(out).encode("ascii")
 
 
 def split_line(line: bytes | str) -> tuple[bytes | str, Mapping[str, object] | None]:
@@ -716,10 +747,20 @@ def split_line(line: bytes | str) -> tuple[bytes | str, Mapping[str, object] | N
         return line, None
     props = doc["applicationProperties"]
     if "body" in doc:
-        return m.encode(doc["body"]) if not isinstance(doc["body"], str) else doc["body"], props
+        return doc["body"] if isinstance(doc["body"], str) else _ascii_json(doc["body"]), props
     if isinstance(doc.get("bodyText"), str):
         return doc["bodyText"], props
     return line, None
+
+
+def _parse_translated(b: bytes, t: Translation, out: PushParsedBatch) -> None:
+    """A translated body through the contract checks; what fails them keeps the original message."""
+    before = len(out.unprocessable)
+    parse_body(b, out)
+    for i in range(before, len(out.unprocessable)):
+        u = out.unprocessable[i]
+        reason = f"{t.label}: the translated notification fails the contract: {u.reason}"
+        out.unprocessable[i] = Unprocessable(t.raw or u.body, reason[:MAX_REASON], u.entity, u.record_id)
 
 
 def parse_messages(messages: Iterable[Message], reread: Reread | None = None) -> PushParsedBatch:
@@ -738,7 +779,7 @@ def parse_messages(messages: Iterable[Message], reread: Reread | None = None) ->
             continue
         out.dataverse_messages += 1
         for b in t.bodies:
-            parse_body(b, out)
+            _parse_translated(b, t, out)
         out.received += len(t.unprocessable)
         out.unprocessable.extend(t.unprocessable)
         out.skipped.extend(t.skipped)
