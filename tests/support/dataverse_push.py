@@ -209,3 +209,11 @@ class FakeReread:
              "changedOn": "2026-11-30T12:00:00Z"}
             for rid, v in self.gone_links.get((relationship, one.id, other.id), [])
         ]  # fmt: skip
+
+    def links_of(self, record: EntityRef) -> list[dict[str, Any]]:
+        self.calls.append(f"links_of {record.logical_name} {record.id}")
+        rows = [row for (_, one, other), row in self.links.items() if record.id in (one, other)]
+        for rel, one, other in self.gone_links:
+            if record.id in (one, other):
+                rows.extend(self.unlinked(rel, EntityRef(one, ""), EntityRef(other, "")))
+        return rows

@@ -149,6 +149,10 @@ class Reread(Protocol):
         can name (verified unlinked), or the current row when the pair is linked again; [] when the
         ids are unknown."""
 
+    def links_of(self, record: EntityRef) -> list[dict[str, Any]]:
+        """A truncated Associate/Disassociate names only the record: the current intersect rows of
+        every exported N:N relationship of ``record``, plus deletes for the rows held that are gone."""
+
 
 # ------------------------------------------------------------------------------------ recognising
 def _claims(props: Mapping[str, object] | None) -> dict[str, object]:
@@ -413,7 +417,9 @@ def decode(doc: Mapping[str, Any], props: Mapping[str, object] | None) -> Datave
     mode = doc.get("Mode")
     out = DataverseMessage(
         message=message, entity=entity, record_id=record_id, organization_id=organization_id,
-        operation_time=when, truncated=truncated_flag(props, doc), mode=mode if type(mode) is int else None,
+        # the flag, or the members Dataverse drops from an oversized message (reference C3)
+        operation_time=when, truncated=truncated_flag(props, doc) or "InputParameters" not in doc,
+        mode=mode if type(mode) is int else None,
     )  # fmt: skip
     if message not in KNOWN_MESSAGES:
         return out
@@ -593,10 +599,21 @@ def _delete(out: _Out, reread: Reread | None) -> Translation:
 def _link(out: _Out, reread: Reread | None) -> Translation:
     msg = out.msg
     if msg.relationship is None or msg.target_ref is None:
-        if msg.truncated:
+        if not msg.truncated:
+            return out.bad("an N:N message needs InputParameters Target, Relationship and RelatedEntities")
+        if reread is None or msg.record_id is None:
             return out.bad("the message was truncated (MessageMaxSizeExceeded) and names no relationship; "
-                           "the change-tracking pass of the intersect entity applies the change")
-        return out.bad("an N:N message needs InputParameters Target, Relationship and RelatedEntities")
+                           "give this consumer the profile's Dataverse source, or leave N:N to the "
+                           "change-tracking pass of the intersect entity")
+        try:
+            links = reread.links_of(EntityRef(msg.record_id, msg.entity))
+        except RereadRefused as exc:
+            return out.bad(f"the message was truncated, and re-reading the record's N:N rows failed: {exc}")
+        for n in links:
+            out.emit_read(n)
+        if not links:
+            out.skip("truncated; the record has no N:N rows to write here")
+        return out.t
     if not msg.related:
         return out.bad("RelatedEntities is empty")
     if reread is None:

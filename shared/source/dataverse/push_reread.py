@@ -103,6 +103,17 @@ class ManyToMany:
     attribute2: str
 
 
+def _relationship(rel: object) -> ManyToMany | None:
+    """A ManyToManyRelationshipMetadata (reference D) with every field this needs, else None."""
+    if not isinstance(rel, dict):
+        return None
+    fields = [rel.get(k) for k in ("SchemaName", "Entity1LogicalName", "Entity2LogicalName", "IntersectEntityName",
+                                   "Entity1IntersectAttribute", "Entity2IntersectAttribute")]
+    if not all(isinstance(f, str) and f for f in fields):
+        return None
+    return ManyToMany(str(fields[0]).lower(), *(str(f) for f in fields[1:]))
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -211,15 +222,10 @@ class SourceReread:
             (),
         )
         for rel in (doc.get("value") if isinstance(doc, dict) else None) or []:
-            if not isinstance(rel, dict) or str(rel.get("SchemaName", "")).lower() != key:
-                continue
-            fields = [rel.get(k) for k in ("Entity1LogicalName", "Entity2LogicalName", "IntersectEntityName",
-                                           "Entity1IntersectAttribute", "Entity2IntersectAttribute")]
-            if not all(isinstance(f, str) and f for f in fields):
-                break
-            found = ManyToMany(key, *(str(f) for f in fields))
-            self._relationships[key] = found
-            return found
+            found = _relationship(rel)
+            if found is not None and found.schema_name == key:
+                self._relationships[key] = found
+                return found
         raise RereadRefused(f"{entity!r} has no N:N relationship {schema_name!r}")
 
     def _pair(self, rel: ManyToMany, one: EntityRef, other: EntityRef) -> list[dict[str, str]]:
@@ -248,6 +254,40 @@ class SourceReread:
             if rows:
                 return rows[0]
         return None
+
+    def relationships(self, entity: str) -> list[ManyToMany]:
+        """``entity``'s N:N relationships whose intersect entity the source reads."""
+        doc = self._get(
+            f"EntityDefinitions(LogicalName='{quote(entity)}')/ManyToManyRelationships?$select={RELATIONSHIP_SELECT}",
+            (),
+        )
+        out = []
+        for rel in (doc.get("value") if isinstance(doc, dict) else None) or []:
+            found = _relationship(rel)
+            if found is not None and self.columns(found.intersect) is not None:
+                self._relationships[found.schema_name] = found
+                out.append(found)
+        return out
+
+    def links_of(self, record: EntityRef) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for rel in self.relationships(record.logical_name):
+            info = self._info(rel.intersect)
+            sides = [attr for attr, ent in ((rel.attribute1, rel.entity1), (rel.attribute2, rel.entity2))
+                     if ent == record.logical_name]  # fmt: skip
+            for attr in sides:
+                high_water = self._high_water(info)  # before the read, as for any verified delete
+                held = self.link_ids(rel.intersect, {attr: record.id}) if self.link_ids is not None else []
+                current = self._linked(info, {attr: record.id})
+                out.extend(current)
+                live = {str(n["recordId"]).lower() for n in current}
+                now = self.clock()
+                for rid, version in held:
+                    if rid not in live:
+                        mark = max(high_water, m.versionnumber_of(version))
+                        out.append(m.delete_notification(info, self.organization_id, rid, high_water=mark,
+                                                         read_at=now))  # fmt: skip
+        return out
 
     def unlinked(self, relationship: str, one: EntityRef, other: EntityRef) -> list[dict[str, Any]]:
         rel = self.relationship(relationship, one.logical_name)
