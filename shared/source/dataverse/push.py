@@ -190,9 +190,11 @@ def _strip(body: bytes | str) -> bytes:
 
 
 def looks_like_dataverse(body: bytes | str) -> bool:
-    """Cheap byte test before any JSON decoding: a RemoteExecutionContext names its message and entity."""
-    raw = _strip(body)
-    return raw.lstrip()[:1] == b"{" and b'"MessageName"' in raw and b'"schemaVersion"' not in raw
+    """Cheap test before any JSON decoding (contract bodies keep their fast path): a
+    RemoteExecutionContext names its message, a contract body its schema version."""
+    if isinstance(body, str):
+        return '"MessageName"' in body and '"schemaVersion"' not in body
+    return b'"MessageName"' in body and b'"schemaVersion"' not in body
 
 
 def is_dataverse_context(doc: object) -> bool:
@@ -750,12 +752,15 @@ def _ascii_json(value: Any) -> bytes:
     return "".join(out).encode("ascii")
 
 
+_MESSAGE_LINE = b'"applicationProperties"'
+
+
 def split_line(line: bytes | str) -> tuple[bytes | str, Mapping[str, object] | None]:
     """A replay line: a message body, or ``{"applicationProperties": {...}, "body": <object>}`` (the
     simulator's ``line_format="message"``, and what an unprocessable Dataverse message keeps)."""
-    raw = _strip(line)
-    if b'"applicationProperties"' not in raw[:4096] or b'"schemaVersion"' in raw[:64]:
+    if not _is_message_line(line):
         return line, None
+    raw = _strip(line)
     try:
         doc = json.loads(raw.decode("utf-8"), parse_float=Decimal)
     except (ValueError, RecursionError):
@@ -790,6 +795,9 @@ def parse_messages(messages: Iterable[Message], reread: Reread | None = None) ->
     out = PushParsedBatch()
     for item in messages:
         body, props = item if isinstance(item, tuple) else (item, None)
+        if not props and not looks_like_dataverse(body):
+            parse_body(body, out)  # a contract v1 body: its fast path, nothing else
+            continue
         t = translate_body(body, props, reread)
         if t is None:
             parse_body(body, out)
@@ -805,7 +813,13 @@ def parse_messages(messages: Iterable[Message], reread: Reread | None = None) ->
 
 def parse_lines(lines: Iterable[bytes | str], reread: Reread | None = None) -> PushParsedBatch:
     """``des replay``'s lines: bodies, or message lines with application properties (:func:`split_line`)."""
-    return parse_messages((split_line(line) for line in lines), reread)
+    return parse_messages([split_line(line) if _is_message_line(line) else line for line in lines], reread)
+
+
+def _is_message_line(line: bytes | str) -> bool:
+    if isinstance(line, bytes):
+        return line.find(_MESSAGE_LINE, 0, 4096) >= 0
+    return line.find('"applicationProperties"', 0, 4096) >= 0
 
 
 def translate_to_notifications(
