@@ -141,7 +141,10 @@ def test_source_reread_against_the_simulator(dsn: str) -> None:
     with pushing(dsn, PushOptions()) as s:
         sim, rr = s.sim, s.reread
         account = sim.state.ids("account")[0]
-        assert rr.columns("account") == exported_columns(s.r.cursors.get(PROFILE, "account").info)  # type: ignore[union-attr]
+        cursor = s.r.cursors.get(PROFILE, "account")
+        assert cursor is not None
+        assert cursor.info is not None
+        assert rr.columns("account") == exported_columns(cursor.info)
         assert "parentaccountid" in (rr.columns("account") or ())
         assert rr.columns("systemuser") is None  # not one of the profile's entities
         row = rr.record("account", account)

@@ -31,7 +31,8 @@ def kv(key: str, value: Any) -> dict[str, Any]:
 
 
 def ref(rid: str, logical: str, *, is_typed: bool = True) -> dict[str, Any]:
-    members = {"Id": rid, "KeyAttributes": [], "LogicalName": logical, "Name": None, "RowVersion": None}
+    members: dict[str, Any] = {"Id": rid, "KeyAttributes": [], "LogicalName": logical, "Name": None,
+                               "RowVersion": None}
     return typed("EntityReference", **members) if is_typed else members
 
 
