@@ -32,8 +32,8 @@ def test_initial_sync_then_delta_passes_converge(tmp_path: Path, dsn: str) -> No
     ids = seed(dv)
     with rig(tmp_path, dsn, dv.transport(), base_url=ORG_URL) as r:
         runner = r.runner()
-        units = drive(runner, "account")  # metadata + 3 pages of 3
-        assert units == 1 + 3
+        units = drive(runner, "account")  # metadata, 3 pages of 3, reconcile
+        assert units == 1 + 3 + 1
         assert_converged(r, "account", dv.truth("account"), plain=ACCOUNT_PLAIN, lookups=["parentaccountid"])
         cursor = r.cursors.get(PROFILE, "account")
         assert cursor is not None
@@ -193,7 +193,7 @@ def test_crash_between_pages_resumes_from_the_last_page(tmp_path: Path, dsn: str
         # another instance resumes from page 2 (the crashed one released its lease on the way out)
         second = r.runner(owner="instance-2")
         units = drive(second, "account")
-        assert units == 2  # pages 2 and 3
+        assert units == 3  # pages 2 and 3, reconcile
         assert_converged(r, "account", dv.truth("account"), plain=ACCOUNT_PLAIN)
         final = r.cursors.get(PROFILE, "account")
         assert final is not None

@@ -17,7 +17,7 @@ from shared.destinations import Destination, Layout, open_destination
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from shared.source.dataverse.client import DataverseClient, StaticToken
-from shared.source.dataverse.cursors import CursorStore
+from shared.source.dataverse.cursors import CursorStore, Phase
 from shared.source.dataverse.runner import SourceRunner
 from shared.source.dataverse.settings import DataverseSettings
 from shared.source.dataverse.sink import EngineSink
@@ -117,6 +117,10 @@ def assert_converged(
             assert got.get(f"{name}_entitytype") == (ref[0] if ref else None), (rid, name)
 
 
+class CrashedOnPurpose(RuntimeError):
+    """The test's stand-in for a process dying in the middle of a unit of work."""
+
+
 class CrashingSink:
     """Delivers like the real sink, then fails on chosen publish calls: a crash after the page was
     applied but before the cursor advanced (``after=True``), or before it was applied."""
@@ -130,26 +134,38 @@ class CrashingSink:
     def publish(self, entity: str, bodies: Sequence[bytes]) -> BatchResult | None:
         self.calls += 1
         if self.calls in self.crash_on and not self.after:
-            raise RuntimeError("crash before delivery")
+            raise CrashedOnPurpose("crash before delivery")
         result = self.inner.publish(entity, bodies)
         if self.calls in self.crash_on:
-            raise RuntimeError("crash after delivery, before the cursor advanced")
+            raise CrashedOnPurpose("crash after delivery, before the cursor advanced")
         return result
 
     def existing_ids(self, entity: str) -> set[str]:
         return self.inner.existing_ids(entity)
 
 
-def drive(runner: SourceRunner, entity: str, *, passes: int = 1, on_page: Callable[[], None] | None = None) -> int:
-    """Complete ``passes`` passes (the first of a fresh cursor is the initial sync); return units run."""
+def drive(
+    runner: SourceRunner,
+    entity: str,
+    *,
+    passes: int = 1,
+    settle: bool = False,
+    on_page: Callable[[], None] | None = None,
+) -> int:
+    """Complete ``passes`` passes (the first of a fresh cursor is the initial sync); return units run.
+
+    ``settle``: go on until a delta pass completes, so the destination has caught up with every change
+    made before the call (a full load's delta link may predate changes made while it ran).
+    """
     units = 0
     done = 0
-    while done < passes:
+    while True:
         result = runner.run_page(entity)
         units += 1
         if on_page is not None:
             on_page()
         if result.pass_complete:
             done += 1
+            if done >= passes and (not settle or result.phase is Phase.DELTA):
+                return units
         assert units < 10_000, "no progress"
-    return units

@@ -393,10 +393,12 @@ class DataverseClient:
     def first_page_url(self, entity_set: str, select: str) -> str:
         return f"{self.api}{quote(entity_set)}?$select={select}"
 
-    def page(self, url: str, *, first: bool) -> dict[str, Any]:
-        """One page of a change-tracking read: the first request of a full load, or a next/delta link."""
+    def page(self, url: str, *, track: bool) -> dict[str, Any]:
+        """One page of a change-tracking read: a full load's first request or its next links
+        (``track``: with ``odata.track-changes``, so the last page carries the delta link), or a
+        delta link and its next links (the delta token marks them)."""
         prefer = [f"odata.maxpagesize={self.settings.page_size}", LOOKUP_ANNOTATIONS]
-        if first:
+        if track:
             prefer.insert(0, "odata.track-changes")
         doc = self.get(url, prefer)
         if not isinstance(doc, dict):

@@ -186,6 +186,8 @@ def row_attributes(info: EntityInfo, row: Mapping[str, Any]) -> dict[str, Any]:
         if m is not None:
             attr = m.group(1)
             attrs[attr] = _lookup_value(info, attr, value, row, key)
+        elif isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            attrs[key] = ",".join(map(str, value))  # a multi-select as an array: stored as DES did, "1,3"
         else:
             attrs[key] = value
     return attrs
@@ -421,7 +423,9 @@ def entity_metadata(
                 entry["targets"] = [_target(t, primary_ids or {}) for t in targets]
                 lookups[name] = tuple(targets)
         meta_attrs.append(entry)
-        readable = a.get("IsValidForRead") is not False and not a.get("AttributeOf")
+        # Companions (AttributeOf set: a lookup's name/type) are not columns of their own, except a
+        # money column's base-currency value (<money>_base), which DES exported.
+        readable = a.get("IsValidForRead") is not False and (not a.get("AttributeOf") or kind == "Money")
         if not readable or name in (VERSION_COLUMN, MODIFIED_COLUMN):
             continue
         if kind in LOOKUP_TYPES:

@@ -9,11 +9,13 @@ reads again: at-least-once, made harmless by the versions.
 
 Per entity the cursor walks through phases (:class:`~.cursors.Phase`): ``metadata`` (publish the
 entity's metadata notification) -> ``initial`` (full load, ``@odata.nextLink`` until
-``@odata.deltaLink``) -> ``delta`` (each poll follows the saved delta link: a *pass*). An expired
-or invalid delta token (``0x80044352``) -> ``resync`` (a full load recording the ids it reads) ->
-``reconcile`` (the destination's ids the full load did not return are re-read by id and deleted
-when they are gone) -> ``delta``. N:N intersect entities without change tracking are reloaded in
-full each pass (``resync`` -> ``reconcile`` -> ``resync``...).
+``@odata.deltaLink``, recording the ids it reads) -> ``reconcile`` (the destination's ids the full
+load did not return are re-read by id and deleted when they are gone: rows left by an earlier
+activation, or by a full load that restarted after a crash, since a restart takes a new snapshot
+whose delta link never reports what was deleted before it) -> ``delta`` (each poll follows the
+saved delta link: a *pass*). An expired or invalid delta token (``0x80044352``) -> ``resync`` (a
+full load like the initial one) -> ``reconcile`` -> ``delta``. N:N intersect entities without
+change tracking are reloaded in full each pass (``resync`` -> ``reconcile`` -> ``resync``...).
 """
 
 from __future__ import annotations
@@ -146,7 +148,11 @@ class SourceRunner:
             self.cursors.store.set_initial_sync_state(self.profile_id, entity, after.value)
 
     def _org(self, state: CursorState) -> str:
-        return state.organization_id or self.organization_id or self.client.organization_id()
+        if state.organization_id:
+            return state.organization_id
+        if self.organization_id is None:
+            self.organization_id = self.client.organization_id()
+        return self.organization_id
 
     # ---------------------------------------------------------------------------- metadata
     def _metadata(self, state: CursorState) -> PageResult:
@@ -186,7 +192,7 @@ class SourceRunner:
             raise DataverseError(f"{state.entity}: the delta phase has no delta link")
         url = state.link or self.client.first_page_url(info.entity_set, info.select())
         try:
-            body = self.client.page(url, first=first and info.change_tracking)
+            body = self.client.page(url, track=state.phase is not Phase.DELTA and info.change_tracking)
         except ExpiredToken as exc:
             if first:  # a full load's first request cannot carry an expired token
                 raise
@@ -200,19 +206,28 @@ class SourceRunner:
         high_water = page.high_water
         upserts, deletes = len(page.upserts), 0
         if page.deleted_ids:
+            ids = page.deleted_ids
+            if not self.settings.verify_deletes:
+                # Unverified: a pass answers for one snapshot, so a row anywhere in the pass means the
+                # record exists; a tombstone for the same id is the earlier delete of a re-created record.
+                rows = set(page.upsert_ids) | self.cursors.seen(self.profile_id, state.entity)
+                ids = [i for i in ids if i not in rows]
             extra, dels, high_water = self._deletes(
-                info, org, page.deleted_ids, page.high_water, now, verify=self.settings.verify_deletes
+                info, org, ids, page.high_water, now, verify=self.settings.verify_deletes
             )
             bodies += extra
             upserts += len(extra) - dels
             deletes = dels
-        result = self.sink.publish(state.entity, bodies) if bodies else None
-
         done = page.next_link is None
-        if done and page.delta_link is None and info.change_tracking:
+        delta_link = page.delta_link
+        if done and delta_link is None and state.phase is Phase.DELTA and page.rows == 0:
+            delta_link = state.link  # "an empty JSON response" when nothing changed (reference A4): keep the link
+        if done and delta_link is None and info.change_tracking:
             raise DataverseError(
                 f"{state.entity}: the last page carried no @odata.deltaLink; is change tracking on for the table?"
             )
+        state = self._reserve(state, high_water)
+        result = self.sink.publish(state.entity, bodies) if bodies else None
         new = replace(
             state, organization_id=org, high_water=high_water,
             rows_read=state.rows_read + page.rows, deletes_read=state.deletes_read + len(page.deleted_ids),
@@ -222,22 +237,31 @@ class SourceRunner:
         next_phase = state.phase
         if not done:
             new = replace(new, link=page.next_link)
-        elif state.phase is Phase.INITIAL:
-            next_phase = Phase.DELTA
-            new = replace(new, phase=next_phase, link=page.delta_link, initial_sync_state=InitialSyncState.COMPLETED,
-                          state_reason=None, next_poll=self._next_poll(now))  # fmt: skip
-        elif state.phase is Phase.RESYNC:
+        elif full:
             next_phase = Phase.RECONCILE
-            new = replace(new, phase=next_phase, link=page.delta_link)
+            new = replace(new, phase=next_phase, link=delta_link)
         else:
-            new = replace(new, link=page.delta_link, next_poll=self._next_poll(now), state_reason=None)
-        seen = page.upsert_ids if state.phase is Phase.RESYNC else ()
-        self.cursors.advance(state, new, seen=seen, clear_seen=state.phase is Phase.RESYNC and first)
+            new = replace(new, link=delta_link, next_poll=self._next_poll(now), state_reason=None)
+        if full:  # the full load's ids, for its reconcile
+            seen, clear = page.upsert_ids, first
+        else:  # unverified deletes: the pass's row ids; forgotten when the pass completes
+            seen, clear = ([] if done or self.settings.verify_deletes else page.upsert_ids), done
+        self.cursors.advance(state, new, seen=seen, clear_seen=clear)
         self._mirror(state.entity, state.initial_sync_state, new.initial_sync_state)
         return PageResult(
             state.entity, state.phase, next_phase, rows=page.rows, upserts=upserts, deletes=deletes, pages=1,
-            pass_complete=done and state.phase is not Phase.RESYNC, result=result,
+            pass_complete=done and not full, result=result,
         )  # fmt: skip
+
+    def _reserve(self, state: CursorState, high_water: int) -> CursorState:
+        """Record a raised high-water mark *before* publishing what raised it.
+
+        A delete's version must exceed every version ever published for its record (docs/dataverse.md);
+        a crash after publishing but before the cursor advances must not lose those versions.
+        """
+        if high_water <= state.high_water:
+            return state
+        return self.cursors.advance(state, replace(state, high_water=high_water))
 
     def _next_poll(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.settings.poll_interval_seconds)
@@ -284,6 +308,7 @@ class SourceRunner:
         now = self.clock()
         # A full load can miss a record re-created while it ran: reconcile always verifies.
         bodies, deletes, high_water = self._deletes(info, org, missing, state.high_water, now, verify=True)
+        state = self._reserve(state, high_water)
         result = self.sink.publish(state.entity, bodies) if bodies else None
         if info.change_tracking:
             new = replace(state, phase=Phase.DELTA, high_water=high_water, state_reason=None,
