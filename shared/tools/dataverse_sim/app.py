@@ -8,6 +8,7 @@ under ``/_sim/`` need no token and never count as requests.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -16,13 +17,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from shared.tools.dataverse_sim import metadata
-from shared.tools.dataverse_sim.odata import PageCookie, Prefer, row_json, select_attributes
+from shared.tools.dataverse_sim.odata import PageCookie, Prefer, RowWriter, row_json, select_attributes
 from shared.tools.dataverse_sim.query import matches, parse_filter
 from shared.tools.dataverse_sim.schema import AttributeDef, EntityDef, metadata_id
 from shared.tools.dataverse_sim.simulator import DataverseSimulator
 from shared.tools.dataverse_sim.state import Values
 from shared.tools.dataverse_sim.values import Ref, SimError, dumps, loads, normalize_guid
 
+log = logging.getLogger(__name__)
 JSON = "application/json; odata.metadata=minimal"
 TRACKING_REJECTED = ("$filter", "$orderby", "$expand", "$top")
 _API = re.compile(r"^(?P<base>.*?)/api/data/(?P<version>v\d+\.\d+)(?:/(?P<rest>.*))?$")
@@ -92,6 +94,10 @@ def create_app(sim: DataverseSimulator) -> FastAPI:
                 return _route(ctx)
         except SimError as exc:
             return _error(exc, sim)
+        except Exception:
+            log.exception("dataverse simulator: unexpected error on %s %s", request.method, path)
+            return _response(500, {"error": {"code": "0x80040216", "message": "Unexpected error in the Dataverse "
+                                                                             "simulator (see its log)."}})
         finally:
             if admitted:
                 sim.release()
@@ -130,7 +136,7 @@ def _route(ctx: _Ctx) -> Response:
             return _navigation(ctx, entity, record_id, tail)
         if method == "GET":
             return _get_one(ctx, entity, record_id)
-        if method in {"PATCH", "PUT"}:
+        if method == "PATCH":
             return _patch(ctx, entity, record_id)
         if method == "DELETE":
             _read_check(ctx, entity)
@@ -253,6 +259,9 @@ def _get_collection(ctx: _Ctx, entity: EntityDef) -> Response:
                                f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.')
     if "$skip" in query:
         raise SimError(400, "0x0", "The query parameter $skip is not supported.")
+    for option in ("$expand", "$orderby", "$apply"):
+        if option in query:
+            raise SimError(400, "0x0", f"The Dataverse simulator does not implement {option} on entity sets.")
     attrs = select_attributes(entity, query.get("$select"))
     if tracked and not state.change_tracking_enabled(entity):
         if sw.untracked == "error" or "$deltatoken" in query:
@@ -276,9 +285,7 @@ def _get_collection(ctx: _Ctx, entity: EntityDef) -> Response:
         except ValueError:
             raise SimError(400, "0x0", f"Invalid $top value '{query['$top']}'.") from None
         limit = min(limit, top)
-    if "$filter" in query or "$orderby" in query:
-        if "$orderby" in query:
-            raise SimError(400, "0x0", "The Dataverse simulator does not implement $orderby.")
+    if "$filter" in query:
         groups = parse_filter(query["$filter"])
         by_web = entity.by_web_name()
 
@@ -300,7 +307,8 @@ def _get_collection(ctx: _Ctx, entity: EntityDef) -> Response:
     if top is not None:
         more = False
     body: dict[str, Any] = {"@odata.context": _context(ctx, entity, query.get("$select"))}
-    body["value"] = [row_json(state, entity, row, attrs, prefer) for row in rows]
+    writer = RowWriter(state, entity, attrs, prefer)
+    body["value"] = [writer.row(row) for row in rows]
     select_part = _select_part(query.get("$select"))
     headers: dict[str, str] = {}
     applied = prefer.applied(tracked=tracked, page_size=True)
@@ -333,11 +341,12 @@ def _delta(ctx: _Ctx, entity: EntityDef, attrs: list[AttributeDef]) -> Response:
         return _response(200, {}, headers)
     deleted_context = f"{ctx.api}$metadata#{entity.entity_set_name}/$deletedEntity"
     values: list[dict[str, Any]] = []
+    writer = RowWriter(state, entity, attrs, prefer)
     for item in items:
         if item.row is None:
             values.append({"@odata.context": deleted_context, "id": item.record_id, "reason": sw.deleted_reason})
         else:
-            values.append(row_json(state, entity, item.row, attrs, prefer))
+            values.append(writer.row(item.row))
     select_part = _select_part(query.get("$select"))
     body: dict[str, Any] = {"@odata.context": _context(ctx, entity, query.get("$select"), "/$delta")}
     if more:
@@ -467,7 +476,10 @@ def _navigation(ctx: _Ctx, entity: EntityDef, record_id: str, tail: str) -> Resp
         raise SimError(404, "0x80060888", f"'{rel.schema_name}' is not a navigation property of {entity.logical_name}.")
     method = ctx.request.method
     if method == "POST":
-        payload = loads(ctx.body) if ctx.body else {}
+        try:
+            payload = loads(ctx.body) if ctx.body else {}
+        except ValueError as exc:
+            raise SimError(400, "0x80040203", f"The request body is not valid JSON: {exc}") from exc
         other = _bind_target(ctx, str(payload.get("@odata.id", "")) if isinstance(payload, dict) else "")
     elif method == "DELETE":
         if m.group("other"):
@@ -525,6 +537,9 @@ def _control(sim: DataverseSimulator, path: str, method: str, raw: bytes, query:
         return _response(200, sim.push.options.as_dict())
     if head == "privileges" and method == "POST":
         sim.set_read_depth(str(payload["entity"]), str(payload["depth"]))
+        return _response(204)
+    if head == "churn" and method == "POST":
+        sim.start_churn(float(payload.get("per_second", 0)), payload.get("seed"))
         return _response(204)
     if head == "changes" and method == "POST":
         done = sim.random_changes(int(payload.get("count", 10)), payload.get("seed"))

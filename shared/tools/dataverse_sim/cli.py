@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-auth", action="store_true", help="accept requests without a bearer token")
     p.add_argument("--switch", action="append", default=[], metavar="NAME=VALUE",
                    help="set a Web API switch (see docs/dataverse-simulator.md)")
+    p.add_argument("--churn", type=float, default=0.0, metavar="PER_SECOND",
+                   help="make about this many random live changes a second (0: none)")
     p.add_argument("--push-file", type=Path, help="append Service Bus messages for live changes to this JSONL file")
     p.add_argument("--push", action="append", default=[], metavar="NAME=VALUE",
                    help="set a push option, e.g. duplicate_rate=0.1, line_format=\"message\"")
@@ -82,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"environment_url": url, "api": f"{url}/api/data/v9.2/", "token": next(iter(tokens)),
                       "organization_id": sim.state.organization.organization_id,
                       "entities": sim.state.tracked_entities(), "control": f"{url}/_sim/"}), flush=True)
+    if args.churn > 0:
+        sim.start_churn(args.churn, args.seed)
     try:
         serve_forever(sim, port)
     finally:

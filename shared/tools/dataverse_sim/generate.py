@@ -137,8 +137,9 @@ def populate(state: DataverseState, records: int) -> None:
                     values["parentaccountid"] = Ref(rng.choice(accounts), "account")
                 accounts.append(state.create("account", values, new_guid(rng), notify=False))
             contacts: list[str] = []
+            account_parents = [Ref(a, "account") for a in accounts[:50]]
             for _ in range(records * 2):
-                parents = [Ref(a, "account") for a in accounts[:50]] + [Ref(c, "contact") for c in contacts[:5]]
+                parents = account_parents + [Ref(c, "contact") for c in contacts[:5]]
                 contacts.append(state.create("contact", _contact_values(rng, state, parents), new_guid(rng),
                                              notify=False))
             for account in accounts:

@@ -157,27 +157,47 @@ def formatted_value(state: DataverseState, entity: EntityDef, attr: AttributeDef
     return None
 
 
+class RowWriter:
+    """Writes rows of one table with one ``$select`` and one ``Prefer``: the per-column work (names,
+    which annotations, how to encode) is decided once, not per row."""
+
+    def __init__(self, state: DataverseState, entity: EntityDef, attrs: list[AttributeDef], prefer: Prefer) -> None:
+        self.state = state
+        self.entity = entity
+        self.want_lookup = prefer.wants(LOOKUP_LOGICAL_NAME)
+        self.want_nav = prefer.wants(ASSOCIATED_NAV)
+        self.want_formatted = prefer.wants(FORMATTED)
+        self.columns = [(a, a.logical_name, a.web_name, a.is_lookup,
+                         a.is_multiselect or a.date_only or a.type == "DateTime") for a in attrs]
+
+    def row(self, row: Values) -> dict[str, Any]:
+        state = self.state
+        out: dict[str, Any] = {"@odata.etag": f'W/"{state.etag(self.entity.logical_name, row)}"'}
+        for attr, logical, name, is_lookup, special in self.columns:
+            value = row.get(logical)
+            if self.want_formatted:
+                text = formatted_value(state, self.entity, attr, row)
+                if text is not None:
+                    out[f"{name}@{FORMATTED}"] = text
+            if is_lookup:
+                if isinstance(value, Ref):
+                    if self.want_nav:
+                        out[f"{name}@{ASSOCIATED_NAV}"] = attr.navigation_property(value.entity)
+                    if self.want_lookup:
+                        out[f"{name}@{LOOKUP_LOGICAL_NAME}"] = value.entity
+                    value = value.id
+                out[name] = value
+            elif special and value is not None:
+                out[name] = encode_value(state, attr, value)
+            else:
+                out[name] = value
+        return out
+
+
 def row_json(state: DataverseState, entity: EntityDef, row: Values, attrs: list[AttributeDef],
              prefer: Prefer) -> dict[str, Any]:
     """One row as the Web API returns it: ``@odata.etag``, the selected columns, annotations when asked."""
-    out: dict[str, Any] = {"@odata.etag": f'W/"{state.etag(entity.logical_name, row)}"'}
-    want_lookup = prefer.wants(LOOKUP_LOGICAL_NAME)
-    want_nav = prefer.wants(ASSOCIATED_NAV)
-    want_formatted = prefer.wants(FORMATTED)
-    for attr in attrs:
-        value = row.get(attr.logical_name)
-        name = attr.web_name
-        if want_formatted:
-            text = formatted_value(state, entity, attr, row)
-            if text is not None:
-                out[f"{name}@{FORMATTED}"] = text
-        if attr.is_lookup and isinstance(value, Ref):
-            if want_nav:
-                out[f"{name}@{ASSOCIATED_NAV}"] = attr.navigation_property(value.entity)
-            if want_lookup:
-                out[f"{name}@{LOOKUP_LOGICAL_NAME}"] = value.entity
-        out[name] = encode_value(state, attr, value)
-    return out
+    return RowWriter(state, entity, attrs, prefer).row(row)
 
 
 # ------------------------------------------------------------------------------ paging cookies

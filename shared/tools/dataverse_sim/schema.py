@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 _NS = uuid.UUID("5b0d7f0e-2f52-4b7c-9f10-5a1d0c0de001")  # deterministic MetadataIds
 
@@ -157,14 +158,25 @@ class EntityDef:
     def metadata_id(self) -> str:
         return metadata_id(self.logical_name)
 
+    @cached_property
+    def _by_name(self) -> dict[str, AttributeDef]:
+        return {a.logical_name: a for a in self.attributes}
+
+    @cached_property
+    def _by_web_name(self) -> dict[str, AttributeDef]:
+        return {a.web_name: a for a in self.attributes}
+
+    @cached_property
+    def reference_columns(self) -> tuple[AttributeDef, ...]:
+        """Lookups, and on intersect tables the id columns of the two linked rows."""
+        return tuple(a for a in self.attributes if a.is_lookup or (
+            self.is_intersect and a.type == "Uniqueidentifier" and not a.is_primary_id))
+
     def attribute(self, logical_name: str) -> AttributeDef | None:
-        for attr in self.attributes:
-            if attr.logical_name == logical_name:
-                return attr
-        return None
+        return self._by_name.get(logical_name)
 
     def by_web_name(self) -> dict[str, AttributeDef]:
-        return {a.web_name: a for a in self.attributes}
+        return self._by_web_name
 
     def with_attribute(self, attr: AttributeDef) -> EntityDef:
         return replace(self, attributes=(*self.attributes, replace(attr, entity=self.logical_name)))

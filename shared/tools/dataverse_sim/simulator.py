@@ -78,6 +78,8 @@ class DataverseSimulator:
         self.requests = 0
         self._lock = threading.Lock()
         self.push = PushEmitter(self.state, push or PushOptions(), path=push_path)
+        self._churn_stop = threading.Event()
+        self._churn: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------- control API
     @property
@@ -136,6 +138,29 @@ class DataverseSimulator:
         rng = random.Random(seed) if seed is not None else None
         with self.state.lock:
             return random_changes(self.state, count, rng)
+
+    def start_churn(self, per_second: float, seed: int | None = None) -> None:
+        """Live changes in the background: about ``per_second`` random changes a second until
+        :meth:`stop_churn` (for the demo and change-to-row latency measurements)."""
+        self.stop_churn()
+        if per_second <= 0:
+            return
+        rng = random.Random(seed)
+        self._churn_stop = stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(1.0 / per_second):
+                with self.state.lock:
+                    random_changes(self.state, 1, rng)
+
+        self._churn = threading.Thread(target=run, name="dataverse-simulator-churn", daemon=True)
+        self._churn.start()
+
+    def stop_churn(self) -> None:
+        self._churn_stop.set()
+        if self._churn is not None:
+            self._churn.join(timeout=5)
+            self._churn = None
 
     # ------------------------------------------------------------------------------- request gate
     def check_auth(self, authorization: str | None) -> str:
@@ -196,4 +221,5 @@ class DataverseSimulator:
         return SimError(429, code, message, {"Retry-After": str(retry_after)})
 
     def close(self) -> None:
+        self.stop_churn()
         self.push.close()

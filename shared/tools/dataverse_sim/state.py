@@ -142,6 +142,9 @@ class DataverseState:
         self._last_when = datetime(2000, 1, 1, tzinfo=UTC)
         self._tokens: dict[str, tuple[str, int, datetime]] = {}  # token -> (entity, epoch, issued)
         self.listeners: list[Callable[[Change], None]] = []
+        # Reverse index: target id -> {(table, row id, column)} of lookups and N:N link columns pointing at it.
+        self._refs: dict[str, set[tuple[str, str, str]]] = {}
+        self._links: dict[tuple[str, str, str], str] = {}  # (relationship, id1, id2) -> intersect row id
         # Caller's Read privilege depth per table: "Global" (organization) is what change tracking needs.
         self.read_depth: dict[str, str] = dict.fromkeys(self.entities, "Global")
         self.organization = Organization(
@@ -184,6 +187,8 @@ class DataverseState:
                 raise SimError(400, "0x80044363", f"An attribute named {attr.logical_name} already exists.")
             self.entities[entity] = definition.with_attribute(attr)
             self.by_set[definition.entity_set_name] = self.entities[entity]
+            for row in self._tables[entity].rows.values():
+                row[attr.logical_name] = None
             self.expire_delta_tokens(entity)
 
     # ------------------------------------------------------------------------------- version clock
@@ -378,6 +383,26 @@ class DataverseState:
             if row.get("statuscode") is None and state.option_set is not None:
                 row["statuscode"] = state.option_set.options[0].default_status
 
+    def _index(self, entity: EntityDef, row: Values, add: bool) -> None:
+        rid = str(row[entity.primary_id])
+        for attr in entity.reference_columns:
+            value = row.get(attr.logical_name)
+            if isinstance(value, Ref):
+                target = value.id
+            elif isinstance(value, str):
+                target = value
+            else:
+                continue
+            entry = (entity.logical_name, rid, attr.logical_name)
+            if add:
+                self._refs.setdefault(target, set()).add(entry)
+            else:
+                refs = self._refs.get(target)
+                if refs is not None:
+                    refs.discard(entry)
+                    if not refs:
+                        del self._refs[target]
+
     def _notify(self, change: Change) -> None:
         for listener in list(self.listeners):
             listener(change)
@@ -399,12 +424,13 @@ class DataverseState:
             row.update(given)
             row[definition.primary_id] = rid
             self._defaults(definition, row)
-            self._apply_state(definition, row, {"statecode": 0} if "statuscode" not in given else given)
+            self._apply_state(definition, row, given)
             self._derive(definition, row)
             version, when = self._tick()
             self._stamp(definition, row, version, when, created=True)
             table.rows[rid] = row
             insort(table.sorted_ids, rid)
+            self._index(definition, row, True)
             if notify:
                 self._notify(Change("Create", entity, rid, version, when, tuple(given), None, dict(row)))
             return rid
@@ -429,6 +455,8 @@ class DataverseState:
             version, when = self._tick()
             self._stamp(definition, row, version, when, created=False)
             table.rows[rid] = row
+            self._index(definition, before, False)
+            self._index(definition, row, True)
             if notify:
                 self._notify(Change("Update", entity, rid, version, when, tuple(given), before, dict(row)))
 
@@ -448,23 +476,22 @@ class DataverseState:
             table = self._tables[entity]
             if rid not in table.rows:
                 raise SimError(404, NOT_FOUND_CODE, f"{entity} With Id = {rid} Does Not Exist")
-            # Cascades first, as the platform does: N:N links go, lookups to the row are cleared.
-            for rel in definition.many_to_many:
-                side = rel.entity1_attribute if rel.entity1 == entity else rel.entity2_attribute
-                for link_id, link in list(self._tables[rel.intersect_entity].rows.items()):
-                    if link.get(side) == rid:
-                        self._unlink(rel, link_id, notify=notify)
-            for other in self.entities.values():
-                for attr in other.attributes:
-                    if not attr.is_lookup or entity not in attr.targets:
-                        continue
-                    for other_id, other_row in list(self._tables[other.logical_name].rows.items()):
-                        value = other_row.get(attr.logical_name)
-                        if isinstance(value, Ref) and value.id == rid and value.entity == entity:
-                            if other.logical_name == entity and other_id == rid:
-                                continue
-                            self.update(other.logical_name, other_id, {attr.logical_name: None}, notify=notify)
+            # Cascades first, as the platform does: N:N links go, then lookups to the row are cleared
+            # (in a fixed order, so versions are deterministic).
+            referrers = sorted(self._refs.get(rid, ()))
+            for other_entity, other_id, _ in referrers:
+                other = self.entities[other_entity]
+                if other.is_intersect and other_id in self._tables[other_entity].rows:
+                    self._unlink(self._relationship_of(other_entity), other_id, notify=notify)
+            for other_entity, other_id, column in referrers:
+                other = self.entities[other_entity]
+                if other.is_intersect or (other_entity == entity and other_id == rid):
+                    continue
+                value = self._tables[other_entity].rows.get(other_id, {}).get(column)
+                if isinstance(value, Ref) and value.id == rid and value.entity == entity:
+                    self.update(other_entity, other_id, {column: None}, notify=notify)
             before = table.rows.pop(rid)
+            self._index(definition, before, False)
             table.sorted_ids.pop(bisect_right(table.sorted_ids, rid) - 1)
             version, when = self._tick()
             table.tombstones.append(Tombstone(version, rid, when))
@@ -479,11 +506,15 @@ class DataverseState:
                     return rel
         raise SimError(404, "0x80060888", f"Resource not found for the segment '{name}'.")
 
+    def _relationship_of(self, intersect_entity: str) -> ManyToMany:
+        for entity in self.entities.values():
+            for rel in entity.many_to_many:
+                if rel.intersect_entity == intersect_entity:
+                    return rel
+        raise KeyError(intersect_entity)
+
     def link_id(self, rel: ManyToMany, id1: str, id2: str) -> str | None:
-        for link_id, link in self._tables[rel.intersect_entity].rows.items():
-            if link.get(rel.entity1_attribute) == id1 and link.get(rel.entity2_attribute) == id2:
-                return link_id
-        return None
+        return self._links.get((rel.schema_name, id1, id2))
 
     def associate(self, rel_name: str, id1: str, id2: str, *, notify: bool = True) -> str:
         """Link ``id1`` (entity1) and ``id2`` (entity2): a new intersect row. Idempotent like Dataverse's
@@ -504,6 +535,8 @@ class DataverseState:
             table = self._tables[rel.intersect_entity]
             table.rows[link_id] = row
             insort(table.sorted_ids, link_id)
+            self._links[(rel.schema_name, id1, id2)] = link_id
+            self._index(definition, row, True)
             if notify:
                 self._notify(Change("Associate", rel.entity1, id1, version, when, after=dict(row), relationship=rel,
                                     related=(Ref(id2, rel.entity2),)))
@@ -521,6 +554,8 @@ class DataverseState:
         table = self._tables[rel.intersect_entity]
         before = table.rows.pop(link_id)
         table.sorted_ids.pop(bisect_right(table.sorted_ids, link_id) - 1)
+        self._links.pop((rel.schema_name, str(before[rel.entity1_attribute]), str(before[rel.entity2_attribute])), None)
+        self._index(self.entities[rel.intersect_entity], before, False)
         version, when = self._tick()
         table.tombstones.append(Tombstone(version, link_id, when))
         if notify:

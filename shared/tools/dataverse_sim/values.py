@@ -48,10 +48,20 @@ def bad_request(message: str, code: str = "0x80048d19") -> SimError:
 
 
 def new_guid(rng: Any) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    """A version-4 GUID from ``rng`` (same text as ``str(uuid.UUID(int=..., version=4))``, faster)."""
+    n = rng.getrandbits(128)
+    n = (n & ~(0xC000 << 48)) | (0x8000 << 48)
+    n = (n & ~(0xF000 << 64)) | (4 << 76)
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def normalize_guid(text: str) -> str:
+    if _GUID.fullmatch(text):
+        return text
     try:
         return str(uuid.UUID(text.strip("{}")))
     except ValueError as exc:
@@ -65,7 +75,9 @@ def utc_seconds(moment: datetime) -> datetime:
 
 
 def format_datetime(moment: datetime) -> str:
-    return utc_seconds(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if moment.tzinfo is not UTC or moment.microsecond:
+        moment = utc_seconds(moment)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _parse_datetime(text: str) -> datetime:
