@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from shared.destinations.inspect import table_rows
 from shared.source.dataverse import mapping as m
 from shared.source.dataverse.client import LOOKUP_ANNOTATIONS, DataverseClient, DataverseError
 from shared.source.dataverse.cursors import CursorStore
@@ -313,7 +314,7 @@ def _rows(dest: Any, entity: str) -> list[dict[str, Any]]:
     with dest.transaction() as tx:
         if tx.columns(table) is None:
             return []
-    return list(dest.table_rows(table))
+    return list(table_rows(dest, table))
 
 
 def scanning_link_ids(dest: Any) -> LinkIds:

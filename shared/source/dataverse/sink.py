@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from shared.destinations.inspect import table_rows
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from shared.metrics import MetricsSink
@@ -55,4 +56,4 @@ class EngineSink:
         with dest.transaction() as tx:
             if tx.columns(table) is None:
                 return set()
-        return {str(row["Id"]).lower() for row in dest.table_rows(table)}
+        return {str(row["Id"]).lower() for row in table_rows(dest, table)}
