@@ -32,10 +32,12 @@ from tests.support.dataverse_push import (
     USER,
     FakeReread,
     body,
+    context,
     contract_row,
     create_message,
     date,
     delete_message,
+    kv,
     link_message,
     properties,
     ref,
@@ -202,6 +204,25 @@ def test_update_whose_post_image_lacks_an_exported_column_is_re_read() -> None:
     assert n.version == 2 * 915301
     parsed = parse_messages([body(update_message({"name": "Renamed"}, image))])  # no source: image trusted
     assert one(parsed).version == 2 * 915300
+
+
+def test_one_re_read_per_record_per_batch() -> None:
+    fake = FakeReread(rows={("account", ACCOUNT): contract_row("account", ACCOUNT, 9, {"name": "n"})})
+    updates = [body(update_message({"name": f"n{i}"}, None)) for i in range(5)]
+    parsed = parse_messages(updates, fake)
+    assert len(parsed.notifications) == 5
+    assert fake.calls == [f"record account {ACCOUNT}"]
+    parse_messages(updates[:1], fake)  # the next batch reads again
+    assert len(fake.calls) == 2
+
+
+def test_messages_without_record_state_are_re_read() -> None:
+    doc = context("Assign", "account", ACCOUNT, inputs=[kv("Target", ref(ACCOUNT, "account")),
+                                                        kv("Assignee", ref(USER, "systemuser"))])
+    fake = FakeReread(rows={("account", ACCOUNT): contract_row("account", ACCOUNT, 12, {"name": "n"})})
+    assert one(parse_messages([body(doc)], fake)).version == 24
+    (r,) = reasons(parse_messages([body(doc)]))
+    assert "a Assign message carries no record state" in r
 
 
 @pytest.mark.parametrize("where", ["properties", "body", "removed-only"])

@@ -775,6 +775,41 @@ def split_line(line: bytes | str) -> tuple[bytes | str, Mapping[str, object] | N
     return line, None
 
 
+class _BatchReread:
+    """One batch's view of the source: each record and column list is read once per batch (several
+    partial Updates of one record in a batch cost one re-read; all see the same current state)."""
+
+    def __init__(self, inner: Reread) -> None:
+        self.inner = inner
+        self._columns: dict[str, frozenset[str] | None] = {}
+        self._records: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+    def columns(self, entity: str) -> frozenset[str] | None:
+        if entity not in self._columns:
+            self._columns[entity] = self.inner.columns(entity)
+        return self._columns[entity]
+
+    def record(self, entity: str, record_id: str) -> dict[str, Any] | None:
+        key = (entity, record_id)
+        if key not in self._records:
+            self._records[key] = self.inner.record(entity, record_id)
+        row = self._records[key]
+        return dict(row) if row is not None else None
+
+    def deleted(self, entity: str, record_id: str) -> dict[str, Any]:
+        self._records.pop((entity, record_id), None)
+        return self.inner.deleted(entity, record_id)
+
+    def link(self, relationship: str, one: EntityRef, other: EntityRef) -> dict[str, Any] | None:
+        return self.inner.link(relationship, one, other)
+
+    def unlinked(self, relationship: str, one: EntityRef, other: EntityRef) -> list[dict[str, Any]]:
+        return self.inner.unlinked(relationship, one, other)
+
+    def links_of(self, record: EntityRef) -> list[dict[str, Any]]:
+        return self.inner.links_of(record)
+
+
 def _parse_translated(b: bytes, t: Translation, out: PushParsedBatch) -> None:
     """A translated body through the contract checks; what fails them keeps the original message."""
     before = len(out.unprocessable)
@@ -793,6 +828,7 @@ def parse_messages(messages: Iterable[Message], reread: Reread | None = None) ->
     their notifications then pass the same contract checks.
     """
     out = PushParsedBatch()
+    reread = _BatchReread(reread) if reread is not None else None
     for item in messages:
         body, props = item if isinstance(item, tuple) else (item, None)
         if not props and not looks_like_dataverse(body):
