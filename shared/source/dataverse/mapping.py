@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,10 +98,45 @@ def _encode(value: Any, out: list[str]) -> None:
 
 
 def encode(notification: Mapping[str, Any]) -> bytes:
-    """One notification as a message body: JSON, money and decimals exactly as Dataverse sent them."""
-    out: list[str] = []
-    _encode(notification, out)
-    return "".join(out).encode("utf-8")
+    """One notification as a message body: JSON, money and decimals exactly as Dataverse sent them.
+
+    Decimals sit among the attribute values: they go through the C encoder as unique placeholder
+    strings (a NUL and a random nonce, which no encoded value can equal), then become numbers.
+    """
+    attrs = notification.get("attributes")
+    if not isinstance(attrs, dict) or not any(type(v) is Decimal for v in attrs.values()):
+        if _has_decimal(notification):
+            out: list[str] = []
+            _encode(notification, out)
+            return "".join(out).encode("utf-8")
+        return json.dumps(notification, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    nonce = uuid.uuid4().hex
+    numbers: dict[str, str] = {}
+    swapped: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if type(v) is Decimal:
+            if not v.is_finite():
+                raise ValueError(f"not a JSON number: {v}")
+            mark = f"\x00{nonce}{len(numbers)}"
+            numbers[json.dumps(mark)] = str(v)
+            swapped[k] = mark
+        else:
+            swapped[k] = v
+    text = json.dumps({**notification, "attributes": swapped}, ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":"))  # fmt: skip
+    for quoted, number in numbers.items():
+        text = text.replace(quoted, number, 1)
+    return text.encode("utf-8")
+
+
+def _has_decimal(value: Any) -> bool:
+    if isinstance(value, Decimal):
+        return True
+    if isinstance(value, dict):
+        return any(_has_decimal(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_decimal(v) for v in value)
+    return False
 
 
 # ---------------------------------------------------------------------------------- entity

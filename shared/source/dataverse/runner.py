@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from shared.engine.outcomes import BatchResult
 from shared.source.dataverse import mapping as m
-from shared.source.dataverse.client import DataverseClient, DataverseError, ExpiredToken
+from shared.source.dataverse.client import AccessDenied, DataverseClient, DataverseError, ExpiredToken
 from shared.source.dataverse.cursors import (
     CursorState,
     CursorStore,
@@ -129,8 +129,8 @@ class SourceRunner:
                 return self._reconcile(state)
             return self._page(state)
         except DataverseError as exc:
-            if exc.transient:
-                raise
+            if exc.transient or (isinstance(exc, AccessDenied) and exc.status == 401):
+                raise  # worth another try later, or about the environment's token, not this entity
             self._fail(state, exc)
             raise EntityFailed(f"{state.entity}: {exc}") from exc
 
