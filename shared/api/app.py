@@ -49,11 +49,11 @@ from shared.api.schemas import (
     ValidationItem,
     ValidationOut,
 )
+from shared.config import DEFAULT_API_MAX_BODY_BYTES
 from shared.contract.models import GUID_PATTERN
 from shared.profiles.model import ProfileCreate, ProfileOut, ProfileState, ProfileUpdate
 from shared.profiles.ports import FAILURE_COLUMNS, FailureEntry
 from shared.profiles.service import ProfileError, ProfileService, ResyncSelection
-from shared.settings import DEFAULT_API_MAX_BODY_BYTES
 from shared.store.base import UNROUTED, EntityMetrics, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)

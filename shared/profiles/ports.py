@@ -2,7 +2,7 @@
 
 * :class:`FailureLogReader`: the failure log (``failurelog/<profile>/<yyyy>/<mm>/<dd>/<hh>/...``,
   CSV like DES's), read by time range, streamed; in Azure also read-only SAS links.
-* :class:`ParkedFailures`: the failed notifications themselves, kept encrypted for the retention
+* :class:`ParkedFailureReader`: the failed notifications themselves, kept encrypted for the retention
   period so a re-sync can re-apply them.
 * :class:`ProfileBlobs`: removes everything a deleted profile left in Blob storage (failure log,
   parked failures, retry blobs).
@@ -67,7 +67,7 @@ class FailureLogReader(Protocol):
         the storage account has no Entra authentication (local development)."""
 
 
-class ParkedFailures(Protocol):
+class ParkedFailureReader(Protocol):
     def get(self, profile_id: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Notification]:
         """The newest parked failed notification per (entity, lower-case record id) found."""
 

@@ -13,10 +13,10 @@ import uuid
 
 import pytest
 
+from shared.config import SERVICE_BUS_CONNECTION, SERVICE_BUS_QUEUE_NAME
 from shared.contract.parse import ParsedBatch, parse_body
 from shared.publisher import NotificationPublisher, open_client
-from shared.settings import SERVICE_BUS_CONNECTION, SERVICE_BUS_QUEUE_NAME
-from shared.storage.config import Storage
+from shared.storage.account import Storage
 from tests.support.metrics import note
 
 pytestmark = [

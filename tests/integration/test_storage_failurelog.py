@@ -13,9 +13,9 @@ from azure.storage.blob import BlobServiceClient
 from shared.contract.models import Notification
 from shared.contract.parse import Unprocessable
 from shared.engine.outcomes import RecordFailure
+from shared.storage.account import Storage
 from shared.storage.azurite import Azurite
 from shared.storage.blobs import FAILED, FAILURELOG, UNPROCESSABLE
-from shared.storage.config import Storage
 from shared.storage.failurelog import COLUMNS, FailureLog, blob_hour, cleanup_retention
 from tests.support.metrics import note
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from shared.storage.account import Storage
 from shared.storage.azurite import Azurite, running_azurite
-from shared.storage.config import Storage
 from shared.storage.crypto import KeyRing, LocalAesKek
 
 

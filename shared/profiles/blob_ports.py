@@ -1,5 +1,5 @@
 """The admin API's blob ports (:mod:`shared.profiles.ports`) on the Blob storage of issue 3
-(:class:`shared.storage.config.Storage`): failure log by time range, SAS links, parked failed
+(:class:`shared.storage.account.Storage`): failure log by time range, SAS links, parked failed
 notifications for re-sync, and everything a deleted profile leaves in Blob storage.
 """
 
@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from shared.contract.models import Notification
 from shared.profiles.ports import FailureEntry, SasLink
+from shared.storage.account import Storage
 from shared.storage.blobs import CONTAINERS, DATA, FAILURELOG, check_profile, parse_iso
-from shared.storage.config import Storage
 from shared.storage.failurelog import blob_hour
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,8 @@ def _uses_token(service: Any) -> bool:
     return isinstance(credential, TokenCredential) or hasattr(credential, "get_token")
 
 
-class BlobParkedFailures:
-    """:class:`~shared.profiles.ports.ParkedFailures` on ``failednotifications/`` (encrypted)."""
+class BlobParkedFailureReader:
+    """:class:`~shared.profiles.ports.ParkedFailureReader` on ``failednotifications/`` (encrypted)."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage

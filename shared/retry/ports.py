@@ -1,0 +1,84 @@
+"""What the retry code needs, as narrow dependencies: a :class:`Router` (targets, retry policies,
+reject sinks, metrics) and the blob stores and clock of :class:`RetryDeps`.
+
+Single-destination mode and profile mode are two routers (:mod:`shared.routing`); the retry code
+has one path for both.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from shared.contract.parse import ParsedBatch
+    from shared.engine.outcomes import BatchResult
+    from shared.profiles.model import Profile
+    from shared.rejects import RejectSink
+    from shared.retry.policy import RetryPolicy
+    from shared.storage.account import Storage
+    from shared.storage.blobs import PayloadStore, RetryStore, UnprocessableStore
+
+
+class Disposition(enum.Enum):
+    APPLY = "apply"
+    SKIP = "skip"  # the profile is no longer active: the notifications are skipped for it
+    ORPHANED = "orphaned"  # the profile was deleted: nowhere to apply them
+
+
+@dataclass(frozen=True)
+class ParkedTarget:
+    """Where a parked batch goes now. ``profile`` is None for a router's fixed target."""
+
+    profile_id: str
+    disposition: Disposition
+    profile: Profile | None = None
+
+
+class Router(Protocol):
+    """Where notifications of a profile go, and what goes with that profile."""
+
+    @property
+    def default_profile_id(self) -> str:
+        """The profile of a retry blob that names none (written before profiles existed)."""
+
+    @property
+    def inline_wait_seconds(self) -> float:
+        """Longest one retry invocation waits for a due time."""
+
+    def target(self, profile_id: str) -> ParkedTarget:
+        """The profile as it is now (raises StoreUnavailable when that cannot be read)."""
+
+    def apply(self, target: ParkedTarget, parsed: ParsedBatch) -> BatchResult:
+        """Apply a batch to the target's destination; destination errors propagate."""
+
+    def policy_for(self, profile_id: str) -> RetryPolicy: ...
+
+    def policy_of(self, profile: Profile) -> RetryPolicy: ...
+
+    def rejects_of(self, profile_id: str) -> RejectSink:
+        """Where one profile's failed records and unprocessable bodies go."""
+
+    def record(
+        self, profile_id: str, result: BatchResult, pending: int, skipped: Mapping[str, int] | None = None
+    ) -> None:
+        """Final outcomes and the pending-gauge change of one profile."""
+
+
+@dataclass(frozen=True)
+class RetryDeps:
+    """The retry code's dependencies: the retry, payload and unprocessable blob stores, the router
+    and the clock."""
+
+    retries: RetryStore
+    payloads: PayloadStore
+    unprocessable: UnprocessableStore
+    router: Router
+    clock: Callable[[], datetime]
+
+    @classmethod
+    def of(cls, storage: Storage, router: Router) -> RetryDeps:
+        return cls(storage.retries, storage.payloads, storage.unprocessable, router, storage.clock)
