@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from shared.contract.parse import Unprocessable
+from shared.engine.failure_schema import COLUMNS as FAILURE_LOG_COLUMNS
 from shared.engine.outcomes import RecordFailure
-
-FAILURE_LOG_COLUMNS = ["Entity", "RecordId", "NotificationTime", "ChangeType", "Version", "FailureReason"]
 
 
 class RejectSink(Protocol):

@@ -51,8 +51,9 @@ from shared.api.schemas import (
 )
 from shared.config import DEFAULT_API_MAX_BODY_BYTES
 from shared.contract.models import GUID_PATTERN
+from shared.engine.failure_schema import LOGGED_COLUMNS
 from shared.profiles.model import ProfileCreate, ProfileOut, ProfileState, ProfileUpdate
-from shared.profiles.ports import FAILURE_COLUMNS, FailureEntry
+from shared.profiles.ports import FailureEntry
 from shared.profiles.service import ProfileError, ProfileService, ResyncSelection
 from shared.store.base import UNROUTED, EntityMetrics, Store, StoreError, StoreUnavailable
 
@@ -321,7 +322,7 @@ def _entity_out(e: EntityMetrics, now: datetime) -> EntityMetricsOut:
 def _stream_failures(first: FailureEntry | None, rest: Iterator[FailureEntry], as_csv: bool) -> Iterator[bytes]:
     if as_csv:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, FAILURE_COLUMNS, lineterminator="\r\n")
+        writer = csv.DictWriter(buf, LOGGED_COLUMNS, lineterminator="\r\n")
         writer.writeheader()
         yield buf.getvalue().encode()
         if first is None:

@@ -19,8 +19,7 @@ from datetime import datetime
 from typing import Protocol
 
 from shared.contract.models import Notification
-
-FAILURE_COLUMNS = ("Entity", "RecordId", "NotificationTime", "ChangeType", "Version", "FailureReason", "LoggedAt")
+from shared.engine import failure_schema as F
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +36,13 @@ class FailureEntry:
 
     def row(self) -> dict[str, str]:
         return {
-            "Entity": self.entity,
-            "RecordId": self.record_id,
-            "NotificationTime": self.notification_time,
-            "ChangeType": self.change_type,
-            "Version": "" if self.version is None else str(self.version),
-            "FailureReason": self.failure_reason,
-            "LoggedAt": self.logged_at.isoformat().replace("+00:00", "Z"),
+            F.ENTITY: self.entity,
+            F.RECORD_ID: self.record_id,
+            F.NOTIFICATION_TIME: self.notification_time,
+            F.CHANGE_TYPE: self.change_type,
+            F.VERSION: "" if self.version is None else str(self.version),
+            F.FAILURE_REASON: self.failure_reason,
+            F.LOGGED_AT: self.logged_at.isoformat().replace("+00:00", "Z"),
         }
 
     @property

@@ -13,7 +13,7 @@ from shared.contract.metadata import METADATA_CHANGE_TYPE, MetadataNotification,
 from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable
 from shared.destinations.base import ConnectionFailed, TransientDestinationError
-from shared.engine.outcomes import BatchResult, RecordFailure
+from shared.engine.outcomes import BatchResult, Outcome, RecordFailure
 from shared.profiles.secrets import SecretError
 from shared.storage.blobs import notification_json
 from shared.storage.claimcheck import Resolution
@@ -40,18 +40,12 @@ def fail_all(
 ) -> BatchResult:
     """Every notification failed with ``reason`` (failure-log lines). Entity metadata has no record
     to log: it is counted as failed and named in the log (the next metadata version replaces it)."""
-    result = BatchResult(received=len(notifications) + len(metadata))
+    result = BatchResult()
     for n in notifications:
-        result.failed += 1
-        counts = result.entity(n.entity)
-        counts.received += 1
-        counts.failed += 1
+        result.count(Outcome.FAILED, n.entity, received=True)
         result.failures.append(RecordFailure(n, reason[:MAX_REASON]))
     for m in metadata:
-        result.failed += 1
-        counts = result.entity(m.entity)
-        counts.received += 1
-        counts.failed += 1
+        result.count(Outcome.FAILED, m.entity, received=True)
         log.error("metadata of %s (version %s) not applied: %s", m.entity, m.version, reason[:MAX_REASON])
     return result
 
