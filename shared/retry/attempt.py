@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable
@@ -27,13 +26,10 @@ from shared.retry.batch import (
     unprocessable_too,
 )
 from shared.retry.policy import RetryPolicy
-from shared.retry.ports import Disposition, RetryDeps
+from shared.retry.ports import Disposition, Lease, RetryDeps
 from shared.storage.blobs import M_ATTEMPT, M_LAST_ERROR, M_NOT_BEFORE, BlobMissing, RetryBatch, RetryState, iso
 from shared.storage.claimcheck import Resolution, resolve_references
 from shared.store.base import UNROUTED
-
-if TYPE_CHECKING:
-    from azure.storage.blob import BlobLeaseClient
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +63,7 @@ class _Attempt:
     deps: RetryDeps
     name: str
     state: RetryState
-    lease: BlobLeaseClient
+    lease: Lease
     now: datetime
     policy_for: Callable[[str], RetryPolicy]
     held: bool = True

@@ -8,10 +8,10 @@ has one path for both.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from shared.contract.parse import ParsedBatch
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from shared.rejects import RejectSink
     from shared.retry.policy import RetryPolicy
     from shared.storage.account import Storage
-    from shared.storage.blobs import PayloadStore, RetryStore, UnprocessableStore
+    from shared.storage.blobs import RetryBatch, RetryState
 
 
 class Disposition(enum.Enum):
@@ -68,14 +68,53 @@ class Router(Protocol):
         """Final outcomes and the pending-gauge change of one profile."""
 
 
+class Lease(Protocol):
+    def release(self) -> None: ...
+
+
+class RetryBlobs(Protocol):
+    """``retry/``: parked batches with their state in metadata, leased while processed
+    (:class:`~shared.storage.blobs.RetryStore`; ``tests/support/fakes.py`` has an in-memory fake)."""
+
+    def park(
+        self, profile_id: str, notifications: list[dict[str, Any]], *, reason: str, now: datetime, not_before: datetime
+    ) -> tuple[str, bool]: ...
+
+    def state(self, name: str) -> RetryState: ...
+
+    def read(self, name: str, *, lease: Any = None, state: RetryState | None = None) -> RetryBatch: ...
+
+    def update(self, state: RetryState, changes: dict[str, str], *, lease: Any = None) -> None: ...
+
+    def lease(self, name: str, seconds: int = 60) -> Lease | None: ...
+
+    def delete(self, name: str, *, lease: Any = None) -> bool: ...
+
+    def states(self, profile_id: str | None = None) -> Iterator[RetryState]: ...
+
+
+class Payloads(Protocol):
+    """``data/``: claim-check payloads, deleted once their notifications committed or were parked."""
+
+    def get(self, blob: str, *, size: int | None = None, sha256: str | None = None) -> bytes: ...
+
+    def delete(self, blobs: Iterable[str]) -> int: ...
+
+
+class UndecryptableKeeper(Protocol):
+    """``unprocessablemessages/``: where a retry blob that cannot be read is kept as it is."""
+
+    def keep_undecryptable(self, profile_id: str, source_container: str, source_name: str, reason: str) -> str: ...
+
+
 @dataclass(frozen=True)
 class RetryDeps:
     """The retry code's dependencies: the retry, payload and unprocessable blob stores, the router
     and the clock."""
 
-    retries: RetryStore
-    payloads: PayloadStore
-    unprocessable: UnprocessableStore
+    retries: RetryBlobs
+    payloads: Payloads
+    unprocessable: UndecryptableKeeper
     router: Router
     clock: Callable[[], datetime]
 
