@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from shared.api.app import ApiServices, create_app
+from shared.api.app import create_app
 from shared.api.auth import AuthConfig
+from shared.api.deps import ApiServices
 from shared.root import Root
 
 __all__ = ["ApiServices", "AuthConfig", "build_app", "create_app", "services_of"]
