@@ -37,7 +37,8 @@ from shared.retry.policy import RetryPolicy
 from shared.retry.ports import RetryDeps
 from shared.routing import FixedRouter, ProfileRouter
 from shared.storage.account import Storage, open_storage
-from shared.store import SqlStore, open_store
+from shared.store import open_store
+from shared.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 class ProfileRuntime:
     """One process's profile machinery: shared by the admin API and the profile router."""
 
-    store: SqlStore
+    store: Store
     resolver: SecretResolver
     directory: ProfileDirectory
     engines: EngineRegistry
@@ -65,7 +66,7 @@ class ProfileRuntime:
 def build_runtime(
     config: ProfilesConfig | None = None,
     *,
-    store: SqlStore | None = None,
+    store: Store | None = None,
     resolver: SecretResolver | None = None,
     checker: Checker = check_destination,
     failure_log: FailureLogReader | None = None,

@@ -1,4 +1,5 @@
-"""In-memory FAKES of the blob stores the retry code uses, for fast unit tests (tests/unit).
+"""In-memory FAKES of the blob stores the retry code uses, and of the admin
+store, for fast unit tests (tests/unit).
 
 They follow the real stores' contracts (shared/storage/blobs.py, proved on Azurite in
 tests/integration): a retry blob is created only if new, its state lives in metadata with an etag
@@ -11,13 +12,13 @@ encryption: ``make_unreadable`` stands for a blob whose key is gone.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.contract.parse import Unprocessable
-from shared.engine.outcomes import RecordFailure
+from shared.engine.outcomes import BatchResult, RecordFailure
 from shared.storage.blobs import (
     M_ATTEMPT,
     M_COUNT,
@@ -36,6 +37,22 @@ from shared.storage.blobs import (
     iso,
     metadata_value,
 )
+from shared.store.base import (
+    PROFILE_LEVEL,
+    DuplicateName,
+    EntityDelta,
+    EntityMetrics,
+    ExportStatus,
+    MetricsEntry,
+    ProfileExists,
+    ProfileMetrics,
+    ProfileNotFound,
+    RevisionConflict,
+    StoredProfile,
+    StoreUnavailable,
+    utcnow,
+)
+from shared.store.migrations import MIGRATIONS
 
 _etags = itertools.count(1)
 
@@ -196,3 +213,155 @@ class FakeRejects:
 
     def unprocessable(self, items: list[Unprocessable]) -> None:
         self.kept.extend(items)
+
+
+# ------------------------------------------------------------------------------ admin store
+_COUNTERS = ("received", "applied", "failed", "stale", "unprocessable", "skipped", "pending_retry")
+
+
+@dataclass
+class _MetricsRow:
+    delta: EntityDelta = field(default_factory=EntityDelta)
+    last_export_date: datetime | None = None
+    last_export_status: str | None = None
+    initial_sync_state: str = "NotStarted"
+
+
+class FakeAdminStore:
+    """FAKE of the admin store (``shared.store.Store``; SqlStore on SQLite, PostgreSQL and SQL Server
+    is proved in tests/integration/test_store.py): profiles with revisions and case-insensitive
+    unique names, and the metrics upsert's sums. ``down = True`` makes every call raise
+    StoreUnavailable, as an unreachable database does."""
+
+    dialect = "fake"
+
+    def __init__(self) -> None:
+        self.profiles: dict[str, StoredProfile] = {}
+        self.rows: dict[tuple[str, str], _MetricsRow] = {}
+        self.down = False
+        self.batches = 0  # record_batch round trips
+
+    def __str__(self) -> str:
+        return "fake admin store (in memory)"
+
+    def _up(self, what: str) -> None:
+        if self.down:
+            raise StoreUnavailable(f"admin store (fake) unavailable during {what}")
+
+    def migrate(self) -> int:
+        return self.schema_version()
+
+    def schema_version(self) -> int:
+        self._up("schema_version")
+        return len(MIGRATIONS)
+
+    def ping(self) -> None:
+        self._up("ping")
+
+    def _check_unique(self, p: StoredProfile) -> None:
+        if any(o.id != p.id and o.name_key == p.name_key for o in self.profiles.values()):
+            raise DuplicateName("another profile already has this name (names are unique, ignoring case)")
+
+    def create_profile(self, profile: StoredProfile) -> StoredProfile:
+        self._up("create_profile")
+        if profile.id in self.profiles:
+            raise ProfileExists(f"a profile with id {profile.id} already exists")
+        self._check_unique(profile)
+        stored = replace(profile, revision=1)
+        self.profiles[profile.id] = stored
+        return stored
+
+    def get_profile(self, profile_id: str) -> StoredProfile | None:
+        self._up("get_profile")
+        return self.profiles.get(profile_id.lower())
+
+    def list_profiles(
+        self, *, organization_id: str | None = None, states: Sequence[str] | None = None
+    ) -> list[StoredProfile]:
+        self._up("list_profiles")
+        found = [
+            p for p in self.profiles.values()
+            if (organization_id is None or p.organization_id == organization_id.lower())
+            and (states is None or p.state in states)
+        ]  # fmt: skip
+        return sorted(found, key=lambda p: p.name_key)
+
+    def update_profile(self, profile: StoredProfile, *, expected_revision: int | None = None) -> StoredProfile:
+        self._up("update_profile")
+        cur = self.profiles.get(profile.id)
+        if cur is None:
+            raise ProfileNotFound(f"no profile with id {profile.id}")
+        if expected_revision is not None and cur.revision != expected_revision:
+            raise RevisionConflict(f"profile {profile.id} is at revision {cur.revision}, not {expected_revision}")
+        self._check_unique(profile)
+        stored = replace(profile, revision=cur.revision + 1, created_at=cur.created_at, updated_at=utcnow())
+        self.profiles[profile.id] = stored
+        return stored
+
+    def delete_profile(self, profile_id: str) -> bool:
+        self._up("delete_profile")
+        pid = profile_id.lower()
+        for key in [k for k in self.rows if k[0] == pid]:
+            del self.rows[key]
+        return self.profiles.pop(pid, None) is not None
+
+    def record(self, profile_id: str, result: BatchResult, *, pending_retry: int = 0) -> None:
+        self.record_batch([MetricsEntry.from_result(profile_id, result, pending_retry=pending_retry)])
+
+    def record_batch(self, entries: Sequence[MetricsEntry]) -> None:
+        self._up("record_batch")
+        self.batches += 1
+        now = utcnow()
+        merged: dict[tuple[str, str], EntityDelta] = {}
+        for entry in entries:  # one batch's entries first merged per row, as the SQL store does
+            for entity, d in entry.entities.items():
+                if d.empty():
+                    continue
+                cur = merged.get((entry.profile_id, entity))
+                if cur is not None:
+                    status = d.status or cur.status
+                    if cur.status and d.status and cur.status != d.status:
+                        status = ExportStatus.PARTIAL
+                    newest = max((t for t in (cur.last_changed_on, d.last_changed_on) if t), default=None)
+                    d = EntityDelta(
+                        *(getattr(cur, n) + getattr(d, n) for n in _COUNTERS), last_changed_on=newest, status=status
+                    )
+                merged[(entry.profile_id, entity)] = d
+        for (pid, entity), d in merged.items():
+            row = self.rows.setdefault((pid, entity), _MetricsRow())
+            t = row.delta
+            for name in _COUNTERS:
+                setattr(t, name, getattr(t, name) + getattr(d, name))
+            if d.last_changed_on is not None and (t.last_changed_on is None or d.last_changed_on > t.last_changed_on):
+                t.last_changed_on = d.last_changed_on
+            if d.status is not None or entity == PROFILE_LEVEL:
+                row.last_export_date = now
+            if d.status is not None:
+                row.last_export_status = d.status.value
+
+    def metrics(self, profile_id: str) -> ProfileMetrics:
+        self._up("metrics")
+        pid = profile_id.lower()
+        entities, pending, last_batch = [], 0, None
+        for (p, entity), row in sorted(self.rows.items()):
+            if p != pid:
+                continue
+            d = row.delta
+            if entity == PROFILE_LEVEL:
+                pending, last_batch = d.pending_retry, row.last_export_date
+                continue
+            entities.append(
+                EntityMetrics(
+                    entity, d.received, d.applied, d.failed, d.stale, d.unprocessable, d.skipped, d.pending_retry,
+                    row.last_export_date, row.last_export_status, d.last_changed_on, row.initial_sync_state,
+                )
+            )  # fmt: skip
+        dates = [e.last_export_date for e in entities if e.last_export_date] + ([last_batch] if last_batch else [])
+        return ProfileMetrics(pid, entities, max(0, pending), max(dates) if dates else None)
+
+    def set_initial_sync_state(self, profile_id: str, entity: str, state: str) -> None:
+        self._up("set_initial_sync_state")
+        self.rows.setdefault((profile_id.lower(), entity), _MetricsRow()).initial_sync_state = state
+
+    def close(self) -> None:
+        pass
