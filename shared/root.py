@@ -23,7 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.config import DEFAULT_REJECTS_DIR, AppConfig, DestinationConfig, ProfilesConfig
+from shared.config import (
+    BLOB_KEY,
+    BLOB_OLD_KEYS,
+    DEFAULT_REJECTS_DIR,
+    AppConfig,
+    DestinationConfig,
+    ProfilesConfig,
+    SettingsError,
+    StorageConfig,
+)
 from shared.destinations import Destination, Layout, open_destination
 from shared.engine.engine import SyncEngine
 from shared.metrics import MetricsSink
@@ -36,11 +45,29 @@ from shared.rejects import LocalRejects, RejectFiles, RejectSink
 from shared.retry.policy import RetryPolicy
 from shared.retry.ports import RetryDeps
 from shared.routing import FixedRouter, ProfileRouter
-from shared.storage.account import Storage, open_storage
+from shared.storage.account import Storage
+from shared.storage.blobs import BlobStores
+from shared.storage.crypto import EncryptionKeyError, default_credential, key_ring_from_specs
 from shared.store import open_store
 from shared.store.base import Store
 
 log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- storage account
+def open_storage(config: StorageConfig | None) -> Storage | None:
+    """The storage account of the settings (:class:`~shared.config.StorageConfig`), or None when none
+    is configured: a connection string (``UseDevelopmentStorage=true`` for Azurite), or identity-based
+    (``AzureWebJobsStorage__blobServiceUri`` / ``__accountName``) with managed identity."""
+    if config is None:
+        return None
+    try:
+        keys = key_ring_from_specs(config.blob_key, list(config.old_keys))
+    except EncryptionKeyError as exc:
+        raise SettingsError(f"setting {BLOB_KEY}/{BLOB_OLD_KEYS}: {exc}") from exc
+    if config.connection_string:
+        return Storage.from_connection_string(config.connection_string, keys)
+    return Storage(BlobStores.from_account_url(config.account_url, default_credential(), keys))
 
 
 # ------------------------------------------------------------------------ the profile runtime

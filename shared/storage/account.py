@@ -1,5 +1,5 @@
-"""The blob stores of one storage account (:class:`Storage`), opened from its configuration, and the
-blob-backed reject sink."""
+"""The blob stores of one storage account (:class:`Storage`; :func:`shared.root.open_storage` opens it
+from the configuration), and the blob-backed reject sink."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.config import BLOB_KEY, BLOB_OLD_KEYS, SettingsError, StorageConfig
 from shared.contract.parse import Unprocessable
 from shared.engine.outcomes import RecordFailure
 from shared.storage.blobs import BlobStores, ParkedFailureStore, PayloadStore, RetryStore, UnprocessableStore, utcnow
-from shared.storage.crypto import EncryptionKeyError, KeyRing, default_credential, key_ring_from_specs
+from shared.storage.crypto import KeyRing
 from shared.storage.failurelog import FailureLog
 
 log = logging.getLogger(__name__)
@@ -64,18 +63,3 @@ class BlobRejects:
 
     def unprocessable(self, items: list[Unprocessable]) -> None:
         self.storage.unprocessable.put(self.profile_id, items)
-
-
-def open_storage(config: StorageConfig | None) -> Storage | None:
-    """The storage account of the settings (:class:`~shared.config.StorageConfig`), or None when none
-    is configured: a connection string (``UseDevelopmentStorage=true`` for Azurite), or identity-based
-    (``AzureWebJobsStorage__blobServiceUri`` / ``__accountName``) with managed identity."""
-    if config is None:
-        return None
-    try:
-        keys = key_ring_from_specs(config.blob_key, list(config.old_keys))
-    except EncryptionKeyError as exc:
-        raise SettingsError(f"setting {BLOB_KEY}/{BLOB_OLD_KEYS}: {exc}") from exc
-    if config.connection_string:
-        return Storage.from_connection_string(config.connection_string, keys)
-    return Storage(BlobStores.from_account_url(config.account_url, default_credential(), keys))

@@ -22,10 +22,10 @@ from shared.retry.policy import RetryPolicy
 from shared.retry.sweep import POISON_THRESHOLD
 from shared.root import Root, single_destination_root
 from shared.storage.account import Storage
-from shared.storage.azurite import Azurite
 from shared.storage.blobs import RETRY, UNPROCESSABLE, BlobDecryptionError
 from shared.storage.claimcheck import Resolution
 from shared.storage.crypto import KeyRing, LocalAesKek
+from shared.tools.azurite import Azurite
 from tests.support.metrics import RecordedMetrics, note, rid
 
 pytestmark = pytest.mark.integration

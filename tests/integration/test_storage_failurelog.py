@@ -15,9 +15,9 @@ from shared.contract.parse import Unprocessable
 from shared.engine.failure_schema import LOGGED_COLUMNS
 from shared.engine.outcomes import RecordFailure
 from shared.storage.account import Storage
-from shared.storage.azurite import Azurite
 from shared.storage.blobs import FAILED, FAILURELOG, UNPROCESSABLE
 from shared.storage.failurelog import FailureLog, blob_hour, cleanup_retention
+from shared.tools.azurite import Azurite
 from tests.support.metrics import note
 
 pytestmark = pytest.mark.integration

@@ -17,22 +17,20 @@ import json
 import random
 import sqlite3
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shared.engine.outcomes import BatchResult
-from shared.handlers import handle_notifications
-from shared.profiles.fanout import FanOutResult
 from shared.publisher import STANDARD_MAX_MESSAGE_BYTES, InMemorySender, NotificationPublisher
 from shared.retry.attempt import Status, run_retry_blob
 from shared.retry.ports import RetryDeps
-from shared.root import ProfileRuntime, Root, profiles_root
+from shared.root import ProfileRuntime, profiles_root
 from shared.storage.account import Storage
-from shared.storage.azurite import running_azurite
 from shared.storage.blobs import DATA, FAILURELOG, RETRY, UNPROCESSABLE
 from shared.storage.crypto import KeyRing, generate_local_aes_spec, parse_key_spec
+from shared.tools.azurite import running_azurite
+from shared.tools.demo_handler import handle
 
 
 @dataclass
@@ -81,15 +79,6 @@ def _misfit(org: str, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def _handle(bodies: Sequence[bytes | str], c: Root) -> tuple[BatchResult, int]:
-    from shared.demo import fold
-
-    out = handle_notifications(bodies, c)
-    if not isinstance(out, FanOutResult):
-        raise TypeError("the demo runs the function app in profile mode")
-    return fold(out)
-
-
 def run_blob_phase(
     stream: list[dict[str, Any]], rt: ProfileRuntime, profile_id: str, db: Path, seed: int
 ) -> BlobPhaseReport:
@@ -109,7 +98,7 @@ def run_blob_phase(
         key = parse_key_spec(generate_local_aes_spec(f"demo-{seed}"))
         report.kid = key.get_kid()
         storage = Storage.from_connection_string(azurite.connection_string, KeyRing(key))
-        # The Service Bus function's root in profile mode, now with Blob storage.
+        # The Service Bus function's container in profile mode, now with Blob storage.
         c = profiles_root(rt, storage=storage)
         try:
             sender = InMemorySender()
@@ -130,7 +119,7 @@ def run_blob_phase(
                     holder = sqlite3.connect(db, isolation_level=None, timeout=0.1)
                     holder.execute("BEGIN EXCLUSIVE")  # another writer holds the database
                 try:
-                    result, skipped = _handle(batch, c)
+                    result, skipped = handle(batch, c)
                 finally:
                     if holder is not None:
                         holder.execute("ROLLBACK")

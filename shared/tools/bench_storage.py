@@ -1,4 +1,4 @@
-"""``python -m shared.bench_storage``: throughput of the publisher and of the retry path, with baselines.
+"""``python -m shared.tools.bench_storage``: throughput of the publisher and of the retry path, with baselines.
 
 Publisher: notifications/s packed into Standard-tier (256 KB) messages and "sent" to a local
 in-memory sink (real ``ServiceBusMessageBatch`` accounting; no broker runs here), against a plain
@@ -38,9 +38,9 @@ from shared.retry.policy import RetryPolicy
 from shared.retry.ports import RetryDeps
 from shared.root import single_destination_root
 from shared.storage.account import Storage
-from shared.storage.azurite import running_azurite
 from shared.storage.claimcheck import Resolution
 from shared.storage.crypto import KeyRing, LocalAesKek
+from shared.tools.azurite import running_azurite
 
 ORG = "11111111-1111-1111-1111-111111111111"
 
@@ -85,7 +85,7 @@ def timed(fn: Callable[[], object], rounds: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.bench_storage", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m shared.tools.bench_storage", description=__doc__.splitlines()[0])
     parser.add_argument("--notifications", type=int, default=50_000, help="publisher stream length")
     parser.add_argument("--retry-batches", type=int, default=10, help="retry batches per round")
     parser.add_argument("--batch-size", type=int, default=500, help="notifications per retry batch")
