@@ -17,6 +17,7 @@ from shared.retry.policy import RetryPolicy
 # --- the Service Bus trigger
 SERVICE_BUS_QUEUE_NAME = "ServiceBusQueueName"
 SERVICE_BUS_CONNECTION = "ServiceBusConnection"
+SERVICE_BUS_NAMESPACE = f"{SERVICE_BUS_CONNECTION}__fullyQualifiedNamespace"  # identity-based connection
 
 # --- single-destination mode (README "Running the function app")
 DESTINATION_DSN = "DES_DESTINATION_DSN"
@@ -237,6 +238,25 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class ServiceBusConfig:
+    """The queue and its connection (the trigger's binding reads the same settings; the publisher
+    and the gated live suite use this): a connection string, or the namespace with managed identity."""
+
+    queue_name: str | None = None
+    connection_string: str | None = None
+    namespace: str | None = None
+
+    def __repr__(self) -> str:  # a connection string holds a key
+        return f"ServiceBusConfig(queue={self.queue_name!r}, namespace={self.namespace!r})"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ServiceBusConfig:
+        return cls(
+            _text(env, SERVICE_BUS_QUEUE_NAME), _text(env, SERVICE_BUS_CONNECTION), _text(env, SERVICE_BUS_NAMESPACE)
+        )
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """Every setting of the function app, the admin API and the ``des`` commands."""
 
@@ -245,6 +265,7 @@ class AppConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     storage: StorageConfig | None = None
     api: ApiConfig = field(default_factory=ApiConfig)
+    service_bus: ServiceBusConfig = field(default_factory=ServiceBusConfig)
     rejects_dir: str = DEFAULT_REJECTS_DIR
 
     @property
@@ -260,5 +281,6 @@ class AppConfig:
             retry=retry_policy_from_env(env),
             storage=StorageConfig.from_env(env),
             api=ApiConfig.from_env(env),
+            service_bus=ServiceBusConfig.from_env(env),
             rejects_dir=env.get(REJECTS_DIR) or DEFAULT_REJECTS_DIR,
         )

@@ -27,8 +27,7 @@ TOOLS = "shared.tools"
 # Cycles on main today that other issue-8 work removes ("removed by issue 8 arch-root/arch-dest"); the
 # lead empties these after merging that work. Each entry is the set of nodes of one strongly connected
 # component that may stay: modules for KNOWN_MODULE_CYCLES, top-level parts of shared for
-# KNOWN_PACKAGE_CYCLES. (bootstrap <-> retry needs no entry: retry imports bootstrap only under
-# TYPE_CHECKING, which this graph leaves out.)
+# KNOWN_PACKAGE_CYCLES.
 KNOWN_MODULE_CYCLES: tuple[frozenset[str], ...] = (
     # removed by issue 8 arch-dest: destinations/__init__ picks a dialect by scheme (lazy imports) and the
     # SQL Server dialect imports UnsupportedDestination back from it; destinations/registry.py replaces it.
