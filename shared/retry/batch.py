@@ -12,8 +12,8 @@ from pydantic import TypeAdapter, ValidationError
 from shared.contract.metadata import METADATA_CHANGE_TYPE, MetadataNotification, validate_metadata
 from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable
-from shared.destinations.base import ConnectionFailed, TransientDestinationError
 from shared.engine.outcomes import BatchResult, Outcome, RecordFailure
+from shared.engine.ports import ConnectionFailed, TransientDestinationError
 from shared.profiles.secrets import SecretError
 from shared.storage.blobs import notification_json
 from shared.storage.claimcheck import Resolution

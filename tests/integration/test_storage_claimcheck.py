@@ -13,6 +13,7 @@ import pytest
 
 from shared.config import DestinationConfig
 from shared.destinations import Layout
+from shared.destinations.inspect import table_rows
 from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.handlers import handle_notifications
 from shared.publisher import NotificationPublisher
@@ -43,7 +44,7 @@ def app(tmp_path: Path, storage: Storage) -> Iterator[Root]:
 
 
 def rows(c: Root) -> dict[str, dict[str, object]]:
-    return {str(r["Id"]): r for r in c.router.engine.destination.table_rows("account")}
+    return {str(r["Id"]): r for r in table_rows(c.router.engine.destination, "account")}
 
 
 def mixed_stream() -> list[dict[str, object]]:
