@@ -33,6 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.api.auth import AuthConfig, AuthError
+from shared.api.routers.console import is_console_file
 from shared.api.schemas import (
     CheckOut,
     DeletedOut,
@@ -192,7 +193,7 @@ class GuardMiddleware:
             else:
                 await _send_json(send, 503, {"detail": "the admin API is not ready (its store is unavailable)"})
             return
-        if path not in ANONYMOUS_PATHS:
+        if path not in ANONYMOUS_PATHS and not is_console_file(path):  # the console's files hold no data
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             try:
                 scope.setdefault("state", {})
@@ -566,6 +567,12 @@ def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
         lo, hi = _window(body.start, body.end, s.clock())
         report = s.profiles.resync(profile_id, ResyncSelection(lo, hi, body.entities, body.recordIds))
         return ResyncOut(selected=report.selected, missing=report.missing, counts=report.result.counts())
+
+    # ----------------------------------------------------------- routers: metrics history, console
+    from shared.api.routers import console, history  # they use this module's names
+
+    app.include_router(history.router)
+    app.include_router(console.router)
 
     # ------------------------------------------------------------------------ OpenAPI, docs
     def openapi() -> dict[str, Any]:
