@@ -56,23 +56,24 @@ export function resample(history, minutes) {
   return { times, step, entities };
 }
 
-function niceMax(v) {
-  if (!(v > 0)) return 1;
+// A round maximum for the y axis and how many intervals divide it into round steps.
+function niceScale(v) {
+  if (!(v > 0)) return { max: 1, ticks: 4 };
   const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
+  for (const [m, ticks] of [[1, 5], [2, 4], [2.5, 5], [5, 5], [10, 5]]) if (m * p >= v) return { max: m * p, ticks };
+  return { max: 10 * p, ticks: 5 };
 }
 
 const hhmm = (d) => d.toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
 
-function frame(width, height, max, times, yFormat) {
+function frame(width, height, { max, ticks: yTicks }, times, yFormat) {
   const m = { left: 56, right: 12, top: 12, bottom: 26 };
   const pw = width - m.left - m.right;
   const ph = height - m.top - m.bottom;
   const g = s("g", { class: "axes" });
-  for (let i = 0; i <= 4; i++) {
-    const v = (max * i) / 4;
-    const y = m.top + ph - (ph * i) / 4;
+  for (let i = 0; i <= yTicks; i++) {
+    const v = (max * i) / yTicks;
+    const y = m.top + ph - (ph * i) / yTicks;
     g.append(s("line", { x1: m.left, x2: m.left + pw, y1: y, y2: y, class: i ? "grid" : "axis" }));
     g.append(s("text", { x: m.left - 6, y: y + 4, "text-anchor": "end" }, yFormat(v)));
   }
@@ -135,7 +136,8 @@ function dataTable(caption, times, columns) {
 // Stacked bars: one bar per step, one colored segment per series.
 export function stackedBars({ id, title, width, height = 220, times, series, perMinute = 1, unit }) {
   const totals = times.map((_, i) => series.reduce((a, se) => a + se.values[i], 0) / perMinute);
-  const max = niceMax(Math.max(0, ...totals));
+  const scale = niceScale(Math.max(0, ...totals));
+  const max = scale.max;
   const fmt = (v) => (v >= 1000 ? `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)}k` : Number.isInteger(v) ? String(v) : v.toFixed(1));
   const peak = Math.max(0, ...totals);
   const peakAt = totals.indexOf(peak);
@@ -145,7 +147,7 @@ export function stackedBars({ id, title, width, height = 220, times, series, per
       series.map((se) => `${se.label}: ${se.values.reduce((x, y) => x + y, 0)}`).join(", ") + "."
     : "No notifications in the window.";
   const svg = svgRoot(width, height, id, title, desc);
-  const { m, pw, ph, g } = frame(width, height, max, times, fmt);
+  const { m, pw, ph, g } = frame(width, height, scale, times, fmt);
   svg.append(g);
   const bw = pw / times.length;
   const bars = s("g", { class: "bars" });
@@ -168,10 +170,11 @@ export function stackedBars({ id, title, width, height = 220, times, series, per
   return wrap;
 }
 
-// Lines: one per series; null values leave gaps.
-export function lines({ id, title, width, height = 220, times, series, format = (v) => String(v), empty }) {
+// Lines: one per series; null values leave gaps (or are bridged with connectGaps).
+export function lines({ id, title, width, height = 220, times, series, format = (v) => String(v), empty, connectGaps = false }) {
   const all = series.flatMap((se) => se.values).filter((v) => v !== null);
-  const max = niceMax(Math.max(0, ...all));
+  const scale = niceScale(Math.max(0, ...all));
+  const max = scale.max;
   const desc = all.length
     ? series
         .map((se) => {
@@ -181,7 +184,7 @@ export function lines({ id, title, width, height = 220, times, series, format = 
         .join("; ") + "."
     : empty;
   const svg = svgRoot(width, height, id, title, desc);
-  const { m, pw, ph, g } = frame(width, height, max, times, format);
+  const { m, pw, ph, g } = frame(width, height, scale, times, format);
   svg.append(g);
   const x = (i) => m.left + ((i + 0.5) * pw) / times.length;
   const y = (v) => m.top + ph - (v / max) * ph;
@@ -190,7 +193,7 @@ export function lines({ id, title, width, height = 220, times, series, format = 
     let pen = false;
     se.values.forEach((v, i) => {
       if (v === null) {
-        pen = false;
+        pen = pen && connectGaps;
         return;
       }
       d += `${pen ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
@@ -200,8 +203,8 @@ export function lines({ id, title, width, height = 220, times, series, format = 
     if (d) group.append(s("path", { d, fill: "none", stroke: se.color, "stroke-width": 2, "stroke-linejoin": "round" }));
     se.values.forEach((v, i) => {
       if (v === null) return;
-      const single = (i === 0 || se.values[i - 1] === null) && (i === se.values.length - 1 || se.values[i + 1] === null);
-      if (single || times.length <= 60) {
+      const single = !connectGaps && (i === 0 || se.values[i - 1] === null) && (i === se.values.length - 1 || se.values[i + 1] === null);
+      if (single || (connectGaps && times.length <= 60) || (v > 0 && times.length <= 60 && !connectGaps)) {
         group.append(s("circle", { cx: x(i), cy: y(v), r: 2.5, fill: se.color }, s("title", {}, `${se.label} ${hhmm(times[i])}: ${format(v)}`)));
       }
     });

@@ -156,7 +156,9 @@ export async function render(ctx, id) {
       if (!name) continue;
       const slot = formEl.querySelector(`#f-${name}-error`);
       const input = inputs[name];
-      if (slot) slot.textContent = (slot.textContent ? slot.textContent + " " : "") + `${fieldPath(f.loc)}: ${f.msg}`;
+      const path = fieldPath(f.loc);
+      const text = path === name ? f.msg : `${path}: ${f.msg}`; // e.g. entities[2]: ...
+      if (slot) slot.textContent = (slot.textContent ? slot.textContent + " " : "") + text;
       if (input) input.setAttribute("aria-invalid", "true");
       if (first === null || FIELD_STEP[name] < FIELD_STEP[first]) first = name;
     }

@@ -57,7 +57,7 @@ export async function render(ctx, id) {
     const failures = names.map((n, i) => ({
       label: n,
       color: entityColor(i),
-      values: entities[n].map((r) => (r.TotalNotifications ? r.FailureNotifications / step : null)),
+      values: entities[n].map((r) => r.FailureNotifications / step),
     }));
     const lag = names.map((n, i) => ({ label: n, color: entityColor(i), values: entities[n].map((r) => r.lagSeconds) }));
     clear(
@@ -80,6 +80,7 @@ export async function render(ctx, id) {
         series: lag,
         format: duration,
         empty: "Nothing applied in the window.",
+        connectGaps: true,
       }),
     );
   }

@@ -103,11 +103,12 @@ export async function render(ctx, id) {
     h("div", { class: "page-head" }, h("h1", {}, p.name), stateBadge(p.state)),
     actions,
     outcome,
-    definition(p),
     h("h2", {}, "Status per entity"),
     stamp,
     status,
     chart,
+    h("h2", {}, "Settings"),
+    definition(p),
   );
 
   async function load() {
