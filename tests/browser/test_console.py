@@ -280,8 +280,25 @@ def test_console_end_to_end(browser: Any, storage: Storage, tmp_path: Path, shot
             small.screenshot(path=shots / "07-phone-profile.png")
             phone.close()
 
-            # -- deactivate, then delete, each confirmed
+            # -- edit: the API's message for a bad entity name at its field, then a saved change
             row.get_by_role("link", name="Sales to reporting").click()
+            page.get_by_role("link", name="Edit").click()
+            expect(page.get_by_role("heading", name="Edit “Sales to reporting”")).to_be_visible()
+            page.get_by_label("Retry count").fill("5")
+            page.get_by_role("button", name="2. Entities").click()
+            page.get_by_label("Entities (logical names)").fill("account\ncontact\nopportunity\nBad-Name")
+            page.get_by_role("button", name="Save").click()
+            expect(page.locator("#f-entities-error")).to_contain_text("entities[3]: entities must be logical names")
+            expect(page.get_by_label("Entities (logical names)")).to_be_focused()
+            page.get_by_label("Entities (logical names)").fill("account\ncontact\nopportunity\nlead")
+            page.get_by_role("button", name="Save").click()
+            expect(page.get_by_role("heading", name="Sales to reporting")).to_be_visible()
+            expect(page.locator("dl.definition")).to_contain_text("5 \u00d7 every 1 s")
+            edited = served.api("GET", f"/profiles/{pid}").json()
+            assert (edited["retryCount"], edited["entities"][-1], edited["revision"]) == (5, "lead", 3)
+            assert edited["destination"] == profile["destination"]  # left empty: kept
+
+            # -- deactivate, then delete, each confirmed
             page.get_by_role("button", name="Deactivate").click()
             page.get_by_role("dialog").get_by_role("button", name="Deactivate").click()
             expect(page.locator(".page-head .badge")).to_have_text("inactive")
