@@ -33,6 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.api.auth import AuthConfig, AuthError
+from shared.api.routers import console, history
 from shared.api.routers.console import is_console_file
 from shared.api.schemas import (
     CheckOut,
@@ -569,8 +570,6 @@ def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
         return ResyncOut(selected=report.selected, missing=report.missing, counts=report.result.counts())
 
     # ----------------------------------------------------------- routers: metrics history, console
-    from shared.api.routers import console, history  # they use this module's names
-
     app.include_router(history.router)
     app.include_router(console.router)
 

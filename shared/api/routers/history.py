@@ -5,20 +5,55 @@ and its "failures in the last 24 hours" read it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from shared.api.app import ERRORS, ProfileId, Svc
-from shared.contract.models import NAME_PATTERN
-from shared.store.base import HISTORY_RETENTION, HistoryBucket
+from shared.api.schemas import Problem
+from shared.contract.models import GUID_PATTERN, NAME_PATTERN
+from shared.profiles.model import Profile
+from shared.store.base import HISTORY_RETENTION, HistoryBucket, Store
 
 DEFAULT_MINUTES = 180
 MAX_MINUTES = int(HISTORY_RETENTION.total_seconds() // 60)
 
 router = APIRouter(tags=["metrics"])
+
+
+# What this router needs of the app's services (shared.api.app.ApiServices), without importing the app
+# module (no import cycle). After the router split lands, shared.api.deps holds these for every router.
+class _Profiles(Protocol):
+    def get(self, profile_id: str) -> Profile: ...
+
+
+class _Services(Protocol):
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def profiles(self) -> _Profiles: ...
+
+    @property
+    def clock(self) -> Callable[[], datetime]: ...
+
+
+def _services(request: Request) -> _Services:
+    services: _Services = request.app.state.services.get()
+    return services
+
+
+Svc = Annotated[_Services, Depends(_services)]
+ProfileId = Annotated[str, Path(pattern=GUID_PATTERN, description="The profile's GUID.")]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No or invalid admin credential"},
+    403: {"model": Problem, "description": "Signed in without the admin app role"},
+    404: {"model": Problem, "description": "No such profile"},
+    422: {"model": Problem, "description": "Invalid query"},
+    503: {"model": Problem, "description": "Store unavailable"},
+}
 
 
 class HistoryPointOut(BaseModel):
