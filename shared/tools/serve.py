@@ -29,7 +29,11 @@ def serve(args: argparse.Namespace) -> int:
     store = os.environ.get(S.ADMIN_STORE) or S.DEFAULT_ADMIN_STORE
     from shared.destinations import redact
 
-    print(f"des api: admin store {redact(store)}; http://{args.host}:{args.port}/docs?code=<key>", file=sys.stderr)
+    print(
+        f"des api: admin store {redact(store)}; console http://{args.host}:{args.port}/console, "
+        f"API docs http://{args.host}:{args.port}/docs?code=<key>",
+        file=sys.stderr,
+    )
     from shared.profiles.runtime import runtime
 
     # The same process-wide runtime the function app uses: with AzureWebJobsStorage set (Azurite

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 
 from shared.bootstrap import Container, bootstrap_profiles
-from shared.demo import bad_bodies
 from shared.handlers import handle_notifications
 from shared.profiles.runtime import ProfileSettings, build_runtime
-from shared.simulate import CrmSimulator
 from shared.storage.config import Storage
+from shared.tools.crm_simulator import CrmSimulator
+from shared.tools.demo import bad_bodies
 from tests.browser.conftest import DESKTOP, PHONE, Served, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
