@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared import settings as S
+from shared import config as S
 from shared.destinations import (
     ConnectionFailed,
     Layout,

@@ -1,4 +1,4 @@
-"""Migration 2 (the Dataverse source's cursor tables) as T-SQL: parsed with sqlglot (SQL Server is not here)."""
+"""The store migration of Dataverse source's cursor tables) as T-SQL: parsed with sqlglot (SQL Server is not here)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ NAMES = {
 }  # fmt: skip
 
 
-def test_migration_2_parses_as_tsql_with_the_expected_tables() -> None:
-    (m2,) = [m for m in MIGRATIONS if m.version == 2]
+def test_cursor_migration_parses_as_tsql_with_the_expected_tables() -> None:
+    (m2,) = [m for m in MIGRATIONS if m.name == "Dataverse source cursors and re-sync ids"]
     tables = []
     for statement in m2.statements["mssql"]:
         tree = sqlglot.parse_one(statement.format(**NAMES), read="tsql")
