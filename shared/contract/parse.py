@@ -16,7 +16,14 @@ from pydantic import TypeAdapter, ValidationError
 # Entity metadata notifications ("changeType": "metadata"): tried only when a body fails the record
 # contract, so record notifications keep their fast path (shared/contract/metadata.py).
 from shared.contract.metadata import METADATA_CHANGE_TYPE, MetadataNotification, validate_metadata
-from shared.contract.models import MAX_REASON, ChangeType, MessageBody, Notification, validation_reason
+from shared.contract.models import (
+    MAX_REASON,
+    ChangeType,
+    MessageBody,
+    Notification,
+    unicode_problem,
+    validation_reason,
+)
 
 # Attribute names our destination layout owns (compared lower case: SQL Server is case-insensitive).
 RESERVED_ATTRIBUTES = frozenset({"id", "sinkcreatedon", "sinkmodifiedon"})
@@ -29,12 +36,31 @@ _ONE = TypeAdapter(Notification)
 
 @dataclass(frozen=True, slots=True)
 class Unprocessable:
-    """A message body (or envelope element) that fails the contract, kept verbatim with its reason."""
+    """A message body (or envelope element) that fails the contract, kept verbatim with its reason.
+
+    Every string in it is valid Unicode (:func:`unprocessable` escapes what is not), so every
+    reject writer (CSV, JSONL, blob) can write it as UTF-8."""
 
     body: str
     reason: str
     entity: str | None = None
     record_id: str | None = None
+
+
+def _writable(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udxxx`` escapes (nothing else changes)."""
+    if unicode_problem(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unprocessable(body: str, reason: str, entity: str | None = None, record_id: str | None = None) -> Unprocessable:
+    return Unprocessable(
+        _writable(body),
+        _writable(reason),
+        None if entity is None else _writable(entity),
+        None if record_id is None else _writable(record_id),
+    )
 
 
 @dataclass(slots=True)
@@ -78,10 +104,22 @@ def _identity(obj: Any) -> tuple[str | None, str | None]:
     return (None, None)
 
 
+BOM = "\ufeff"
+BOM_BYTES = BOM.encode("utf-8")
+
+
 def _text(body: bytes | str) -> str:
+    """The body as text for keeping: invalid UTF-8 escaped (``\\xff``), never replaced."""
     if isinstance(body, bytes):
-        return body.decode("utf-8", errors="replace")
+        return body.decode("utf-8", errors="backslashreplace")
     return body
+
+
+def _without_bom(body: bytes | str) -> bytes | str:
+    """A leading UTF-8 byte-order mark is tolerated (Windows editors write one); one, at the start only."""
+    if isinstance(body, bytes):
+        return body[3:] if body.startswith(BOM_BYTES) else body
+    return body[1:] if body.startswith(BOM) else body
 
 
 def _accept(out: ParsedBatch, n: Notification, raw: bytes | str | None) -> None:
@@ -90,11 +128,12 @@ def _accept(out: ParsedBatch, n: Notification, raw: bytes | str | None) -> None:
         out.notifications.append(n)
     else:
         body = _text(raw) if raw is not None else n.model_dump_json()
-        out.unprocessable.append(Unprocessable(body, problem, n.entity, n.recordId))
+        out.unprocessable.append(unprocessable(body, problem, n.entity, n.recordId))
 
 
 def parse_body(body: bytes | str, out: ParsedBatch) -> None:
     """Parse one message body into ``out``; never raises on bad input."""
+    body = _without_bom(body)
     try:
         parsed = _BODY.validate_json(body)
     except ValidationError:
@@ -112,11 +151,19 @@ def parse_body(body: bytes | str, out: ParsedBatch) -> None:
 def _parse_slow(body: bytes | str, out: ParsedBatch) -> None:
     """The body failed validation as a whole: find out which parts are bad, keep the good ones."""
     text = _text(body)
+    if isinstance(body, bytes):
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            out.received += 1
+            reason = f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}"
+            out.unprocessable.append(unprocessable(text, reason))
+            return
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError) as exc:
         out.received += 1
-        out.unprocessable.append(Unprocessable(text, f"malformed JSON: {exc}"[:MAX_REASON]))
+        out.unprocessable.append(unprocessable(text, f"malformed JSON: {exc}"[:MAX_REASON]))
         return
     elements = doc if isinstance(doc, list) else [doc]
     if not elements:
@@ -126,12 +173,12 @@ def _parse_slow(body: bytes | str, out: ParsedBatch) -> None:
         raw = text if element is doc else json.dumps(element, ensure_ascii=False)
         if not isinstance(element, dict):
             reason = f"a notification must be a JSON object, got {type(element).__name__}"
-            out.unprocessable.append(Unprocessable(raw, reason))
+            out.unprocessable.append(unprocessable(raw, reason))
             continue
         if element.get("schemaVersion") != 1:
             entity, rid = _identity(element)
             reason = f"unsupported schemaVersion {element.get('schemaVersion')!r}; this service reads 1"
-            out.unprocessable.append(Unprocessable(raw, reason, entity, rid))
+            out.unprocessable.append(unprocessable(raw, reason, entity, rid))
             continue
         if element.get("changeType") == METADATA_CHANGE_TYPE:
             _accept_metadata(out, element, raw)
@@ -140,7 +187,7 @@ def _parse_slow(body: bytes | str, out: ParsedBatch) -> None:
             n = _ONE.validate_python(element)
         except ValidationError as exc:
             entity, rid = _identity(element)
-            out.unprocessable.append(Unprocessable(raw, _reason(exc), entity, rid))
+            out.unprocessable.append(unprocessable(raw, _reason(exc), entity, rid))
             continue
         _accept(out, n, raw)
 
@@ -149,7 +196,7 @@ def _accept_metadata(out: ParsedBatch, element: dict[str, Any], raw: str) -> Non
     m = validate_metadata(element)
     if isinstance(m, str):
         entity, _ = _identity(element)
-        out.unprocessable.append(Unprocessable(raw, m, entity))
+        out.unprocessable.append(unprocessable(raw, m, entity))
     else:
         out.metadata.append(m)
 
@@ -173,14 +220,14 @@ def resolve_reference(ref: Notification, payload: bytes | str) -> Notification |
     try:
         n = _ONE.validate_json(payload)
     except ValidationError as exc:
-        return Unprocessable(body, f"{where}: {_reason(exc)}"[:MAX_REASON], ref.entity, ref.recordId)
+        return unprocessable(body, f"{where}: {_reason(exc)}"[:MAX_REASON], ref.entity, ref.recordId)
     same = (n.organizationId.lower(), n.entity, n.recordId.lower(), n.changeType, n.version) == (
         ref.organizationId.lower(), ref.entity, ref.recordId.lower(), ref.changeType, ref.version,
     )
     if not same or n.payloadRef is not None:
         reason = f"{where} does not hold the notification its reference names (entity, recordId, version)"
-        return Unprocessable(body, reason, ref.entity, ref.recordId)
+        return unprocessable(body, reason, ref.entity, ref.recordId)
     problem = _semantic_error(n)
     if problem is not None:
-        return Unprocessable(body, f"{where}: {problem}", ref.entity, ref.recordId)
+        return unprocessable(body, f"{where}: {problem}", ref.entity, ref.recordId)
     return n
