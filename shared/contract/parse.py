@@ -7,18 +7,25 @@ so the caller can keep it. Valid elements of a batch envelope are kept even when
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from pydantic import TypeAdapter, ValidationError
 
 # Entity metadata notifications ("changeType": "metadata"): tried only when a body fails the record
 # contract, so record notifications keep their fast path (shared/contract/metadata.py).
 from shared.contract.metadata import METADATA_CHANGE_TYPE, MetadataNotification, validate_metadata
 from shared.contract.models import (
+    GUID_PATTERN,
+    INT64_MAX,
     MAX_REASON,
+    NAME_RE,
     ChangeType,
+    Lookup,
     MessageBody,
     Notification,
     unicode_problem,
@@ -69,6 +76,7 @@ class ParsedBatch:
     unprocessable: list[Unprocessable] = field(default_factory=list)
     received: int = 0  # notifications seen: valid + unprocessable (+ metadata)
     metadata: list[MetadataNotification] = field(default_factory=list)  # valid metadata notifications
+    referred: int = 0  # bodies the fast path handed to the pydantic reference parser
 
 
 _reason = validation_reason
@@ -131,8 +139,159 @@ def _accept(out: ParsedBatch, n: Notification, raw: bytes | str | None) -> None:
         out.unprocessable.append(unprocessable(body, problem, n.entity, n.recordId))
 
 
+# ------------------------------------------------------------------------------------ fast path
+class _FastLookup(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    logicalName: str
+
+
+_FastValue = bool | int | float | str | _FastLookup | None
+
+
+class _FastNote(msgspec.Struct, forbid_unknown_fields=True):
+    """The shape of a record notification, for msgspec; the rules are those of models.Notification."""
+
+    schemaVersion: int
+    organizationId: str
+    entity: str
+    recordId: str
+    changeType: str
+    version: int
+    changedOn: datetime
+    attributes: dict[str, _FastValue] | msgspec.UnsetType | None = msgspec.UNSET
+    # A claim check is rare: any payloadRef key sends the body to the reference parser.
+    payloadRef: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+_DECODER = msgspec.json.Decoder(_FastNote | list[_FastNote])
+_CHANGE_TYPES = {c.value: c for c in ChangeType}
+_GUID_RE = re.compile(GUID_PATTERN)
+_CACHE_LIMIT = 100_000  # names seen valid, per process (a hostile stream cannot grow it beyond this)
+_valid_names: set[str] = set()
+_valid_orgs: set[str] = set()
+_ALL_FIELDS = frozenset(Notification.model_fields)
+_WITHOUT_ATTRIBUTES = _ALL_FIELDS - {"attributes", "payloadRef"}
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _name_ok(name: str) -> bool:
+    if name in _valid_names:
+        return True
+    if NAME_RE.fullmatch(name) is None:
+        return False
+    if len(_valid_names) < _CACHE_LIMIT:
+        _valid_names.add(name)
+    return True
+
+
+def _model(cls: type[Any], values: dict[str, Any], fields_set: set[str]) -> Any:
+    """A pydantic model instance from values already validated to its rules (what
+    ``model_construct`` does, without its per-field Python loop)."""
+    obj = _new(cls)
+    _set(obj, "__dict__", values)
+    _set(obj, "__pydantic_fields_set__", fields_set)
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
+    return obj
+
+
+def _build(n: _FastNote) -> Notification | None:
+    """The Notification ``n`` is, when it passes every rule of the contract; None sends the body to
+    the reference parser (which then gives the reason)."""
+    change = _CHANGE_TYPES.get(n.changeType)
+    version = n.version
+    when = n.changedOn
+    if (
+        change is None
+        or n.schemaVersion != 1
+        or not 0 <= version <= INT64_MAX
+        or when.tzinfo is None
+        or n.payloadRef is not msgspec.UNSET
+        or not _name_ok(n.entity)
+        or _GUID_RE.fullmatch(n.recordId) is None
+    ):
+        return None
+    org = n.organizationId
+    if org not in _valid_orgs:
+        if _GUID_RE.fullmatch(org) is None:
+            return None
+        if len(_valid_orgs) < _CACHE_LIMIT:
+            _valid_orgs.add(org)
+    if when.year in (1, 9999):
+        try:
+            when.astimezone(UTC)
+        except OverflowError:
+            return None
+    attrs = n.attributes
+    if attrs is msgspec.UNSET:
+        attrs, fields = None, set(_WITHOUT_ATTRIBUTES)
+    else:
+        fields = set(_WITHOUT_ATTRIBUTES)
+        fields.add("attributes")
+        if attrs is not None:
+            if not _valid_names.issuperset(attrs) and not all(map(_name_ok, attrs)):
+                return None
+            if _FastLookup in set(map(type, attrs.values())):
+                for key, value in attrs.items():
+                    if type(value) is _FastLookup:
+                        if _GUID_RE.fullmatch(value.id) is None or not _name_ok(value.logicalName):
+                            return None
+                        attrs[key] = _model(
+                            Lookup, {"id": value.id, "logicalName": value.logicalName}, {"id", "logicalName"}
+                        )
+    values = {
+        "schemaVersion": 1,
+        "organizationId": org,
+        "entity": n.entity,
+        "recordId": n.recordId,
+        "changeType": change,
+        "version": version,
+        "changedOn": when,
+        "attributes": attrs,
+        "payloadRef": None,
+    }
+    built: Notification = _model(Notification, values, fields)
+    return built
+
+
 def parse_body(body: bytes | str, out: ParsedBatch) -> None:
-    """Parse one message body into ``out``; never raises on bad input."""
+    """Parse one message body into ``out``; never raises on bad input.
+
+    The fast path: msgspec decodes into typed structures in C (valid UTF-8, no lone surrogates,
+    JSON integers, RFC 3339 date-times), then names are checked against a per-process cache and
+    GUIDs once each. Whatever it does not accept outright goes to the pydantic reference
+    (:func:`parse_body_reference`), which decides and gives the reason; both reach the same
+    outcome for every body (tests/unit/test_decode_differential.py).
+    """
+    try:
+        notes = _DECODER.decode(body)
+    except Exception:  # anything msgspec refuses (or a str it cannot encode): the reference decides
+        parse_body_reference(body, out)
+        return
+    if isinstance(notes, list):
+        built = [_build(n) for n in notes]
+        if None in built:
+            parse_body_reference(body, out)
+            return
+        out.received += len(built)
+        raw = body if len(built) == 1 else None
+        for n in built:
+            _accept(out, n, raw)  # type: ignore[arg-type]
+        return
+    one = _build(notes)
+    if one is None:
+        parse_body_reference(body, out)
+        return
+    out.received += 1
+    _accept(out, one, body)
+
+
+def parse_body_reference(body: bytes | str, out: ParsedBatch) -> None:
+    """Parse one message body into ``out`` with the pydantic models alone; never raises on bad input.
+
+    The reference the fast path (:func:`parse_body`) is tested against, and its fallback."""
+    out.referred += 1
     body = _without_bom(body)
     try:
         parsed = _BODY.validate_json(body)
@@ -205,6 +364,13 @@ def parse_bodies(bodies: Iterable[bytes | str]) -> ParsedBatch:
     out = ParsedBatch()
     for body in bodies:
         parse_body(body, out)
+    return out
+
+
+def parse_bodies_reference(bodies: Iterable[bytes | str]) -> ParsedBatch:
+    out = ParsedBatch()
+    for body in bodies:
+        parse_body_reference(body, out)
     return out
 
 
