@@ -7,7 +7,6 @@ so the caller can keep it. Valid elements of a batch envelope are kept even when
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,7 +19,6 @@ from pydantic import TypeAdapter, ValidationError
 # contract, so record notifications keep their fast path (shared/contract/metadata.py).
 from shared.contract.metadata import METADATA_CHANGE_TYPE, MetadataNotification, validate_metadata
 from shared.contract.models import (
-    GUID_PATTERN,
     INT64_MAX,
     MAX_REASON,
     NAME_RE,
@@ -165,14 +163,25 @@ class _FastNote(msgspec.Struct, forbid_unknown_fields=True):
 
 _DECODER = msgspec.json.Decoder(_FastNote | list[_FastNote])
 _CHANGE_TYPES = {c.value: c for c in ChangeType}
-_GUID_RE = re.compile(GUID_PATTERN)
 _CACHE_LIMIT = 100_000  # names seen valid, per process (a hostile stream cannot grow it beyond this)
 _valid_names: set[str] = set()
 _valid_orgs: set[str] = set()
-_ALL_FIELDS = frozenset(Notification.model_fields)
-_WITHOUT_ATTRIBUTES = _ALL_FIELDS - {"attributes", "payloadRef"}
+_WITHOUT_ATTRIBUTES = set(Notification.model_fields) - {"attributes", "payloadRef"}
+_WITH_ATTRIBUTES = _WITHOUT_ATTRIBUTES | {"attributes"}
 _new = object.__new__
 _set = object.__setattr__
+
+
+def _is_guid(text: str) -> bool:
+    """Whether ``text`` is a GUID in 8-4-4-4-12 hex form (GUID_PATTERN, matched in full), without a
+    regex: dashes in place, and the rest exactly 16 bytes of hex (``bytes.fromhex`` skips spaces
+    between pairs, but then fewer than 16 bytes remain)."""
+    if len(text) != 36 or text[8] != "-" or text[13] != "-" or text[18] != "-" or text[23] != "-":
+        return False
+    try:
+        return len(bytes.fromhex(text.replace("-", ""))) == 16
+    except ValueError:
+        return False
 
 
 def _name_ok(name: str) -> bool:
@@ -209,12 +218,12 @@ def _build(n: _FastNote) -> Notification | None:
         or when.tzinfo is None
         or n.payloadRef is not msgspec.UNSET
         or not _name_ok(n.entity)
-        or _GUID_RE.fullmatch(n.recordId) is None
+        or not _is_guid(n.recordId)
     ):
         return None
     org = n.organizationId
     if org not in _valid_orgs:
-        if _GUID_RE.fullmatch(org) is None:
+        if not _is_guid(org):
             return None
         if len(_valid_orgs) < _CACHE_LIMIT:
             _valid_orgs.add(org)
@@ -225,17 +234,16 @@ def _build(n: _FastNote) -> Notification | None:
             return None
     attrs = n.attributes
     if attrs is msgspec.UNSET:
-        attrs, fields = None, set(_WITHOUT_ATTRIBUTES)
+        attrs, fields = None, _WITHOUT_ATTRIBUTES.copy()
     else:
-        fields = set(_WITHOUT_ATTRIBUTES)
-        fields.add("attributes")
+        fields = _WITH_ATTRIBUTES.copy()
         if attrs is not None:
             if not _valid_names.issuperset(attrs) and not all(map(_name_ok, attrs)):
                 return None
             if _FastLookup in set(map(type, attrs.values())):
                 for key, value in attrs.items():
                     if type(value) is _FastLookup:
-                        if _GUID_RE.fullmatch(value.id) is None or not _name_ok(value.logicalName):
+                        if not _is_guid(value.id) or not _name_ok(value.logicalName):
                             return None
                         attrs[key] = _model(
                             Lookup, {"id": value.id, "logicalName": value.logicalName}, {"id", "logicalName"}

@@ -155,3 +155,26 @@ def test_the_fast_path_takes_the_common_bodies() -> None:
     assert (len(parsed.notifications), parsed.referred) == (53, 0)
     parsed = parse_bodies([json.dumps(note(version=5.0)), json.dumps(note(attributes={"id": 1}))])
     assert (len(parsed.unprocessable), parsed.referred) == (2, 1)  # reserved names: a semantic rule, no referral
+
+
+GUID_CHARS = st.sampled_from(list("0123456789abcdefABCDEFgG- _+x\t\n\u0660\uff10"))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    text=st.uuids().map(str)
+    | st.lists(GUID_CHARS, min_size=30, max_size=40).map("".join)
+    | st.builds(
+        lambda u, at, ch: u[:at] + ch + u[at + 1 :],
+        st.uuids().map(str),
+        st.integers(0, 35),
+        GUID_CHARS,
+    )
+)
+def test_the_guid_check_without_a_regex_is_the_pattern(text: str) -> None:
+    import re
+
+    from shared.contract.models import GUID_PATTERN
+    from shared.contract.parse import _is_guid
+
+    assert _is_guid(text) == (re.fullmatch(GUID_PATTERN, text) is not None), text
