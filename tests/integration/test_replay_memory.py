@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from shared.simulate import bench_lines
+from shared.tools.crm_simulator import bench_lines
 
 pytestmark = pytest.mark.integration
 
