@@ -116,11 +116,61 @@ _V1_MSSQL = [
     )""",
 ]
 
+
+# v2: the Dataverse source's cursor per (profile, entity) and the ids a re-sync has read
+# (shared/source/dataverse/cursors.py, docs/dataverse.md).
+_CURSOR_COLUMNS = {
+    "sqlite": ("TEXT", "TEXT", "INTEGER", "TEXT"),
+    "postgresql": ("varchar(128)", "text", "bigint", "timestamptz"),
+    "mssql": ("nvarchar(128)", "nvarchar(max)", "bigint", "datetime2(6)"),
+}
+
+
+def _v2(dialect: str) -> list[str]:
+    name, text, big, ts = _CURSOR_COLUMNS[dialect]
+    key = "nvarchar(36)" if dialect == "mssql" else ("varchar(36)" if dialect == "postgresql" else "TEXT")
+    return [
+        f"""CREATE TABLE {{source_cursors}} (
+        profile_id {key} NOT NULL,
+        entity {name} NOT NULL,
+        phase {name} NOT NULL,
+        link {text} NULL,
+        info {text} NULL,
+        organization_id {key} NULL,
+        high_water {big} NOT NULL DEFAULT 0,
+        revision {big} NOT NULL DEFAULT 0,
+        lease_owner {name} NULL,
+        lease_until {ts} NULL,
+        initial_sync_state {name} NOT NULL,
+        state_reason {text} NULL,
+        rows_read {big} NOT NULL DEFAULT 0,
+        deletes_read {big} NOT NULL DEFAULT 0,
+        pages {big} NOT NULL DEFAULT 0,
+        last_poll {ts} NULL,
+        newest_modified_on {ts} NULL,
+        next_poll {ts} NULL,
+        updated_at {ts} NOT NULL,
+        CONSTRAINT {{source_cursors_pk}} PRIMARY KEY (profile_id, entity)
+    )""",
+        f"""CREATE TABLE {{source_seen}} (
+        profile_id {key} NOT NULL,
+        entity {name} NOT NULL,
+        record_id {key} NOT NULL,
+        CONSTRAINT {{source_seen_pk}} PRIMARY KEY (profile_id, entity, record_id)
+    )""",
+    ]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "profiles and per-entity metrics",
         {"sqlite": _V1_SQLITE, "postgresql": _V1_POSTGRES, "mssql": _V1_MSSQL},
+    ),
+    Migration(
+        2,
+        "Dataverse source cursors and re-sync ids",
+        {"sqlite": _v2("sqlite"), "postgresql": _v2("postgresql"), "mssql": _v2("mssql")},
     ),
 )
 

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 PROFILES = "des_profiles"
 METRICS = "des_metrics"
 VERSIONS = "des_store_version"
+SOURCE_CURSORS = "des_source_cursors"  # shared/source/dataverse/cursors.py
+SOURCE_SEEN = "des_source_seen"
 
 METRIC_COLUMNS = (
     "profile_id", "entity", "total", "success", "failure", "stale", "unprocessable", "skipped",
@@ -121,6 +123,10 @@ class StoreDialect(ABC):
             "profiles_pk": self.quote("des_profiles_pk"),
             "profiles_name_uq": self.quote("des_profiles_name_uq"),
             "metrics_pk": self.quote("des_metrics_pk"),
+            "source_cursors": self.table(SOURCE_CURSORS),
+            "source_cursors_pk": self.quote("des_source_cursors_pk"),
+            "source_seen": self.table(SOURCE_SEEN),
+            "source_seen_pk": self.quote("des_source_seen_pk"),
         }
 
     @abstractmethod
