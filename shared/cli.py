@@ -272,6 +272,8 @@ def _add_admin_commands(sub: Any) -> None:
 
     m = sub.add_parser("metrics", help="a profile's sync metrics (or the service's, without an id)")
     m.add_argument("id", nargs="?", default=None)
+    m.add_argument("--source", action="store_true", help="the profile's Dataverse source per table: initial "
+                   "sync state, rows read, pages, last poll, source lag, next poll")  # fmt: skip
     m.set_defaults(func=_metrics)
 
 

@@ -74,7 +74,8 @@ BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"  # where the Functions host put
 # AppConfig.dataverse); these are the function app's units of work around it.
 SOURCE_QUEUE_NAME = "DES_SOURCE_QUEUE_NAME"  # Storage queue of page units (queue trigger binding)
 SOURCE_POLL_SCHEDULE = dataverse_settings.DES_SOURCE_POLL_SCHEDULE  # NCRONTAB of the poll timer (binding)
-DATAVERSE_TOKEN = dataverse_settings.DES_DATAVERSE_TOKEN  # noqa: S105 - a setting name (simulators, tests only)
+DATAVERSE_TOKEN = dataverse_settings.DES_DATAVERSE_TOKEN  # a setting name (simulators, tests only)
+STORAGE_QUEUE_SERVICE_URI = "AzureWebJobsStorage__queueServiceUri"  # identity-based queue endpoint
 SOURCE_LOCAL_WORKER = "DES_SOURCE_LOCAL_WORKER"  # `des api`: drain the queue and poll in process (default on)
 DEFAULT_SOURCE_QUEUE_NAME = "des-source-pages"
 DEFAULT_SOURCE_POLL_SCHEDULE = dataverse_settings.DEFAULT_POLL_SCHEDULE  # every minute
@@ -276,6 +277,7 @@ class SourceConfig:
     queue_name: str = DEFAULT_SOURCE_QUEUE_NAME
     poll_schedule: str = DEFAULT_SOURCE_POLL_SCHEDULE
     local_worker: bool = True
+    queue_service_uri: str | None = None  # identity-based storage: the account's queue endpoint
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SourceConfig:
@@ -292,6 +294,7 @@ class SourceConfig:
             queue_name=queue,
             poll_schedule=_text(env, SOURCE_POLL_SCHEDULE) or DEFAULT_SOURCE_POLL_SCHEDULE,
             local_worker=flag(raw) if raw else True,
+            queue_service_uri=_text(env, STORAGE_QUEUE_SERVICE_URI),
         )
 
 

@@ -114,8 +114,8 @@ class SourceAuthKind(str, Enum):
 
 
 _AUTH_FIELDS: dict[SourceAuthKind, tuple[set[str], set[str]]] = {  # kind -> (required, allowed)
-    SourceAuthKind.CLIENT_SECRET: ({"tenantId", "clientId", "clientSecretUri"}, {"tenantId", "clientId", "clientSecretUri"}),
-    SourceAuthKind.CERTIFICATE: ({"tenantId", "clientId", "certificateUri"}, {"tenantId", "clientId", "certificateUri"}),
+    SourceAuthKind.CLIENT_SECRET: ({"tenantId", "clientId", "clientSecretUri"},) * 2,
+    SourceAuthKind.CERTIFICATE: ({"tenantId", "clientId", "certificateUri"},) * 2,
     SourceAuthKind.MANAGED_IDENTITY: (set(), {"clientId"}),
     SourceAuthKind.WORKLOAD_IDENTITY: (set(), {"tenantId", "clientId"}),
     SourceAuthKind.DEVELOPMENT_TOKEN: (set(), set()),
