@@ -87,7 +87,7 @@ def story(root: Root, running: RunningSimulator, dsn: str, worker: LocalWorker) 
     assert rt is not None
     body = profile_body(running, dsn)
     report = rt.service.validate(body)
-    assert report.ok, [c for c in report.failed()]
+    assert report.ok, list(report.failed())
     names = [c.name for c in report.checks]
     for step in ("source token", "source reachable", "source organization", "account: exists",
                  "account: change tracking", "account: organization-level read",
