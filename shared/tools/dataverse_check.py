@@ -44,8 +44,8 @@ class TableComparison:
 
 def same(got: Any, want: Any) -> bool:
     """A destination value against the simulator's."""
-    if want is None:
-        return got is None
+    if want is None or got is None:
+        return got is want
     if isinstance(got, uuid.UUID):
         got = str(got)
     if isinstance(want, bool):
@@ -56,8 +56,10 @@ def same(got: Any, want: Any) -> bool:
         except ArithmeticError:
             return False
     if isinstance(want, datetime):
-        g = got if isinstance(got, datetime) else datetime.fromisoformat(str(got))
-        return g == want
+        try:
+            return (got if isinstance(got, datetime) else datetime.fromisoformat(str(got))) == want
+        except ValueError:
+            return False
     if isinstance(want, tuple):
         return bool(got == ",".join(map(str, want)))
     if isinstance(want, date):
