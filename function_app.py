@@ -71,7 +71,7 @@ def blob_retention(timer: func.TimerRequest) -> None:
     handle_retention(root())
 
 
-# The Dataverse source (issue 9; docs/dataverse.md "In the function app"): one page per queue message,
+# The Dataverse source (issue 9; docs/dataverse-app.md): one page per queue message,
 # the cursor advanced after the page was published; the timer follows the delta links when due.
 @app.function_name("source_pages")
 @app.queue_trigger(arg_name="message", queue_name=f"%{SOURCE_QUEUE_NAME}%", connection=STORAGE_CONNECTION)

@@ -69,7 +69,7 @@ DEFAULT_RETRY_BLOB_PATH = "retry/{name}"
 RETRY_SWEEP_SCHEDULE = "0 * * * * *"  # the retry sweeper timer: every minute
 BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"  # where the Functions host puts blobs that kept failing
 
-# --- the Dataverse source (issue 9; docs/dataverse.md "In the function app"). The DES_DATAVERSE_* and
+# --- the Dataverse source (issue 9; docs/dataverse-app.md). The DES_DATAVERSE_* and
 # DES_SOURCE_POLL_* names are defined once in shared/source/dataverse/settings.py (read into
 # AppConfig.dataverse); these are the function app's units of work around it.
 SOURCE_QUEUE_NAME = "DES_SOURCE_QUEUE_NAME"  # Storage queue of page units (queue trigger binding)
