@@ -19,7 +19,7 @@ from dataclasses import dataclass
 class Migration:
     version: int
     name: str
-    # dialect -> statements; ``{profiles}``, ``{metrics}`` stand for the qualified table names.
+    # dialect -> statements; ``{profiles}``, ``{metrics}``, ``{history}`` stand for the qualified table names.
     statements: Mapping[str, Sequence[str]]
 
 
@@ -116,8 +116,60 @@ _V1_MSSQL = [
     )""",
 ]
 
+# Version 2: the per-minute metrics history the console's charts read (one row per profile, entity
+# and UTC minute; pruned after shared.store.base.HISTORY_RETENTION).
+_V2_SQLITE = [
+    """CREATE TABLE {history} (
+        profile_id TEXT NOT NULL,
+        entity TEXT NOT NULL,
+        minute TEXT NOT NULL,
+        total INTEGER NOT NULL DEFAULT 0,
+        success INTEGER NOT NULL DEFAULT 0,
+        failure INTEGER NOT NULL DEFAULT 0,
+        stale INTEGER NOT NULL DEFAULT 0,
+        unprocessable INTEGER NOT NULL DEFAULT 0,
+        skipped INTEGER NOT NULL DEFAULT 0,
+        lag_ms INTEGER,
+        PRIMARY KEY (profile_id, entity, minute)
+    )""",
+    "CREATE INDEX {history_minute_index} ON {history} (minute)",
+]
 
-# v2: the Dataverse source's cursor per (profile, entity) and the ids a re-sync has read
+_V2_POSTGRES = [
+    """CREATE TABLE {history} (
+        profile_id varchar(36) NOT NULL,
+        entity varchar(128) NOT NULL,
+        minute timestamptz NOT NULL,
+        total bigint NOT NULL DEFAULT 0,
+        success bigint NOT NULL DEFAULT 0,
+        failure bigint NOT NULL DEFAULT 0,
+        stale bigint NOT NULL DEFAULT 0,
+        unprocessable bigint NOT NULL DEFAULT 0,
+        skipped bigint NOT NULL DEFAULT 0,
+        lag_ms bigint,
+        PRIMARY KEY (profile_id, entity, minute)
+    )""",
+    "CREATE INDEX {history_minute_index} ON {history} (minute)",
+]
+
+_V2_MSSQL = [
+    """CREATE TABLE {history} (
+        profile_id nvarchar(36) NOT NULL,
+        entity nvarchar(128) NOT NULL,
+        minute datetime2(0) NOT NULL,
+        total bigint NOT NULL DEFAULT 0,
+        success bigint NOT NULL DEFAULT 0,
+        failure bigint NOT NULL DEFAULT 0,
+        stale bigint NOT NULL DEFAULT 0,
+        unprocessable bigint NOT NULL DEFAULT 0,
+        skipped bigint NOT NULL DEFAULT 0,
+        lag_ms bigint NULL,
+        CONSTRAINT {history_pk} PRIMARY KEY (profile_id, entity, minute)
+    )""",
+    "CREATE INDEX {history_minute_index} ON {history} (minute)",
+]
+
+# v3: the Dataverse source's cursor per (profile, entity) and the ids a re-sync has read
 # (shared/source/dataverse/cursors.py, docs/dataverse.md).
 _CURSOR_COLUMNS = {
     "sqlite": ("TEXT", "TEXT", "INTEGER", "TEXT"),
@@ -126,7 +178,7 @@ _CURSOR_COLUMNS = {
 }
 
 
-def _v2(dialect: str) -> list[str]:
+def _v3(dialect: str) -> list[str]:
     name, text, big, ts = _CURSOR_COLUMNS[dialect]
     key = "nvarchar(36)" if dialect == "mssql" else ("varchar(36)" if dialect == "postgresql" else "TEXT")
     return [
@@ -169,8 +221,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         2,
+        "per-minute metrics history",
+        {"sqlite": _V2_SQLITE, "postgresql": _V2_POSTGRES, "mssql": _V2_MSSQL},
+    ),
+    Migration(
+        3,
         "Dataverse source cursors and re-sync ids",
-        {"sqlite": _v2("sqlite"), "postgresql": _v2("postgresql"), "mssql": _v2("mssql")},
+        {"sqlite": _v3("sqlite"), "postgresql": _v3("postgresql"), "mssql": _v3("mssql")},
     ),
 )
 
