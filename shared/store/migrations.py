@@ -172,15 +172,15 @@ _V2_MSSQL = [
 # v3: the Dataverse source's cursor per (profile, entity) and the ids a re-sync has read
 # (shared/source/dataverse/cursors.py, docs/dataverse.md).
 _CURSOR_COLUMNS = {
-    "sqlite": ("TEXT", "TEXT", "INTEGER", "TEXT"),
-    "postgresql": ("varchar(128)", "text", "bigint", "timestamptz"),
-    "mssql": ("nvarchar(128)", "nvarchar(max)", "bigint", "datetime2(6)"),
+    # name, text, big, ts, key (a GUID)
+    "sqlite": ("TEXT", "TEXT", "INTEGER", "TEXT", "TEXT"),
+    "postgresql": ("varchar(128)", "text", "bigint", "timestamptz", "varchar(36)"),
+    "mssql": ("nvarchar(128)", "nvarchar(max)", "bigint", "datetime2(6)", "nvarchar(36)"),
 }
 
 
 def _v3(dialect: str) -> list[str]:
-    name, text, big, ts = _CURSOR_COLUMNS[dialect]
-    key = "nvarchar(36)" if dialect == "mssql" else ("varchar(36)" if dialect == "postgresql" else "TEXT")
+    name, text, big, ts, key = _CURSOR_COLUMNS[dialect]
     return [
         f"""CREATE TABLE {{source_cursors}} (
         profile_id {key} NOT NULL,
