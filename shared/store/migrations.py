@@ -169,10 +169,10 @@ _V2_MSSQL = [
     "CREATE INDEX {history_minute_index} ON {history} (minute)",
 ]
 
+
 # v3: the Dataverse source's cursor per (profile, entity) and the ids a re-sync has read
 # (shared/source/dataverse/cursors.py, docs/dataverse.md).
 _CURSOR_COLUMNS = {
-    # name, text, big, ts, key (a GUID)
     "sqlite": ("TEXT", "TEXT", "INTEGER", "TEXT", "TEXT"),
     "postgresql": ("varchar(128)", "text", "bigint", "timestamptz", "varchar(36)"),
     "mssql": ("nvarchar(128)", "nvarchar(max)", "bigint", "datetime2(6)", "nvarchar(36)"),

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shared.storage.account import Storage
 
 from shared.config import ProfilesConfig
 from shared.handlers import handle_notifications
 from shared.root import Root, build_runtime, profiles_root
+from shared.storage.account import Storage
 from shared.tools.crm_simulator import CrmSimulator
 from shared.tools.demo import bad_bodies
 from tests.browser.conftest import DESKTOP, PHONE, Served, serve
