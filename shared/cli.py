@@ -126,9 +126,13 @@ def _stderr_console() -> Console:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from shared.tools.demo import run_demo
+    if args.stream:
+        from shared.tools.demo import run_stream_demo
 
-    return run_demo(Path(args.database), seed=args.seed, records=args.records)
+        return run_stream_demo(Path(args.database), seed=args.seed, records=args.records or 2000)
+    from shared.tools.demo_dataverse import run_demo
+
+    return run_demo(Path(args.database), seed=args.seed, records=args.records or 1000)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -182,10 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=_replay)
 
-    d = sub.add_parser("demo", help="generate a CRM sample and sync it into ./des-demo.db, then check it")
+    d = sub.add_parser("demo", help="the DES story: a simulated Dataverse environment synced into ./des-demo.db "
+                       "through the admin API (initial sync, live changes), then checked")  # fmt: skip
     d.add_argument("--database", default="des-demo.db")
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--records", type=int, default=2000, help="records per entity in the initial sync")
+    d.add_argument("--records", type=int, default=None, help="accounts in the environment (default 1000; with "
+                   "--stream: records per entity, default 2000)")  # fmt: skip
+    d.add_argument("--stream", action="store_true", help="the Service Bus path instead: a generated notification "
+                   "stream (duplicated, reordered, hostile bodies, blob paths on Azurite) through the "
+                   "handler")  # fmt: skip
     d.set_defaults(func=_demo)
 
     b = sub.add_parser("bench", help="measure replay throughput against hand-written baselines")
@@ -288,6 +297,8 @@ def _add_admin_commands(sub: Any) -> None:
 
     m = sub.add_parser("metrics", help="a profile's sync metrics (or the service's, without an id)")
     m.add_argument("id", nargs="?", default=None)
+    m.add_argument("--source", action="store_true", help="the profile's Dataverse source per table: initial "
+                   "sync state, rows read, pages, last poll, source lag, next poll")  # fmt: skip
     m.set_defaults(func=_metrics)
 
 
