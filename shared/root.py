@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shared.config import (
     BLOB_KEY,
@@ -44,9 +45,6 @@ from shared.profiles.model import Profile
 from shared.profiles.ports import FailureLogReader, ParkedFailureReader, ProfileBlobs
 from shared.profiles.secrets import SecretResolver, managed_identity_credential
 from shared.profiles.service import Checker, ProfileService
-from shared.pull.queue import InMemoryWorkQueue, StorageWorkQueue, WorkQueue
-from shared.pull.sinks import DirectSink, LazyPublisher, ServiceBusSink, destination_ids
-from shared.pull.work import ClientFactory, Sink, SourceWork
 from shared.rejects import LocalRejects, RejectFiles, RejectSink
 from shared.retry.policy import RetryPolicy
 from shared.retry.ports import RetryDeps
@@ -58,6 +56,10 @@ from shared.storage.crypto import EncryptionKeyError, default_credential, key_ri
 from shared.store import open_store
 from shared.store.base import Store
 from shared.store.sql import SqlStore
+
+if TYPE_CHECKING:  # the Dataverse source (httpx) is imported when a root attaches it, never at import
+    from shared.pull.queue import WorkQueue
+    from shared.pull.work import ClientFactory, Sink, SourceWork
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +242,8 @@ def profiles_root(
 def open_work_queue(config: AppConfig) -> WorkQueue:
     """The page queue: on the storage account (``AzureWebJobsStorage``: a connection string, or
     identity-based with ``AzureWebJobsStorage__queueServiceUri`` / ``__accountName``), else in process."""
+    from shared.pull.queue import InMemoryWorkQueue, StorageWorkQueue
+
     storage, name = config.storage, config.source.queue_name
     if storage is None:
         return InMemoryWorkQueue()
@@ -262,6 +266,8 @@ def attach_source(
     rt = r.runtime
     if rt is None or not isinstance(r.router, ProfileRouter) or not isinstance(rt.store, SqlStore):
         return None
+    from shared.pull.sinks import DirectSink, LazyPublisher, ServiceBusSink, destination_ids
+    from shared.pull.work import SourceWork
     from shared.source.dataverse.cursors import CursorStore
 
     config = r.config
