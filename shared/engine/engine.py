@@ -6,8 +6,13 @@ Per batch:
    records whose values do not fit;
 3. in one destination transaction, each entity in a savepoint: one set-based write with the version
    guard and tombstones; a write the database rejects is bisected to find the bad records;
-4. transient errors (connection, deadlock, timeout) retry the whole batch a few times, then raise
-   :class:`TransientDestinationError` so the caller can redeliver or park the batch.
+4. every error is classified by the destination (:class:`~shared.engine.ports.ErrorClass`):
+   record-level errors are bisected to the culprit record; entity-level errors (DDL refused, too
+   many columns, a reserved or colliding table name) fail that entity's records and the other
+   entities commit; transient errors (connection, deadlock, timeout) retry the whole batch a few
+   times, then raise :class:`TransientDestinationError` so the caller can redeliver or park it;
+   environmental errors (log full, quota, read-only, cancelled) raise
+   :class:`EnvironmentalDestinationError` at once: park and retry later, never failure-log.
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.metadata import MetadataApplier
 from shared.engine.outcomes import BatchResult, RecordFailure
 from shared.engine.ports import (
+    SYSTEM_COLUMNS,
     Applied,
     Destination,
+    EnvironmentalDestinationError,
+    ErrorClass,
     Transaction,
     TransientDestinationError,
     WriteSet,
@@ -169,10 +177,16 @@ class SyncEngine:
             # Each attempt prepares afresh from the reduced groups; only a committed attempt counts.
             trial = BatchResult()
             try:
-                prepared = [self._prepare(g, trial) for g in groups]
+                prepared = [p for p in (self._prepare(g, trial) for g in groups) if p is not None]
                 self._write(prepared, trial)
             except Exception as exc:
-                if not self.destination.is_transient(exc):
+                kind = self.destination.classify(exc)
+                if kind is ErrorClass.ENVIRONMENTAL:
+                    self._reset_after_transient()
+                    if isinstance(exc, EnvironmentalDestinationError):
+                        raise
+                    raise EnvironmentalDestinationError(f"{self.destination.dialect}: {exc}") from exc
+                if kind is not ErrorClass.TRANSIENT:
                     raise
                 log.warning(
                     "transient destination error (attempt %s of %s): %s", attempt, self.attempts, exc
@@ -213,9 +227,11 @@ class SyncEngine:
         return groups
 
     # ---------------------------------------------------------------- types and schema evolution
-    def _prepare(self, raw: _Group, result: BatchResult) -> _Group:
-        """Columnar values, column types (creating/adding/widening columns), value checks."""
-        g = _Group(raw.entity, raw.table, list(raw.upserts), list(raw.deletes))
+    def _prepare(self, raw: _Group, result: BatchResult) -> _Group | None:
+        """Columnar values, column types (creating/adding/widening columns), value checks.
+
+        None when the entity's table cannot be used (its records failed with the reason)."""
+        g = _Group(raw.entity, raw.table, self._fitting(raw, result), list(raw.deletes))
         keep = [True] * len(g.upserts)
         g.columns = self._columnize(g, keep, result)
         wanted = self._wanted_types(g, keep)
@@ -223,7 +239,18 @@ class SyncEngine:
         for _ in range(_DDL_ROUNDS):
             if catalog is not None and not _needs_ddl(catalog, wanted, self.destination):
                 break
-            catalog = self.destination.ensure_table(g.table, wanted)
+            try:
+                catalog = self.destination.ensure_table(g.table, wanted)
+            except Exception as exc:
+                if self.destination.classify(exc) in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
+                    raise
+                # The table cannot be created or changed (whatever the records' values): an
+                # entity-level failure. The other entities of the batch still commit.
+                reason = f"{self.destination.dialect} refused table {g.table!r}: {exc}"
+                log.warning("entity %s: %s", g.entity, reason)
+                for n in g.upserts + g.deletes:
+                    _record_failure(result, n, reason[:1000])
+                return None
             self._catalog[g.table] = catalog
             # Another worker may have created or widened a column meanwhile, with a type our values
             # do not fit (our integer beyond 2**53 into its new float column): decide again against
@@ -236,6 +263,24 @@ class SyncEngine:
             g.upserts = list(compress(g.upserts, keep))
             g.columns = {c: list(compress(v, keep)) for c, v in g.columns.items()}
         return g
+
+    def _fitting(self, g: _Group, result: BatchResult) -> list[Notification]:
+        """The upserts whose columns can fit one table of this database; the others fail alone."""
+        room = self.destination.max_columns - len(SYSTEM_COLUMNS)
+        fitting = []
+        for n in g.upserts:
+            attrs = n.attributes or {}
+            if len(attrs) > room // 2:  # the rare wide record: count its lookups' extra columns too
+                width = len(attrs) + sum(1 for v in attrs.values() if type(v) is Lookup)
+                if width > room:
+                    reason = (
+                        f"record needs {width} attribute columns; a {self.destination.dialect} table holds "
+                        f"{self.destination.max_columns} columns, {len(SYSTEM_COLUMNS)} of them ours"
+                    )
+                    _record_failure(result, n, reason)
+                    continue
+            fitting.append(n)
+        return fitting
 
     def _columnize(self, g: _Group, keep: list[bool], result: BatchResult) -> dict[str, list[object]]:
         if not g.upserts:
@@ -370,8 +415,16 @@ class SyncEngine:
             with tx.savepoint():
                 applied = tx.write(ws)
         except Exception as exc:
-            if self.destination.is_transient(exc):
+            kind = self.destination.classify(exc)
+            if kind in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
                 raise
+            if kind is ErrorClass.ENTITY:
+                # About the table, not a record: bisecting would only fail every record one by one.
+                reason = f"{self.destination.dialect} refused writes to table {g.table!r}: {exc}"
+                log.warning("entity %s: %s", g.entity, reason)
+                for n in items:
+                    _record_failure(result, n, reason[:1000])
+                return
             if len(items) == 1:
                 reason = f"{self.destination.dialect} rejected the record: {exc}"
                 _record_failure(result, items[0], reason[:1000])

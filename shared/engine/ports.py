@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Literal, Protocol
 
 from shared.engine.coltypes import ColumnType
@@ -40,6 +41,49 @@ class DestinationError(Exception):
 
 class TransientDestinationError(DestinationError):
     """Connection lost, deadlock, serialization failure, timeout: worth retrying later."""
+
+
+class EnvironmentalDestinationError(TransientDestinationError):
+    """The database cannot take writes for now, whatever the records: log or disk full, size quota,
+    read-only (after a failover), cancelled, out of memory, permission revoked. The batch is parked
+    and retried with backoff until the environment is fixed; its records are never failure-logged."""
+
+
+class EntityRefused(DestinationError):
+    """One entity's table cannot be used: a reserved or colliding name, a table that is not ours,
+    DDL the database refuses (too many columns, a dependent object), a DDL lock not granted in time.
+    That entity's records fail with this reason; the other entities of the batch commit."""
+
+
+class ErrorClass(str, Enum):
+    """What an error from a destination says about the batch (docs/sqlserver.md, "Error taxonomy").
+
+    Each dialect classifies its own errors (``Destination.classify``); the engine acts on the class:
+
+    * ``RECORD``: one record is at fault (constraint, truncation, conversion, out of range): the
+      write is bisected to find it; it is failure-logged, the others apply.
+    * ``ENTITY``: the entity's table is at fault: that entity's records fail with the reason, the
+      other entities of the batch commit.
+    * ``TRANSIENT``: retry the batch a few times, then park it (retry blob) as a whole.
+    * ``ENVIRONMENTAL``: the database cannot write at all now: park at once and retry with backoff;
+      never failure-log.
+    """
+
+    RECORD = "record"
+    ENTITY = "entity"
+    TRANSIENT = "transient"
+    ENVIRONMENTAL = "environmental"
+
+
+def classify_own(exc: BaseException) -> ErrorClass | None:
+    """The class of an error raised by our own code (dialects, engine); None for a driver's error."""
+    if isinstance(exc, EnvironmentalDestinationError):
+        return ErrorClass.ENVIRONMENTAL
+    if isinstance(exc, TransientDestinationError | ConnectionFailed):
+        return ErrorClass.TRANSIENT
+    if isinstance(exc, EntityRefused):
+        return ErrorClass.ENTITY
+    return None
 
 
 class ConnectionFailed(DestinationError):
@@ -212,6 +256,7 @@ class Transaction(Protocol):
 class Destination(Protocol):
     dialect: str
     max_identifier_length: int
+    max_columns: int  # per table, ours included (SQLite 2,000; PostgreSQL 1,600; SQL Server 1,024)
     layout: Layout
 
     def ensure_table(self, table: str, wanted: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
@@ -231,8 +276,8 @@ class Destination(Protocol):
         integer range, ...). Called once per column per batch: keep the common case C-level fast.
         """
 
-    def is_transient(self, exc: BaseException) -> bool:
-        """Whether an error from this database is worth retrying (connection, deadlock, timeout)."""
+    def classify(self, exc: BaseException) -> ErrorClass:
+        """Which :class:`ErrorClass` an error from this database (or from this dialect) belongs to."""
 
     def reset(self) -> None:
         """Drop and reopen the connection after a transient failure."""

@@ -64,7 +64,7 @@ from shared.destinations.mssql.dialect import (
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.engine import SyncEngine
-from shared.engine.ports import WriteSet
+from shared.engine.ports import EntityRefused, EnvironmentalDestinationError, ErrorClass, WriteSet
 from tests.support.postgres import fresh_database
 from tests.support.scenarios import HOSTILE_TEXTS, SCENARIOS, Scenario, run, up
 
@@ -92,6 +92,7 @@ class ServerState:
     tables: dict[tuple[str, str], dict[str, tuple[str, int, int, int]]] = field(default_factory=dict)
     stage: list[tuple[Any, ...]] = field(default_factory=list)
     fail_on: re.Pattern[str] | None = None  # raise a (non-transient) driver error for matching SQL
+    fail_with: pyodbc.Error | None = None  # ... this one instead of the default (8115)
     xact_state: int = 1
     connects: int = 0
 
@@ -139,6 +140,8 @@ class RecordingCursor:
     def execute(self, sql: str, *params: Any) -> RecordingCursor:
         self.state.sent.append(Sent(sql, tuple(params), sizes=self.sizes))
         if self.state.fail_on is not None and self.state.fail_on.search(sql):
+            if self.state.fail_with is not None:
+                raise self.state.fail_with
             raise pyodbc.ProgrammingError(
                 "42000", "[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]scripted failure (8115) "
                 "(SQLExecDirectW)"
@@ -810,3 +813,72 @@ def _report_counts() -> Iterator[None]:
         total = sum(PARSE_COUNTS.values())
         print("\nT-SQL statements parsed per scenario: " + ", ".join(f"{k}={v}" for k, v in PARSE_COUNTS.items()))
         print(f"total: {total}")
+
+
+# --------------------------------------------------------------------------- error taxonomy
+RECORD_NATIVE = [515, 547, 2627, 2601, 8152, 2628, 8115, 220, 245, 8114, 511, 8169, 242]
+
+
+@pytest.mark.parametrize(
+    ("native", "expected"),
+    [(n, ErrorClass.ENVIRONMENTAL) for n in sorted(errors.ENVIRONMENTAL_NATIVE_ERRORS)]
+    + [(n, ErrorClass.ENTITY) for n in sorted(errors.ENTITY_NATIVE_ERRORS)]
+    + [(n, ErrorClass.TRANSIENT) for n in sorted(errors.TRANSIENT_NATIVE_ERRORS)]
+    + [(n, ErrorClass.RECORD) for n in RECORD_NATIVE],
+)
+def test_every_native_error_of_the_taxonomy_is_classified(native: int, expected: ErrorClass) -> None:
+    exc = _driver_error(pyodbc.ProgrammingError, "42000", native)
+    assert errors.classify(exc) is expected
+    dest, _ = recording_destination(Layout())
+    assert dest.classify(exc) is expected
+
+
+def test_cancelled_is_environmental_and_our_own_errors_keep_their_class() -> None:
+    cancelled = pyodbc.OperationalError(
+        "HY008", "[HY008] [Microsoft][ODBC Driver 18 for SQL Server]Operation canceled (0)"
+    )
+    assert errors.classify(cancelled) is ErrorClass.ENVIRONMENTAL
+    assert errors.classify(errors.LockTimeout("applock")) is ErrorClass.TRANSIENT
+    assert errors.classify(EntityRefused("reserved")) is ErrorClass.ENTITY
+    assert errors.classify(EnvironmentalDestinationError("log full")) is ErrorClass.ENVIRONMENTAL
+    assert errors.classify(ValueError("(9002) (SQLExecDirectW)")) is ErrorClass.RECORD  # not a driver error
+
+
+@pytest.mark.parametrize("native", [9002, 40552, 40544, 8645, 3906])
+def test_environmental_errors_park_the_batch_instead_of_failing_every_record(native: int) -> None:
+    """Log full, quota, memory grant, read-only: once bisected into a failure per record."""
+    dest, state = recording_destination(Layout())
+    state.fail_on = re.compile(r"^MERGE \[dbo\]\.\[account\]")
+    state.fail_with = _driver_error(pyodbc.OperationalError, "42000", native)
+    state.xact_state = -1  # as after most of these: the transaction is doomed
+    bodies = [up("account", i, 1, name=f"n{i}").body() for i in range(1, 5)]
+    with pytest.raises(EnvironmentalDestinationError):
+        SyncEngine(dest, backoff_seconds=0).apply_bodies(bodies)
+    sqls = [s.sql for s in state.sent]
+    assert sum(1 for s in sqls if s.startswith("SAVE TRANSACTION")) == 1  # no bisection
+    assert "COMMIT TRANSACTION" not in sqls[sqls.index("SAVE TRANSACTION des_sp_0") :]
+
+
+def test_an_entity_level_error_fails_that_entity_and_the_others_commit() -> None:
+    """334 (a trigger and OUTPUT without INTO) and 1702 (too many columns) are about the table."""
+    dest, state = recording_destination(Layout())
+    state.fail_on = re.compile(r"^CREATE TABLE \[dbo\]\.\[wide\]")
+    state.fail_with = _driver_error(pyodbc.ProgrammingError, "42000", 1702, "CREATE TABLE failed because column")
+    bodies = [up("account", 1, 1, name="a").body(), up("wide", 2, 1, x=1).body(), up("wide", 3, 1, x=2).body()]
+    result = SyncEngine(dest, backoff_seconds=0).apply_bodies(bodies)
+    assert result.conserved
+    assert (result.applied, result.failed) == (1, 2)
+    assert {f.entity for f in result.failures} == {"wide"}
+    assert all("(1702)" in f.reason for f in result.failures)
+
+    dest, state = recording_destination(Layout())
+    dest.ensure_table("account", {"name": coltypes.TEXT})
+    dest.ensure_table("contact", {"name": coltypes.TEXT})
+    state.fail_on = re.compile(r"^MERGE \[dbo\]\.\[account\]")
+    state.fail_with = _driver_error(pyodbc.ProgrammingError, "42000", 334, "The target table cannot have triggers")
+    bodies = [up("account", i, 1, name="a").body() for i in range(1, 5)] + [up("contact", 9, 1, name="c").body()]
+    result = SyncEngine(dest, backoff_seconds=0).apply_bodies(bodies)
+    assert (result.applied, result.failed) == (1, 4)
+    sqls = [s.sql for s in state.sent]
+    assert sum(1 for s in sqls if s.startswith("SAVE TRANSACTION")) == 2  # one per entity: no bisection
+    assert sqls[-1] == "COMMIT TRANSACTION"

@@ -49,6 +49,7 @@ from shared.engine.ports import (
     Applied,
     ConnectionFailed,
     DestinationError,
+    ErrorClass,
     Layout,
     MetadataRows,
     MetadataTable,
@@ -514,8 +515,8 @@ class MssqlTransaction:
             yield
         except Exception as exc:
             self._locked = locked
-            if self.dest.is_transient(exc):
-                raise  # the whole transaction goes; the engine retries the batch
+            if self.dest.classify(exc) in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
+                raise  # the whole transaction goes; the engine retries or parks the batch
             state = self.dest.scalar(TSql.XACT_STATE)
             if state != 1:
                 raise errors.TransactionLost(
@@ -591,6 +592,7 @@ def stage_plan(ws: WriteSet, staged: Sequence[tuple[str, ColumnType]]) -> StageP
 class MssqlDestination:
     dialect = "mssql"
     max_identifier_length = MAX_IDENTIFIER
+    max_columns = 1024  # a table without sparse columns
 
     def __init__(
         self, connect: Callable[[], Connection], layout: Layout | None = None, *, name: str = "SQL Server"
@@ -830,6 +832,9 @@ class MssqlDestination:
             self._support_ready = True
         with self._transaction():
             yield MssqlTransaction(self)
+
+    def classify(self, exc: BaseException) -> ErrorClass:
+        return errors.classify(exc)
 
     def is_transient(self, exc: BaseException) -> bool:
         return errors.is_transient(exc)

@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 
+from shared.destinations.postgres import errors
 from shared.destinations.postgres.sqltext import DEFAULT_SCHEMA, PgSql, column_type, sql_type
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
@@ -32,6 +33,7 @@ from shared.engine.ports import (
     SYSTEM_COLUMNS,
     Applied,
     ConnectionFailed,
+    ErrorClass,
     Layout,
     LayoutError,
     MetadataRows,
@@ -41,8 +43,6 @@ from shared.engine.ports import (
 __all__ = ["PostgresDestination", "PostgresTransaction", "column_type", "sql_type"]
 
 log = logging.getLogger(__name__)
-
-_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300"}
 
 
 class PostgresTransaction:
@@ -110,6 +110,7 @@ class PostgresTransaction:
 class PostgresDestination:
     dialect = "postgresql"
     max_identifier_length = 63  # NAMEDATALEN - 1: longer names would be truncated silently
+    max_columns = 1600  # MaxHeapAttributeNumber
 
     def __init__(self, conninfo: str, layout: Layout | None = None) -> None:
         self.layout = layout or Layout()
@@ -202,11 +203,11 @@ class PostgresDestination:
         with self.conn.transaction():
             yield PostgresTransaction(self)
 
+    def classify(self, exc: BaseException) -> ErrorClass:
+        return errors.classify(exc, connection_closed=self.conn.closed)
+
     def is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-            return True
-        state = getattr(getattr(exc, "diag", None), "sqlstate", None)
-        return state in _TRANSIENT_SQLSTATES or (isinstance(exc, psycopg.Error) and self.conn.closed)
+        return self.classify(exc) is ErrorClass.TRANSIENT
 
     def reset(self) -> None:
         try:

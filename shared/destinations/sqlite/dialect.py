@@ -17,6 +17,7 @@ from datetime import datetime
 from itertools import count
 from typing import cast
 
+from shared.destinations.sqlite import errors
 from shared.destinations.sqlite.sqltext import SqliteSql, column_type, declared_type, quote
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
@@ -25,6 +26,7 @@ from shared.engine.ports import (
     SYSTEM_COLUMNS,
     Applied,
     ConnectionFailed,
+    ErrorClass,
     Layout,
     LayoutError,
     MetadataRows,
@@ -57,7 +59,15 @@ class SqliteTransaction:
         self.conn.execute(SqliteSql.savepoint(name))
         try:
             yield
-        except BaseException:
+        except BaseException as exc:
+            if not self.conn.in_transaction:
+                # SQLite rolled the whole transaction back itself (SQLITE_FULL, SQLITE_IOERR,
+                # SQLITE_NOMEM, ...): never go on writing outside it.
+                if errors.classify(exc) in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
+                    raise
+                raise errors.TransactionLost(
+                    f"SQLite rolled the transaction back after an error ({exc}); the batch will be retried"
+                ) from exc
             self.conn.execute(SqliteSql.rollback_to(name))
             self.conn.execute(SqliteSql.release(name))
             raise
@@ -95,6 +105,7 @@ class SqliteTransaction:
 class SqliteDestination:
     dialect = "sqlite"
     max_identifier_length = 1024  # SQLite has no limit of its own; keep names sane
+    max_columns = 2000  # SQLITE_MAX_COLUMN's default
 
     def __init__(self, path: str, layout: Layout | None = None, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.layout = layout or Layout()
@@ -194,11 +205,11 @@ class SqliteDestination:
             raise
         self.conn.execute(SqliteSql.COMMIT)
 
+    def classify(self, exc: BaseException) -> ErrorClass:
+        return errors.classify(exc)
+
     def is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, sqlite3.OperationalError):
-            text = str(exc).lower()
-            return any(s in text for s in ("locked", "busy", "disk i/o", "unable to open"))
-        return False
+        return errors.classify(exc) is ErrorClass.TRANSIENT
 
     def reset(self) -> None:
         try:
