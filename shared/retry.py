@@ -51,7 +51,7 @@ from shared.contract.metadata import METADATA_CHANGE_TYPE, MetadataNotification,
 from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable
 from shared.engine.outcomes import BatchResult, RecordFailure
-from shared.engine.ports import ConnectionFailed, TransientDestinationError
+from shared.engine.ports import ConnectionFailed, EnvironmentalDestinationError, TransientDestinationError
 from shared.profiles.fanout import UNROUTED_FOLDER
 from shared.profiles.model import Profile, ProfileState
 from shared.profiles.secrets import SecretError
@@ -90,6 +90,7 @@ TRANSIENT = (TransientDestinationError, ConnectionFailed)
 # What makes a retry attempt fail without being a bug: the destination, its Key Vault secret or
 # (profile mode) the profile store is unavailable. Anything else propagates (poison handling).
 UNAVAILABLE = (*TRANSIENT, SecretError, StoreUnavailable)
+ENVIRONMENTAL_BACKOFF_MAX_S = 3600.0  # environmental errors: retried forever, at most this far apart
 M_COUNTED = "descounted"  # "1" once the parked notifications were added to the pending-retry gauge
 POISON_THRESHOLD = 5  # like the Functions host's blob trigger (maxDequeueCount 5)
 LEASE_SECONDS = 60
@@ -271,7 +272,7 @@ def park_batch(
     result = _unprocessable_too(BatchResult(), parsed.unprocessable)
     rejects = c.storage.rejects(profile_id)
     items = _items(parsed.notifications, parsed.metadata)
-    if policy.count == 0 and items:
+    if policy.count == 0 and items and not isinstance(exc, EnvironmentalDestinationError):
         failed = _fail_all(
             parsed.notifications, f"destination unavailable (retry count 0): {_short(exc)}", parsed.metadata
         )
@@ -298,7 +299,7 @@ def park_profile(c: Container, outcome: ProfileOutcome) -> ParkedBlob | None:
     assert c.storage is not None
     assert outcome.error is not None
     exc, policy = outcome.error, c.policy_of(outcome.profile)
-    if policy.count == 0:
+    if policy.count == 0 and not isinstance(exc, EnvironmentalDestinationError):
         reason = f"destination unavailable (retry count 0): {_short(exc)}"
         outcome.result = _fail_all(outcome.notifications, reason, outcome.metadata)
         outcome.parked = 0
@@ -439,8 +440,14 @@ class _Attempt:
         assert self.c.storage is not None
         policy = self.policy_for(profile_id)
         attempt = self.state.attempt + 1
-        if attempt < policy.count:
-            not_before = self.now + timedelta(seconds=policy.interval_seconds)
+        # An environmental error (log full, quota, read-only, ...) is never the records' fault: they
+        # wait, with a growing interval, until the database can write again; never failure-logged.
+        environmental = isinstance(exc, EnvironmentalDestinationError)
+        if attempt < policy.count or environmental:
+            delay = policy.interval_seconds
+            if environmental:
+                delay = min(ENVIRONMENTAL_BACKOFF_MAX_S, max(1.0, policy.interval_seconds) * 2 ** min(attempt, 12))
+            not_before = self.now + timedelta(seconds=delay)
             self.c.storage.retries.update(
                 self.state,
                 {M_ATTEMPT: str(attempt), M_NOT_BEFORE: iso(not_before), M_LAST_ERROR: _short(exc)},
