@@ -41,6 +41,7 @@ from shared.engine.ports import (
     Transaction,
     TransientDestinationError,
     WriteSet,
+    entity_table_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,11 @@ class SyncEngine:
                 )
                 for n in g.upserts + g.deletes:
                     _record_failure(result, n, reason)
+                continue
+            problem = entity_table_problem(self.destination, g.table)
+            if problem is not None:
+                for n in g.upserts + g.deletes:
+                    _record_failure(result, n, problem)
                 continue
             groups.append(g)
         return groups

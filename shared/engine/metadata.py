@@ -52,10 +52,12 @@ from shared.engine.ports import (
     TARGET_METADATA,
     VERSION,
     Destination,
+    EntityRefused,
     EnvironmentalDestinationError,
     ErrorClass,
     MetadataRows,
     TransientDestinationError,
+    entity_table_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -305,6 +307,9 @@ class MetadataApplier:
             log.warning("%s metadata v%s: columns %s are longer than %s's %s-character limit: not created",
                         entity, n.version, too_long, dest.dialect, limit)  # fmt: skip
         table = dest.layout.entity_table(entity)
+        problem = entity_table_problem(dest, table)
+        if problem is not None:
+            raise EntityRefused(problem)
         if len(table) > limit:
             log.warning("%s metadata v%s: table name %r is longer than %s's %s-character limit: not created",
                         entity, n.version, table, dest.dialect, limit)  # fmt: skip

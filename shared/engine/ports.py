@@ -10,7 +10,7 @@ and SQL Server implement the same :class:`Destination`; the registry
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -127,6 +127,16 @@ class Layout:
     def metadata_state_table(self) -> str:
         """Applied metadata version (and declared columns) per entity; named like the tombstone table."""
         return f"{self.prefix}__des_metadata" if self.prefix else "_des_metadata"
+
+    @property
+    def internal_tables(self) -> tuple[str, ...]:
+        """Every table of this layout that is not an entity's (the delete log even while it is off)."""
+        return (
+            self.tombstone_table,
+            self.delete_log_table,
+            self.metadata_state_table,
+            *(self.metadata_table(t.name) for t in METADATA_TABLES),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +289,14 @@ class Destination(Protocol):
     def classify(self, exc: BaseException) -> ErrorClass:
         """Which :class:`ErrorClass` an error from this database (or from this dialect) belongs to."""
 
+    def name_key(self, name: str) -> str:
+        """``name`` as this database compares table names: two names with the same key are one table
+        (SQLite: ASCII case-insensitive; SQL Server: case-insensitive, as its default collations;
+        PostgreSQL, where every name is quoted: exactly)."""
+
+    def reserved(self, table: str) -> str | None:
+        """Why this database keeps ``table`` for itself (SQLite's ``sqlite_*``), or None."""
+
     def reset(self) -> None:
         """Drop and reopen the connection after a transient failure."""
 
@@ -292,3 +310,42 @@ class Destination(Protocol):
         """Create the metadata tables if needed; then in one transaction, unless metadata at least as new
         is recorded for the entity, replace its rows in every metadata table and record its version.
         True when applied, False when stale (serialized with other writers of metadata)."""
+
+
+def entity_table_problem(dest: Destination, table: str) -> str | None:
+    """Why ``table`` cannot be an entity's table on ``dest``: a name the database reserves, or the
+    same table, as the database compares names, as one of the layout's internal tables; else None."""
+    reason = dest.reserved(table)
+    if reason is not None:
+        return reason
+    key = dest.name_key(table)
+    for internal in dest.layout.internal_tables:
+        if dest.name_key(internal) == key:
+            return (
+                f"table {table!r} would be the same {dest.dialect} table as {internal!r}, "
+                "which this app keeps for itself (tombstones, delete log, metadata)"
+            )
+    return None
+
+
+def adoption_problem(
+    table: str, columns: Sequence[str], primary_key: Sequence[str], name_key: Callable[[str], str]
+) -> str | None:
+    """Why an existing table cannot be adopted as an entity's table, or None.
+
+    Ours (or DES's) has the primary key (``Id``) and the system columns; anything else is someone
+    else's table of the same name: refused, never adopted (nothing is added to it or written)."""
+    if [name_key(k) for k in primary_key] != [name_key(ID)]:
+        key = f"({', '.join(primary_key)})" if primary_key else "none"
+        return (
+            f"table {table!r} already exists and is not an entity table (primary key {key}, not ({ID})); "
+            "it is left alone: rename it or use a table prefix"
+        )
+    have = {name_key(c) for c in columns}
+    missing = [c for c in SYSTEM_COLUMNS if name_key(c) not in have]
+    if missing:
+        return (
+            f"table {table!r} already exists without the columns {', '.join(missing)} of an entity table; "
+            "it is left alone: rename it or use a table prefix"
+        )
+    return None

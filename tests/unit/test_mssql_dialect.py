@@ -90,6 +90,7 @@ class ServerState:
     sent: list[Sent] = field(default_factory=list)
     schemas: set[str] = field(default_factory=lambda: {"dbo"})
     tables: dict[tuple[str, str], dict[str, tuple[str, int, int, int]]] = field(default_factory=dict)
+    primary_keys: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     stage: list[tuple[Any, ...]] = field(default_factory=list)
     fail_on: re.Pattern[str] | None = None  # raise a (non-transient) driver error for matching SQL
     fail_with: pyodbc.Error | None = None  # ... this one instead of the default (8115)
@@ -175,6 +176,8 @@ class RecordingCursor:
             return [(1 if params[0] in s.schemas else None,)]
         if sql == TSql.OBJECT_ID:
             return [(1 if _table_key(params[0]) in s.tables else None,)]
+        if sql == TSql.PRIMARY_KEY:
+            return [(c,) for c in s.primary_keys.get(_table_key(params[0]), [])]
         if sql == TSql.COLUMNS:
             cols = s.tables.get(_table_key(params[0]), {})
             return [(name, *row) for name, row in cols.items()]
@@ -203,8 +206,9 @@ class RecordingCursor:
             if table.name.startswith("des_stage"):
                 s.stage = []
             return
-        cols = {c.name: _type_row(c.args["kind"]) for c in tree.this.expressions if isinstance(c, exp.ColumnDef)}
-        s.tables[(table.db, table.name)] = cols
+        defs = [c for c in tree.this.expressions if isinstance(c, exp.ColumnDef)]
+        s.tables[(table.db, table.name)] = {c.name: _type_row(c.args["kind"]) for c in defs}
+        s.primary_keys[(table.db, table.name)] = [c.name for c in defs if c.find(exp.PrimaryKeyColumnConstraint)]
 
     def _alter(self, tree: exp.Alter) -> None:
         cols = self.state.tables[(tree.this.db, tree.this.name)]

@@ -49,12 +49,14 @@ from shared.engine.ports import (
     Applied,
     ConnectionFailed,
     DestinationError,
+    EntityRefused,
     ErrorClass,
     Layout,
     MetadataRows,
     MetadataTable,
     MetaKind,
     WriteSet,
+    adoption_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -291,6 +293,14 @@ class TSql:
         "SELECT c.[name], ty.[name], c.[max_length], c.[precision], c.[scale] "
         "FROM sys.columns AS c INNER JOIN sys.types AS ty ON ty.[user_type_id] = c.[user_type_id] "
         "WHERE c.[object_id] = OBJECT_ID(?, N'U') ORDER BY c.[column_id]"
+    )
+
+    # Parameter: the quoted two-part table name. The primary key's columns, in key order.
+    PRIMARY_KEY = (
+        "SELECT c.[name] FROM sys.indexes AS i "
+        "INNER JOIN sys.index_columns AS ic ON ic.[object_id] = i.[object_id] AND ic.[index_id] = i.[index_id] "
+        "INNER JOIN sys.columns AS c ON c.[object_id] = ic.[object_id] AND c.[column_id] = ic.[column_id] "
+        "WHERE i.[object_id] = OBJECT_ID(?, N'U') AND i.[is_primary_key] = 1 ORDER BY ic.[key_ordinal]"
     )
 
     def __init__(self, schema: str, layout: Layout) -> None:
@@ -606,6 +616,7 @@ class MssqlDestination:
         self._cur: Any = None
         self._support_ready = False
         self._types: dict[str, dict[str, ColumnType]] = {}
+        self._ours: set[str] = set()  # existing tables checked to be entity tables
         try:
             self._connection()
         except Exception as exc:
@@ -727,6 +738,7 @@ class MssqlDestination:
             if current is None:
                 self.execute(self.sql.create_table(table, wanted))
             else:
+                self._adopt(table)
                 added = {c: t for c, t in wanted.items() if c not in current}
                 if added:
                     self.execute(self.sql.add_columns(table, added))
@@ -739,6 +751,16 @@ class MssqlDestination:
         self._support_ready = True
         assert result is not None
         return result
+
+    def _adopt(self, table: str) -> None:
+        """An existing table is written only if it is an entity table (ours, or DES's)."""
+        if table in self._ours:
+            return
+        key = [str(r[0]) for r in self.query(TSql.PRIMARY_KEY, self.sql.table(table))]
+        problem = adoption_problem(table, list(self._types.get(table, {})), key, self.name_key)
+        if problem is not None:
+            raise EntityRefused(problem)
+        self._ours.add(table)
 
     def can_widen(self, current: ColumnType, wider: ColumnType) -> bool:
         """ALTER COLUMN is lossless: longer NVARCHAR, BIGINT into a DECIMAL with room for 19 digits,
@@ -835,6 +857,14 @@ class MssqlDestination:
 
     def classify(self, exc: BaseException) -> ErrorClass:
         return errors.classify(exc)
+
+    def name_key(self, name: str) -> str:
+        # The default collations (and Azure SQL's) are case-insensitive; a case-sensitive database
+        # only loses names it could have told apart.
+        return name.casefold()
+
+    def reserved(self, table: str) -> str | None:
+        return None  # '#' names are refused by check_identifier
 
     def is_transient(self, exc: BaseException) -> bool:
         return errors.is_transient(exc)

@@ -33,11 +33,13 @@ from shared.engine.ports import (
     SYSTEM_COLUMNS,
     Applied,
     ConnectionFailed,
+    EntityRefused,
     ErrorClass,
     Layout,
     LayoutError,
     MetadataRows,
     WriteSet,
+    adoption_problem,
 )
 
 __all__ = ["PostgresDestination", "PostgresTransaction", "column_type", "sql_type"]
@@ -125,6 +127,7 @@ class PostgresDestination:
         self.conn = self._connect()
         self._support_ready = False
         self._types: dict[str, dict[str, str]] = {}
+        self._ours: set[str] = set()  # existing tables checked to be entity tables
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -162,6 +165,14 @@ class PostgresDestination:
         self._support_ready = True
 
     def ensure_table(self, table: str, wanted: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
+        support_ready = self._support_ready
+        try:
+            return self._ensure_table(table, wanted)
+        except BaseException:
+            self._support_ready = support_ready  # the support tables may have been created in what rolled back
+            raise
+
+    def _ensure_table(self, table: str, wanted: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
         sql = self.sql
         with self.conn.transaction(), self.conn.cursor() as cur:
             self._ensure_support(cur)
@@ -170,6 +181,7 @@ class PostgresDestination:
             if current is None:
                 cur.execute(sql.create_table(table, wanted))
             else:
+                self._adopt(cur, table)
                 for c, t in wanted.items():
                     cur_t = current.get(c)
                     if cur_t is None:
@@ -181,6 +193,17 @@ class PostgresDestination:
             result = self.read_columns(cur, table)
         assert result is not None
         return result
+
+    def _adopt(self, cur: psycopg.Cursor[Any], table: str) -> None:
+        """An existing table is written only if it is an entity table (ours, or DES's)."""
+        if table in self._ours:
+            return
+        cur.execute(PgSql.PRIMARY_KEY, [self.schema, table])
+        key = [str(r[0]) for r in cur.fetchall()]
+        problem = adoption_problem(table, list(self._types[table]), key, self.name_key)
+        if problem is not None:
+            raise EntityRefused(problem)
+        self._ours.add(table)
 
     def can_widen(self, current: ColumnType, wider: ColumnType) -> bool:
         return coltypes.join(current, wider) == wider
@@ -205,6 +228,12 @@ class PostgresDestination:
 
     def classify(self, exc: BaseException) -> ErrorClass:
         return errors.classify(exc, connection_closed=self.conn.closed)
+
+    def name_key(self, name: str) -> str:
+        return name  # every name is quoted: compared exactly
+
+    def reserved(self, table: str) -> str | None:
+        return None
 
     def is_transient(self, exc: BaseException) -> bool:
         return self.classify(exc) is ErrorClass.TRANSIENT

@@ -86,6 +86,17 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
+    # Parameters: schema, table. The primary key's columns, in key order.
+    PRIMARY_KEY = """
+SELECT a.attname
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary
+ORDER BY k.ord
+"""
     ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"  # parameter: the lock's name
     SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
     REGCLASS = "SELECT to_regclass(%s)"

@@ -26,11 +26,13 @@ from shared.engine.ports import (
     SYSTEM_COLUMNS,
     Applied,
     ConnectionFailed,
+    EntityRefused,
     ErrorClass,
     Layout,
     LayoutError,
     MetadataRows,
     WriteSet,
+    adoption_problem,
 )
 
 __all__ = ["SqliteDestination", "SqliteTransaction", "column_type", "declared_type", "quote"]
@@ -38,6 +40,7 @@ __all__ = ["SqliteDestination", "SqliteTransaction", "column_type", "declared_ty
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 60.0
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def sink_time(now: datetime) -> str:
@@ -116,6 +119,7 @@ class SqliteDestination:
         self.sql = SqliteSql(self.layout)
         self.conn = self._connect()
         self._support_ready = False
+        self._ours: set[str] = set()  # existing tables checked to be entity tables
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -151,6 +155,7 @@ class SqliteDestination:
             if current is None:
                 self.conn.execute(SqliteSql.create_table(table, wanted))
             else:
+                self._adopt(table)
                 widen = {}
                 for c, t in wanted.items():
                     cur = current.get(c)
@@ -163,11 +168,23 @@ class SqliteDestination:
             result = self.read_columns(table)
             self.conn.execute(SqliteSql.COMMIT)
         except BaseException:
+            self._support_ready = False  # the support tables may have been created in what rolls back
             if self.conn.in_transaction:
                 self.conn.execute(SqliteSql.ROLLBACK)
             raise
         assert result is not None
         return result
+
+    def _adopt(self, table: str) -> None:
+        """An existing table is written only if it is an entity table (ours, or DES's)."""
+        if table in self._ours:
+            return
+        info = self.conn.execute(SqliteSql.table_info(table)).fetchall()
+        key = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
+        problem = adoption_problem(table, [r[1] for r in info], key, self.name_key)
+        if problem is not None:
+            raise EntityRefused(problem)
+        self._ours.add(table)
 
     def _rebuild(self, table: str, widen: Mapping[str, ColumnType]) -> None:
         """SQLite cannot change a column's type in place: copy into a new table and swap."""
@@ -207,6 +224,14 @@ class SqliteDestination:
 
     def classify(self, exc: BaseException) -> ErrorClass:
         return errors.classify(exc)
+
+    def name_key(self, name: str) -> str:
+        return name.translate(_ASCII_LOWER)  # SQLite folds ASCII letters only
+
+    def reserved(self, table: str) -> str | None:
+        if table.translate(_ASCII_LOWER).startswith("sqlite_"):
+            return f"table name {table!r} starts with 'sqlite_', which SQLite reserves for its own tables"
+        return None
 
     def is_transient(self, exc: BaseException) -> bool:
         return errors.classify(exc) is ErrorClass.TRANSIENT
