@@ -405,12 +405,12 @@ class TSql:
         )
 
     def delete_rows(self, table: str) -> str:
-        """Removes live rows older than a staged delete. No parameters."""
+        """Removes live rows not newer than a staged delete (a delete wins a tie). No parameters."""
         q = quote
         return (
             f"DELETE t FROM {self.table(table)} AS t WITH (HOLDLOCK) "
             f"INNER JOIN {q(STAGE)} AS s ON t.{q(ID)} = s.{q(ID)} "
-            f"WHERE s.{q(DELETE_FLAG)} = 1 AND t.{q(VERSION)} < s.{q(VERSION)}"
+            f"WHERE s.{q(DELETE_FLAG)} = 1 AND t.{q(VERSION)} <= s.{q(VERSION)}"
         )
 
     @staticmethod

@@ -77,7 +77,10 @@ class PostgresTransaction:
                 for rid, version in ws.deletes:
                     cp.write_row((rid, version, *pad))
             # One ordered, guarded upsert locks every record of the write set (deletes included).
-            cur.execute(sql.upsert(ws.table, stage, ws.columns), {"now": ws.now, "entity": ws.entity})
+            cur.execute(
+                sql.upsert(ws.table, stage, ws.columns),
+                {"now": ws.now, "entity": ws.entity, "deletes": [rid for rid, _ in ws.deletes]},
+            )
             won = {r[0] for r in cur.fetchall()}
             deleted = [(rid, v) for rid, v in ws.deletes if rid in won]
             upserted = won.difference(rid for rid, _ in deleted)

@@ -169,8 +169,9 @@ ORDER BY k.ord
         return sql.SQL("COPY {} ({}) FROM STDIN").format(I(stage), sql.SQL(", ").join(map(I, (ID, VERSION, *columns))))
 
     def upsert(self, table: str, stage: str, columns: Sequence[str]) -> sql.Composed:
-        """Parameters ``now``, ``entity``. One ordered, guarded upsert of every staged row (deletes
-        included: their placeholder rows take the record's lock). Returns the ids that took effect."""
+        """Parameters ``now``, ``entity``, ``deletes`` (the staged deletes' ids). One ordered, guarded
+        upsert of every staged row (deletes included: their placeholder rows take the record's lock;
+        a delete wins a tie with the live row's version). Returns the ids that took effect."""
         cols = [I(c) for c in columns]
         sets = sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(c, c) for c in [I(MODIFIED), I(VERSION), *cols])
         return sql.SQL(
@@ -181,6 +182,7 @@ ORDER BY k.ord
             "ORDER BY s.{id} "
             "ON CONFLICT ({id}) DO UPDATE SET {sets} "
             "WHERE {table}.{version} < EXCLUDED.{version} "
+            "OR ({table}.{version} = EXCLUDED.{version} AND EXCLUDED.{id} = ANY(%(deletes)s::uuid[])) "
             "RETURNING {id}::text"
         ).format(
             table=self.table(table),

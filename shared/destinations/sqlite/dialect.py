@@ -95,7 +95,8 @@ class SqliteTransaction:
         ]
         if up:
             self.conn.executemany(sql.upsert(ws.table, ws.columns), up)
-        gone = [d for d in ws.deletes if d[1] > live.get(d[0], -1) and d[1] > dead.get(d[0], -1)]
+        # A delete wins a tie with the live row's version (the same as in one batch's reduction).
+        gone = [d for d in ws.deletes if d[1] >= live.get(d[0], -1) and d[1] > dead.get(d[0], -1)]
         if gone:
             self.conn.executemany(sql.delete_older(ws.table), gone)
             stones = [(ws.entity, rid, v, now) for rid, v in gone]

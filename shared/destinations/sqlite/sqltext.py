@@ -175,8 +175,8 @@ class SqliteSql:
 
     @staticmethod
     def delete_older(table: str) -> str:
-        """Parameters per row: id, version. Removes the live row when it is older."""
-        return f"DELETE FROM {quote(table)} WHERE {quote(ID)} = ? AND {quote(VERSION)} < ?"
+        """Parameters per row: id, version. Removes the live row when it is not newer (a delete wins a tie)."""
+        return f"DELETE FROM {quote(table)} WHERE {quote(ID)} = ? AND {quote(VERSION)} <= ?"
 
     def upsert_tombstones(self) -> str:
         """Parameters per row: entity, id, version, time. Only a newer version replaces a tombstone."""
