@@ -240,28 +240,33 @@ class SyncEngine:
         g = _Group(raw.entity, raw.table, self._fitting(raw, result), list(raw.deletes))
         keep = [True] * len(g.upserts)
         g.columns = self._columnize(g, keep, result)
-        wanted = self._wanted_types(g, keep)
-        catalog = self._catalog.get(g.table)
-        for _ in range(_DDL_ROUNDS):
-            if catalog is not None and not _needs_ddl(catalog, wanted, self.destination):
-                break
-            try:
-                catalog = self.destination.ensure_table(g.table, wanted)
-            except Exception as exc:
-                if self.destination.classify(exc) in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
-                    raise
-                # The table cannot be created or changed (whatever the records' values): an
-                # entity-level failure. The other entities of the batch still commit.
-                reason = f"{self.destination.dialect} refused table {g.table!r}: {exc}"
-                log.warning("entity %s: %s", g.entity, reason)
-                for n in g.upserts + g.deletes:
-                    _record_failure(result, n, reason[:1000])
-                return None
-            self._catalog[g.table] = catalog
-            # Another worker may have created or widened a column meanwhile, with a type our values
-            # do not fit (our integer beyond 2**53 into its new float column): decide again against
-            # the live columns, so the result does not depend on which worker came first.
+        try:
+            catalog = self._catalog.get(g.table)
+            if catalog is None:
+                # Evidence first: the table as the catalog has it now, so that types are decided
+                # against its columns (a short string fits a declared NVARCHAR(160): no widening).
+                catalog = self.destination.existing_columns(g.table)
+                if catalog is not None:
+                    self._catalog[g.table] = catalog
             wanted = self._wanted_types(g, keep)
+            for _ in range(_DDL_ROUNDS):
+                if catalog is not None and not _needs_ddl(catalog, wanted, self.destination):
+                    break
+                catalog = self._catalog[g.table] = self.destination.ensure_table(g.table, wanted)
+                # Another worker may have created or widened a column meanwhile, with a type our
+                # values do not fit (our integer beyond 2**53 into its new float column): decide
+                # again against the live columns, so the result does not depend on who came first.
+                wanted = self._wanted_types(g, keep)
+        except Exception as exc:
+            if self.destination.classify(exc) in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
+                raise
+            # The table cannot be used, created or changed (whatever the records' values): an
+            # entity-level failure. The other entities of the batch still commit.
+            reason = f"{self.destination.dialect} refused table {g.table!r}: {exc}"
+            log.warning("entity %s: %s", g.entity, reason)
+            for n in g.upserts + g.deletes:
+                _record_failure(result, n, reason[:1000])
+            return None
         assert catalog is not None
         g.catalog = catalog
         self._check_values(g, keep, result)

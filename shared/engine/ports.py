@@ -269,6 +269,10 @@ class Destination(Protocol):
     max_columns: int  # per table, ours included (SQLite 2,000; PostgreSQL 1,600; SQL Server 1,024)
     layout: Layout
 
+    def existing_columns(self, table: str) -> dict[str, ColumnType] | None:
+        """The attribute columns of ``table`` as the catalog has them now (no lock, no DDL); None when
+        there is no such table. Raises :class:`EntityRefused` for a table that is not an entity table."""
+
     def ensure_table(self, table: str, wanted: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
         """Create the table and add or widen columns (concurrency-safe); return its attribute columns."""
 

@@ -45,6 +45,7 @@ from shared.destinations.mssql import connect, errors
 from shared.destinations.mssql.dialect import (
     CHUNK_MAX_BYTES,
     CHUNK_MAX_ROWS,
+    DDL_LOCK_TIMEOUT_MS,
     SQL_BIGINT,
     SQL_BIT,
     SQL_GUID,
@@ -886,3 +887,35 @@ def test_an_entity_level_error_fails_that_entity_and_the_others_commit() -> None
     sqls = [s.sql for s in state.sent]
     assert sum(1 for s in sqls if s.startswith("SAVE TRANSACTION")) == 2  # one per entity: no bisection
     assert sqls[-1] == "COMMIT TRANSACTION"
+
+
+# ------------------------------------------------------------------- widening and DDL locks
+def test_a_cold_catalog_never_widens_nvarchar_n_for_a_value_that_fits() -> None:
+    """A new process once widened a declared NVARCHAR(160) to MAX on the first short string."""
+    dest, state = recording_destination(Layout())
+    dest.ensure_table("account", {"name": ColumnType(Kind.TEXT, 160)})
+    cold, _ = recording_destination(Layout(), state)  # same server, nothing cached
+    state.sent.clear()
+    result = SyncEngine(cold, backoff_seconds=0).apply_bodies([up("account", 1, 1, name="short").body()])
+    assert (result.applied, result.failed) == (1, 0)
+    assert not [s.sql for s in state.sent if s.sql.startswith(("ALTER", "CREATE TABLE [dbo]"))]
+    assert state.tables[("dbo", "account")]["name"] == ("nvarchar", 320, 0, 0)
+    result = SyncEngine(cold, backoff_seconds=0).apply_bodies([up("account", 2, 1, name="x" * 200).body()])
+    assert result.applied == 1
+    assert state.tables[("dbo", "account")]["name"] == ("nvarchar", -1, 0, 0)  # widened on evidence only
+
+
+def test_ddl_waits_a_bounded_time_for_its_lock_then_fails_only_that_entity() -> None:
+    dest, state = recording_destination(Layout())
+    dest.ensure_table("account", {"name": coltypes.TEXT})
+    state.fail_on = re.compile(r"^ALTER TABLE \[dbo\]\.\[account\]")
+    state.fail_with = _driver_error(pyodbc.OperationalError, "HYT00", 1222, "Lock request time out period exceeded.")
+    bodies = [up("account", 1, 1, name="a", phone="1").body(), up("contact", 2, 1, name="c").body()]
+    result = SyncEngine(dest, backoff_seconds=0).apply_bodies(bodies)
+    assert result.conserved
+    assert (result.applied, result.failed) == (1, 1)
+    assert "schema lock" in result.failures[0].reason
+    sqls = [s.sql for s in state.sent]
+    i = next(i for i, s in enumerate(sqls) if s.startswith("ALTER TABLE [dbo].[account]"))
+    assert sqls[i - 1] == f"SET LOCK_TIMEOUT {DDL_LOCK_TIMEOUT_MS}"
+    assert sqls[i + 1] == "SET LOCK_TIMEOUT 60000"

@@ -68,6 +68,9 @@ NVARCHAR_MAX_UNITS = 2**30 - 1  # NVARCHAR(MAX) holds 2 GB
 UNTYPED_DECIMAL_SCALE = 18  # DECIMAL(38, 18): every int64 and Dataverse decimal/money, doubles >= 0.01 exactly
 DECIMAL_PRECISION = 38
 LOCK_TIMEOUT_MS = 60_000  # SET LOCK_TIMEOUT and sp_getapplock's wait; 1222 / -1 then retry the batch
+# DDL (CREATE, ALTER) waits at most this long for its schema lock behind readers (reports, ...);
+# then the entity's records fail with the reason instead of the whole batch waiting or retrying.
+DDL_LOCK_TIMEOUT_MS = 5_000
 
 # Bulk path: rows per fast_executemany call, and bytes of pyodbc's parameter array per call.
 CHUNK_MAX_ROWS = 1000
@@ -311,6 +314,10 @@ class TSql:
         return f"{quote(self.schema)}.{quote(name)}"
 
     # -- transactions
+    @staticmethod
+    def lock_timeout(ms: int) -> str:
+        return f"SET LOCK_TIMEOUT {int(ms)}"
+
     @staticmethod
     def save(name: str) -> str:
         if not _SAVEPOINT_RE.match(name):
@@ -736,21 +743,47 @@ class MssqlDestination:
             self.applock(table)
             current = self.read_columns(table)
             if current is None:
-                self.execute(self.sql.create_table(table, wanted))
+                self._ddl(table, self.sql.create_table(table, wanted))
             else:
                 self._adopt(table)
                 added = {c: t for c, t in wanted.items() if c not in current}
                 if added:
-                    self.execute(self.sql.add_columns(table, added))
+                    self._ddl(table, self.sql.add_columns(table, added))
                 for c, t in wanted.items():
                     cur_t = current.get(c)
                     if cur_t is not None and cur_t != t and coltypes.join(cur_t, t) == t and self.can_widen(cur_t, t):
-                        self.execute(self.sql.alter_column(table, c, t))
+                        self._ddl(table, self.sql.alter_column(table, c, t))
                         log.info("widened %s.%s from %s to %s", table, c, cur_t, t)
             result = self.read_columns(table)
         self._support_ready = True
         assert result is not None
         return result
+
+    def existing_columns(self, table: str) -> dict[str, ColumnType] | None:
+        columns = self.read_columns(table)
+        if columns is not None:
+            self._adopt(table)
+        return columns
+
+    def _ddl(self, table: str, statement: str) -> None:
+        """One DDL statement, waiting at most DDL_LOCK_TIMEOUT_MS for its schema lock (1222 then
+        refuses the entity, with the reason, instead of holding the batch)."""
+        self.execute(TSql.lock_timeout(DDL_LOCK_TIMEOUT_MS))
+        try:
+            self.execute(statement)
+        except Exception as exc:
+            if 1222 in errors.error_parts(exc)[1]:
+                raise EntityRefused(
+                    f"changing table {table!r} needs a schema lock that others held for more than "
+                    f"{DDL_LOCK_TIMEOUT_MS / 1000:g} s (long reads or writes on it); try again later"
+                ) from exc
+            raise
+        finally:
+            try:
+                if self._cur is not None:
+                    self.execute(TSql.lock_timeout(LOCK_TIMEOUT_MS))
+            except Exception as restore:  # the connection is gone: a new session starts with SESSION
+                log.debug("restoring LOCK_TIMEOUT on %s: %s", self.name, restore)
 
     def _adopt(self, table: str) -> None:
         """An existing table is written only if it is an entity table (ours, or DES's)."""

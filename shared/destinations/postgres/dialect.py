@@ -197,6 +197,13 @@ class PostgresDestination:
         assert result is not None
         return result
 
+    def existing_columns(self, table: str) -> dict[str, ColumnType] | None:
+        with self.conn.cursor() as cur:
+            columns = self.read_columns(cur, table)
+            if columns is not None:
+                self._adopt(cur, table)
+        return columns
+
     def _adopt(self, cur: psycopg.Cursor[Any], table: str) -> None:
         """An existing table is written only if it is an entity table (ours, or DES's)."""
         if table in self._ours:

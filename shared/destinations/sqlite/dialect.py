@@ -176,6 +176,12 @@ class SqliteDestination:
         assert result is not None
         return result
 
+    def existing_columns(self, table: str) -> dict[str, ColumnType] | None:
+        columns = self.read_columns(table)
+        if columns is not None:
+            self._adopt(table)
+        return columns
+
     def _adopt(self, table: str) -> None:
         """An existing table is written only if it is an entity table (ours, or DES's)."""
         if table in self._ours:
