@@ -19,6 +19,7 @@ SQL Server cannot run here, so behaviour is proven by tests/gated/test_mssql_liv
 
 from __future__ import annotations
 
+import decimal
 import json
 import re
 import struct
@@ -67,7 +68,7 @@ from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.engine import SyncEngine
 from shared.engine.ports import EntityRefused, EnvironmentalDestinationError, ErrorClass, WriteSet
 from tests.support.postgres import fresh_database
-from tests.support.scenarios import HOSTILE_TEXTS, SCENARIOS, Scenario, run, up
+from tests.support.scenarios import HOSTILE_TEXTS, SCENARIOS, Scenario, rm, run, up
 
 pytestmark = pytest.mark.unit
 
@@ -96,6 +97,7 @@ class ServerState:
     fail_on: re.Pattern[str] | None = None  # raise a (non-transient) driver error for matching SQL
     fail_with: pyodbc.Error | None = None  # ... this one instead of the default (8115)
     xact_state: int = 1
+    bind_precision: list[int] = field(default_factory=list)  # the decimal context's precision per executemany
     connects: int = 0
 
 
@@ -153,6 +155,7 @@ class RecordingCursor:
 
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         self.state.sent.append(Sent(sql, (), list(rows), self.sizes, self.fast_executemany))
+        self.state.bind_precision.append(decimal.getcontext().prec)
         if "[#des_stage]" in sql:
             self.state.stage.extend(rows)
 
@@ -161,6 +164,9 @@ class RecordingCursor:
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         return list(self._result)
+
+    def nextset(self) -> bool:
+        return False
 
     def close(self) -> None:
         pass
@@ -186,6 +192,13 @@ class RecordingCursor:
             return []
         if sql.startswith(("SAVE ", "ROLLBACK", "BEGIN", "COMMIT", "SET ", "DELETE ", "INSERT ", "DROP ")):
             return []
+        if " UNION ALL " in sql or sql.endswith("DROP TABLE [#des_stage];"):  # the batch after staging
+            rows: list[tuple[Any, ...]] = []
+            if "[#des_applied]" in sql:
+                rows += [(r[0], False) for r in s.stage if not r[2]]  # the staged upserts' ids
+            if "[#des_gone]" in sql:
+                rows += [(r[0], True) for r in s.stage if r[2]]  # the staged deletes' ids
+            return rows
         tree = sqlglot.parse_one(sql, read="tsql")
         if isinstance(tree, exp.Create):
             self._create(tree)
@@ -336,14 +349,26 @@ def test_statement_shapes_of_an_upsert_with_deletes_and_delete_log() -> None:
     assert any(s.startswith("SAVE TRANSACTION des_sp_0") for s in sqls)
     lock = next(s for s in state.sent if "sp_getapplock" in s.sql)
     assert lock.params == ("des:des.crm_account", 60000)
-    merge = next(s for s in state.sent if s.sql.startswith("MERGE [des].[crm_account] WITH (HOLDLOCK)"))
-    assert merge.params == ("account", now.replace(tzinfo=None), now.replace(tzinfo=None), now.replace(tzinfo=None))
-    assert "NOT EXISTS (SELECT 1 FROM [des].[crm__des_tombstones] AS d WITH (HOLDLOCK)" in merge.sql
-    assert merge.sql.endswith("OUTPUT inserted.[Id];")
-    tomb = next(s for s in state.sent if s.sql.startswith("MERGE [des].[crm__des_tombstones] WITH (HOLDLOCK)"))
-    assert tomb.params == ("account", now.replace(tzinfo=None), now.replace(tzinfo=None))
-    log_insert = next(s for s in state.sent if s.sql.startswith("INSERT INTO [des].[crm_DeleteLog]"))
-    assert log_insert.params == ("account", now.replace(tzinfo=None))
+    # After staging, one batch: MERGE ... OUTPUT INTO #des_applied, the deletes, tombstones and
+    # delete log, one result set, the drops.
+    stage_at = max(i for i, x in enumerate(state.sent) if x.rows is not None)
+    after = state.sent[stage_at + 1 :]
+    assert [x.sql for x in after][1:] == ["COMMIT TRANSACTION"]  # (the savepoint is released by COMMIT)
+    batch = after[0]
+    at = now.replace(tzinfo=None)
+    assert batch.params == ("account", at, at, at, "account", at, at, "account", at)
+    statements = [t for t in sqlglot.parse(batch.sql, read="tsql") if t is not None]
+    assert [type(t).__name__ for t in statements] == [
+        "Create", "Merge", "Create", "Delete", "Merge", "Insert", "Union", "Drop", "Drop", "Drop",
+    ]
+    merge, tomb = (t.sql("tsql") for t in statements if isinstance(t, exp.Merge))
+    assert "[des].[crm_account] WITH (HOLDLOCK)" in merge  # the entity's own table keeps its key-range locks
+    assert tomb.startswith("MERGE INTO [des].[crm__des_tombstones] AS d")  # shared by all entities: no range locks
+    assert "[crm__des_tombstones] AS d WHERE" in batch.sql  # nor in the upsert's tombstone check
+    assert "OUTPUT inserted.[Id] INTO [#des_applied] ([Id])" in batch.sql
+    assert "INTO [#des_gone] ([RecordId], [VersionNumber])" in batch.sql
+    assert "INSERT INTO [des].[crm_DeleteLog]" in batch.sql
+    assert state.bind_precision == [38]  # decimals bound under a 38-digit context
     staged = next(s for s in state.sent if s.rows is not None)
     assert staged.sizes == [
         (SQL_GUID, 16, 0), (SQL_BIGINT, 19, 0), (SQL_BIT, 1, 0),
@@ -365,10 +390,11 @@ def test_delete_only_write_stages_no_attribute_columns_and_skips_the_merge() -> 
     rid = str(uuid.uuid4())
     with dest.transaction() as tx:
         tx.write(WriteSet("contact", "contact", ["fullname"], [], [(rid, 3)], datetime.now(UTC)))
-    sqls = [s.sql for s in state.sent]
-    assert not any(s.startswith("MERGE [dbo].[contact]") for s in sqls)
-    assert any(s.startswith("DELETE t FROM [dbo].[contact] AS t WITH (HOLDLOCK)") for s in sqls)
-    assert not any(s.startswith("INSERT INTO [dbo].[DeleteLog]") for s in sqls)  # delete log off
+    (batch,) = [s.sql for s in state.sent if s.sql.endswith("DROP TABLE [#des_stage];")]
+    assert "MERGE [dbo].[contact]" not in batch
+    assert "[#des_applied]" not in batch
+    assert "DELETE t FROM [dbo].[contact] AS t WITH (HOLDLOCK)" in batch
+    assert "[DeleteLog]" not in batch  # delete log off
     staged = next(s for s in state.sent if s.rows is not None)
     assert staged.rows == [(uuid.UUID(rid), 3, True)]
 
@@ -376,7 +402,7 @@ def test_delete_only_write_stages_no_attribute_columns_and_skips_the_merge() -> 
 def test_a_rejected_write_rolls_back_to_its_savepoint_and_the_engine_isolates_the_record() -> None:
     """The SQL sent on the error path (SAVE, XACT_STATE, ROLLBACK TRANSACTION <savepoint>)."""
     dest, state = recording_destination(Layout())
-    state.fail_on = re.compile(r"^MERGE \[dbo\]\.\[account\]")
+    state.fail_on = re.compile(r"MERGE \[dbo\]\.\[account\]")
     result = SyncEngine(dest, backoff_seconds=0).apply_notifications([])  # warm nothing
     assert result.received == 0
     from shared.contract.parse import parse_bodies
@@ -400,7 +426,7 @@ def test_a_rejected_write_rolls_back_to_its_savepoint_and_the_engine_isolates_th
 def test_a_doomed_transaction_becomes_transient_instead_of_a_partial_commit() -> None:
     dest, state = recording_destination(Layout())
     dest.ensure_table("account", {"name": coltypes.TEXT})
-    state.fail_on = re.compile(r"^MERGE \[dbo\]\.\[account\]")
+    state.fail_on = re.compile(r"MERGE \[dbo\]\.\[account\]")
     state.xact_state = -1
     ws = WriteSet("account", "account", ["name"], [(str(uuid.uuid4()), 1, "a")], [], datetime.now(UTC))
     with pytest.raises(errors.TransactionLost), dest.transaction() as tx, tx.savepoint():
@@ -853,7 +879,7 @@ def test_cancelled_is_environmental_and_our_own_errors_keep_their_class() -> Non
 def test_environmental_errors_park_the_batch_instead_of_failing_every_record(native: int) -> None:
     """Log full, quota, memory grant, read-only: once bisected into a failure per record."""
     dest, state = recording_destination(Layout())
-    state.fail_on = re.compile(r"^MERGE \[dbo\]\.\[account\]")
+    state.fail_on = re.compile(r"MERGE \[dbo\]\.\[account\]")
     state.fail_with = _driver_error(pyodbc.OperationalError, "42000", native)
     state.xact_state = -1  # as after most of these: the transaction is doomed
     bodies = [up("account", i, 1, name=f"n{i}").body() for i in range(1, 5)]
@@ -879,7 +905,7 @@ def test_an_entity_level_error_fails_that_entity_and_the_others_commit() -> None
     dest, state = recording_destination(Layout())
     dest.ensure_table("account", {"name": coltypes.TEXT})
     dest.ensure_table("contact", {"name": coltypes.TEXT})
-    state.fail_on = re.compile(r"^MERGE \[dbo\]\.\[account\]")
+    state.fail_on = re.compile(r"MERGE \[dbo\]\.\[account\]")
     state.fail_with = _driver_error(pyodbc.ProgrammingError, "42000", 334, "The target table cannot have triggers")
     bodies = [up("account", i, 1, name="a").body() for i in range(1, 5)] + [up("contact", 9, 1, name="c").body()]
     result = SyncEngine(dest, backoff_seconds=0).apply_bodies(bodies)
@@ -919,3 +945,31 @@ def test_ddl_waits_a_bounded_time_for_its_lock_then_fails_only_that_entity() -> 
     i = next(i for i, s in enumerate(sqls) if s.startswith("ALTER TABLE [dbo].[account]"))
     assert sqls[i - 1] == f"SET LOCK_TIMEOUT {DDL_LOCK_TIMEOUT_MS}"
     assert sqls[i + 1] == "SET LOCK_TIMEOUT 60000"
+
+
+def test_at_most_two_round_trips_per_entity_after_staging() -> None:
+    """Once 7-13 round trips per entity; now the batch after staging is one (counted on the double)."""
+    dest, state = recording_destination(Layout(write_delete_log=True))
+    engine = SyncEngine(dest, backoff_seconds=0)
+    engine.apply_bodies([up(e, i, 1, name="a").body() for e in ("account", "contact") for i in range(1, 4)])
+    state.sent.clear()
+    bodies = [up(e, i, 2, name="b").body() for e in ("account", "contact") for i in range(1, 3)]
+    bodies += [rm(e, 3, 3).body() for e in ("account", "contact")]
+    result = engine.apply_bodies(bodies)
+    assert (result.applied, result.failed) == (6, 0)
+    # Round trips from the end of each entity's staging to the next entity's lock (or the commit).
+    trips: list[int] = []
+    counting = False
+    for sent in state.sent:
+        if sent.rows is not None:  # a staging chunk: count from the last one
+            if counting:
+                trips[-1] = 0
+            else:
+                trips.append(0)
+                counting = True
+        elif counting and ("sp_getapplock" in sent.sql or sent.sql.startswith("COMMIT")):
+            counting = False
+        elif counting:
+            trips[-1] += 1
+    assert len(trips) == 2
+    assert all(1 <= t <= 2 for t in trips), trips

@@ -11,10 +11,11 @@ Write path for one entity of a batch (inside the engine's transaction and savepo
    deadlock on these locks, and no column can be added between reading the catalog and writing.
 2. ``CREATE TABLE #des_stage`` and ``fast_executemany`` inserts in chunks bounded by rows and by
    the bytes of pyodbc's parameter array (:func:`chunk_rows`).
-3. One ``MERGE ... WITH (HOLDLOCK)`` applies every upsert whose version is newer than both the
-   live row and the tombstone (both read under key-range locks), ``OUTPUT inserted.Id``.
-4. Deletes: ``DELETE`` older live rows; ``MERGE`` tombstones ``WITH (HOLDLOCK)`` for deletes that
-   are not superseded, ``OUTPUT ... INTO #des_gone``; the delete log copies ``#des_gone``.
+3. After staging, one batch (one round trip): ``MERGE ... WITH (HOLDLOCK)`` of every upsert newer
+   than both the live row and the tombstone (read without HOLDLOCK: the app lock serialises this
+   entity's writers), ``OUTPUT ... INTO #des_applied``; ``DELETE`` of live rows not newer than a
+   staged delete; ``MERGE`` of the tombstones, ``OUTPUT ... INTO #des_gone``; the delete log from
+   ``#des_gone``; one ``SELECT`` of what took effect; the temporary tables dropped.
 
 See docs/sqlserver.md for the reasoning (MERGE versus UPDATE + INSERT, chunk sizes, row size).
 """
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from itertools import count, islice
 from typing import Any, Protocol
 
@@ -78,7 +79,8 @@ CHUNK_MAX_BYTES = 16 * 1024 * 1024
 
 STAGE = "#des_stage"
 GONE = "#des_gone"
-_TEMP_TABLES = frozenset({STAGE, GONE})  # the only names that may start with "#"
+APPLIED = "#des_applied"
+_TEMP_TABLES = frozenset({STAGE, GONE, APPLIED})  # the only names that may start with "#"
 DELETE_FLAG = "_des_delete"  # starts with "_": can never be an attribute name
 
 # ODBC SQL types (sql.h / sqlext.h), as pyodbc exposes them, for cursor.setinputsizes.
@@ -102,6 +104,7 @@ _SQL_TYPE = {
 }
 _SAVEPOINT_RE = re.compile(r"^des_sp_\d{1,9}$")
 FLOAT_MIN_NORMAL = sys.float_info.min
+BIND_CONTEXT = Context(prec=DECIMAL_PRECISION)
 
 
 class InvalidIdentifier(DestinationError):
@@ -125,6 +128,8 @@ class Cursor(Protocol):
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> Any: ...
+
+    def nextset(self) -> Any: ...
 
     def close(self) -> Any: ...
 
@@ -391,7 +396,10 @@ class TSql:
         return f"INSERT INTO {quote(STAGE)} ({names}) VALUES ({marks})"
 
     def merge_upsert(self, table: str, columns: Sequence[str]) -> str:
-        """Parameters: entity name, now (update), now, now (insert). Returns the applied ids."""
+        """Parameters: entity name, now (update), now, now (insert). The applied ids go to #des_applied
+        (``OUTPUT ... INTO``: a plain ``OUTPUT`` fails on a table with a trigger, error 334). The
+        tombstones are read without HOLDLOCK: the table's app lock already serialises its writers,
+        and range locks on the tombstone table, shared by every entity, would block other entities."""
         q = quote
         cols = [q(c) for c in columns]
         source = ", ".join(f"s.{c}" for c in [q(ID), q(VERSION), *cols])
@@ -403,12 +411,12 @@ class TSql:
         return (
             f"MERGE {self.table(table)} WITH (HOLDLOCK) AS t "
             f"USING (SELECT {source} FROM {q(STAGE)} AS s WHERE s.{q(DELETE_FLAG)} = 0 AND NOT EXISTS ("
-            f"SELECT 1 FROM {self.table(self.layout.tombstone_table)} AS d WITH (HOLDLOCK) "
+            f"SELECT 1 FROM {self.table(self.layout.tombstone_table)} AS d "
             f"WHERE d.[EntityName] = ? AND d.[RecordId] = s.{q(ID)} AND d.[VersionNumber] >= s.{q(VERSION)})) AS s "
             f"ON t.{q(ID)} = s.{q(ID)} "
             f"WHEN MATCHED AND t.{q(VERSION)} < s.{q(VERSION)} THEN UPDATE SET {sets} "
             f"WHEN NOT MATCHED BY TARGET THEN INSERT ({insert_cols}) VALUES ({insert_vals}) "
-            f"OUTPUT inserted.{q(ID)};"
+            f"OUTPUT inserted.{q(ID)} INTO {q(APPLIED)} ({q(ID)});"
         )
 
     def delete_rows(self, table: str) -> str:
@@ -424,6 +432,35 @@ class TSql:
     def create_gone() -> str:
         return f"CREATE TABLE {quote(GONE)} ([RecordId] UNIQUEIDENTIFIER NOT NULL, [VersionNumber] BIGINT NOT NULL)"
 
+    @staticmethod
+    def create_applied() -> str:
+        return f"CREATE TABLE {quote(APPLIED)} ({quote(ID)} UNIQUEIDENTIFIER NOT NULL)"
+
+    def apply_staged(self, table: str, columns: Sequence[str], *, upserts: bool, deletes: bool) -> str:
+        """Every statement after staging, as one batch (one round trip): the guarded MERGE of the
+        upserts, the deletes, their tombstones and delete log, then one result set of
+        ``(id, is_delete)`` for what took effect, then the temporary tables dropped.
+
+        Parameters, in order: the MERGE's (entity, now, now, now) if ``upserts``; the tombstone
+        MERGE's (entity, now, now) and the delete log's (entity, now) if ``deletes``."""
+        q = quote
+        parts: list[str] = []
+        results: list[str] = []
+        drops: list[str] = []
+        if upserts:
+            parts += [self.create_applied(), self.merge_upsert(table, columns)]
+            results.append(f"SELECT a.{q(ID)}, CAST(0 AS BIT) AS [deleted] FROM {q(APPLIED)} AS a")
+            drops.append(self.drop(APPLIED))
+        if deletes:
+            parts += [self.create_gone(), self.delete_rows(table), self.merge_tombstones(table)]
+            if self.layout.write_delete_log:
+                parts.append(self.insert_delete_log())
+            results.append(f"SELECT g.[RecordId], CAST(1 AS BIT) AS [deleted] FROM {q(GONE)} AS g")
+            drops.append(self.drop(GONE))
+        parts.append(" UNION ALL ".join(results))
+        parts += [*drops, self.drop(STAGE)]
+        return "; ".join(p.rstrip(";") for p in parts) + ";"
+
     def merge_tombstones(self, table: str) -> str:
         """Parameters: entity, now (update), now (insert). Applied deletes go to #des_gone.
 
@@ -432,7 +469,7 @@ class TSql:
         """
         q = quote
         return (
-            f"MERGE {self.table(self.layout.tombstone_table)} WITH (HOLDLOCK) AS d "
+            f"MERGE {self.table(self.layout.tombstone_table)} AS d "
             f"USING (SELECT ? AS [EntityName], s.{q(ID)}, s.{q(VERSION)} FROM {q(STAGE)} AS s "
             f"WHERE s.{q(DELETE_FLAG)} = 1 AND NOT EXISTS (SELECT 1 FROM {self.table(table)} AS t WITH (HOLDLOCK) "
             f"WHERE t.{q(ID)} = s.{q(ID)})) AS s "
@@ -451,10 +488,6 @@ class TSql:
             "([EntityName], [RecordId], [VersionNumber], [SinkDeleteTime]) "
             f"SELECT ?, g.[RecordId], g.[VersionNumber], ? FROM {quote(GONE)} AS g"
         )
-
-    @staticmethod
-    def select_gone() -> str:
-        return f"SELECT g.[RecordId] FROM {quote(GONE)} AS g"
 
     @staticmethod
     def drop(temp_table: str) -> str:
@@ -552,20 +585,16 @@ class MssqlTransaction:
         now = _naive_utc(ws.now)
         d.execute(sql.create_stage(staged))
         self._stage(ws, staged)
-        upserted: set[str] = set()
-        deleted: set[str] = set()
+        # After staging: one round trip for everything else (docs/sqlserver.md, "The write path").
+        params: list[object] = []
         if ws.upserts:
-            rows = d.query(sql.merge_upsert(ws.table, columns), ws.entity, now, now, now)
-            upserted = {_guid_text(r[0]) for r in rows}
+            params += [ws.entity, now, now, now]
         if ws.deletes:
-            d.execute(sql.create_gone())
-            d.execute(sql.delete_rows(ws.table))
-            d.execute(sql.merge_tombstones(ws.table), ws.entity, now, now)
-            if d.layout.write_delete_log:
-                d.execute(sql.insert_delete_log(), ws.entity, now)
-            deleted = {_guid_text(r[0]) for r in d.query(sql.select_gone())}
-            d.execute(sql.drop(GONE))
-        d.execute(sql.drop(STAGE))
+            params += [ws.entity, now, now] + ([ws.entity, now] if d.layout.write_delete_log else [])
+        batch = sql.apply_staged(ws.table, columns, upserts=bool(ws.upserts), deletes=bool(ws.deletes))
+        rows = d.query_batch(batch, *params)
+        upserted = {_guid_text(r[0]) for r in rows if not r[1]}
+        deleted = {_guid_text(r[0]) for r in rows if r[1]}
         return Applied(frozenset(upserted), frozenset(deleted))
 
     def _stage(self, ws: WriteSet, staged: Sequence[tuple[str, ColumnType]]) -> None:
@@ -661,6 +690,16 @@ class MssqlDestination:
         cur.execute(sql, *params)
         return list(cur.fetchall())
 
+    def query_batch(self, sql: str, *params: object) -> list[Any]:
+        """A batch whose only result set is its rows; the statements after it (drops) complete as
+        the remaining results are consumed."""
+        cur = self._connection()
+        cur.execute(sql, *params)
+        rows = list(cur.fetchall())
+        while cur.nextset():
+            pass
+        return rows
+
     def scalar(self, sql: str, *params: object) -> object:
         rows = self.query(sql, *params)
         return rows[0][0] if rows else None
@@ -674,8 +713,12 @@ class MssqlDestination:
         cur.fast_executemany = True
         cur.setinputsizes(list(sizes))
         try:
-            for chunk in chunks:
-                cur.executemany(sql, chunk)
+            # DECIMAL(38, s): whatever pyodbc computes from a Decimal while binding, it computes in
+            # the thread's decimal context, whose default precision (28 digits) would round a 29-38
+            # digit value; bind under a 38-digit context.
+            with localcontext(BIND_CONTEXT):
+                for chunk in chunks:
+                    cur.executemany(sql, chunk)
         finally:
             cur.setinputsizes(None)
 
