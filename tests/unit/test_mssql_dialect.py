@@ -118,6 +118,12 @@ def _type_row(dtype: exp.DataType) -> tuple[str, int, int, int]:
         "uniqueidentifier": ("uniqueidentifier", 16, 0, 0),
         "bit": ("bit", 1, 1, 0),
         "bigint": ("bigint", 8, 19, 0),
+        # an existing DES database's types (test_an_adopted_des_table_keeps_its_column_types)
+        "int": ("int", 4, 10, 0),
+        "integer": ("int", 4, 10, 0),
+        "smallint": ("smallint", 2, 5, 0),
+        "datetime": ("datetime", 8, 23, 3),
+        "money": ("money", 8, 19, 4),
     }
     assert name in fixed, f"the dialect declared a type it does not document: {text}"
     return fixed[name]
@@ -609,7 +615,7 @@ def test_types_map_and_read_back(t: ColumnType, declared: str, row: tuple[str, i
 def test_metadata_types_map_to_nvarchar_n_decimal_38_s_and_datetime2() -> None:
     assert sql_type(ColumnType(Kind.TEXT, 5000)) == "NVARCHAR(MAX)"  # beyond NVARCHAR(4000)
     assert sql_type(ColumnType(Kind.DECIMAL, precision=10, scale=2)) == "DECIMAL(38, 2)"
-    assert column_type("int", 4, 10, 0) == coltypes.TEXT  # a column someone else made
+    assert column_type("int", 4, 10, 0) == coltypes.INTEGER  # an existing DES column, read as it is (issue 11)
 
 
 def test_widening_is_allowed_only_where_alter_column_is_lossless() -> None:
@@ -973,3 +979,41 @@ def test_at_most_two_round_trips_per_entity_after_staging() -> None:
             trips[-1] += 1
     assert len(trips) == 2
     assert all(1 <= t <= 2 for t in trips), trips
+
+
+@pytest.mark.parametrize(
+    ("row", "logical"),
+    [
+        (("int", 4, 10, 0), coltypes.INTEGER),
+        (("smallint", 2, 5, 0), coltypes.INTEGER),
+        (("tinyint", 1, 3, 0), coltypes.INTEGER),
+        (("datetime", 8, 23, 3), coltypes.DATETIME),
+        (("smalldatetime", 4, 16, 0), coltypes.DATETIME),
+        (("money", 8, 19, 4), ColumnType(Kind.DECIMAL, precision=19, scale=4)),
+        (("nvarchar", 320, 0, 0), ColumnType(Kind.TEXT, 160)),
+        (("varchar", 100, 0, 0), ColumnType(Kind.TEXT, 100)),
+        (("uniqueidentifier", 16, 0, 0), coltypes.GUID),
+        (("real", 4, 24, 0), coltypes.FLOAT),
+    ],
+)
+def test_existing_des_column_types_are_read_as_they_are(row: tuple[str, int, int, int], logical: ColumnType) -> None:
+    """Once read as text: "integer does not fit column of type text" for every record."""
+    assert column_type(*row) == logical
+
+
+def test_an_adopted_des_table_keeps_its_column_types() -> None:
+    dest, state = recording_destination(Layout())
+    dest.execute(
+        "CREATE TABLE [dbo].[account] ([Id] UNIQUEIDENTIFIER NOT NULL PRIMARY KEY, [SinkCreatedOn] DATETIME NOT NULL, "
+        "[SinkModifiedOn] DATETIME NOT NULL, [versionnumber] BIGINT NOT NULL, [name] NVARCHAR(160) NULL, "
+        "[numberofemployees] INT NULL, [statecode] SMALLINT NULL, [createdon] DATETIME NULL, [revenue] MONEY NULL)"
+    )
+    before = dict(state.tables[("dbo", "account")])
+    cold, _ = recording_destination(Layout(), state)
+    body = up("account", 1, 1, name="Contoso", numberofemployees=42, statecode=1, createdon="2026-11-21T10:00:00Z",
+              revenue=1234.5).body()  # fmt: skip
+    result = SyncEngine(cold, backoff_seconds=0).apply_bodies([body])
+    assert result.failures == []
+    assert result.applied == 1
+    assert state.tables[("dbo", "account")] == before
+    assert not [s.sql for s in state.sent if s.sql.startswith("ALTER")]

@@ -183,26 +183,41 @@ def decimal_scale(t: ColumnType) -> int:
     return max(0, min(t.scale or 0, DECIMAL_PRECISION))
 
 
+_INTEGER_TYPES = frozenset({"bigint", "int", "smallint", "tinyint"})
+_DATETIME_TYPES = frozenset({"datetime2", "datetime", "smalldatetime", "datetimeoffset", "date"})
+_MONEY = {
+    "money": ColumnType(Kind.DECIMAL, precision=19, scale=4),
+    "smallmoney": ColumnType(Kind.DECIMAL, precision=10, scale=4),
+}
+
+
 def column_type(type_name: str, max_length: int, precision: int, scale: int) -> ColumnType:
-    """The logical type of a catalog column (sys.columns / sys.types)."""
+    """The logical type of a catalog column (sys.columns / sys.types), ours or an existing DES
+    database's (``int``, ``smallint``, ``datetime``, ``money``, ``nvarchar(n)``, ...): values are
+    bound as the logical type and SQL Server converts them on write (a value the narrower column
+    cannot hold, such as 2**40 for an ``int``, is that record's failure, error 8115)."""
     name = type_name.lower()
     if name == "uniqueidentifier":
         return coltypes.GUID
     if name == "bit":
         return coltypes.BOOLEAN
-    if name == "bigint":
+    if name in _INTEGER_TYPES:
         return coltypes.INTEGER
-    if name == "float" and precision == 53:
+    if name in ("float", "real"):
         return coltypes.FLOAT
-    if name == "datetime2":
+    if name in _DATETIME_TYPES:
         return coltypes.DATETIME
     if name in ("decimal", "numeric"):
         if precision == DECIMAL_PRECISION and scale == UNTYPED_DECIMAL_SCALE:
             return coltypes.DECIMAL
         return ColumnType(Kind.DECIMAL, precision=precision, scale=scale)
-    if name == "nvarchar":
+    if name in _MONEY:
+        return _MONEY[name]
+    if name in ("nvarchar", "nchar"):
         return coltypes.TEXT if max_length == -1 else ColumnType(Kind.TEXT, max_length // 2)
-    return coltypes.TEXT  # a column someone else made: treat its values as text
+    if name in ("varchar", "char"):
+        return coltypes.TEXT if max_length == -1 else ColumnType(Kind.TEXT, max_length)
+    return coltypes.TEXT  # ntext, text, xml, ...: values as text
 
 
 def utf16_units(text: str) -> int:

@@ -56,11 +56,28 @@ def sql_type(t: ColumnType) -> str:
     return _SQL_TYPE[t.kind]
 
 
+_OTHER_SQL = {
+    "integer": Kind.INTEGER,
+    "smallint": Kind.INTEGER,
+    "real": Kind.FLOAT,
+    "date": Kind.DATETIME,
+    "timestamp without time zone": Kind.DATETIME,
+}
+_TIMESTAMP = re.compile(r"^timestamp\(\d\) with(out)? time zone$")
+_CHARACTER = re.compile(r"^character\((\d+)\)$")
+
+
 def column_type(formatted: str) -> ColumnType:
-    """The logical type of a column as ``format_type`` shows it."""
-    kind = _BY_SQL.get(formatted)
+    """The logical type of a column as ``format_type`` shows it (ours, or an existing table's:
+    ``integer``, ``smallint``, ``timestamp``, ``character(n)``, ...)."""
+    kind = _BY_SQL.get(formatted) or _OTHER_SQL.get(formatted)
     if kind is not None:
         return ColumnType(kind)
+    if _TIMESTAMP.match(formatted):
+        return coltypes.DATETIME
+    m = _CHARACTER.match(formatted)
+    if m:
+        return ColumnType(Kind.TEXT, int(m.group(1)))
     m = _VARCHAR.match(formatted)
     if m:
         return ColumnType(Kind.TEXT, int(m.group(1)))

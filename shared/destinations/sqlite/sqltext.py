@@ -22,7 +22,6 @@ _DECLARED = {
     Kind.GUID: "GUID TEXT",  # TEXT affinity, and the catalog still says it is a GUID
     Kind.DATETIME: "DATETIME TEXT",
 }
-_VARCHAR = re.compile(r"^VARCHAR\((\d+)\)$")
 _SAVEPOINT_RE = re.compile(r"^des_sp_\d{1,9}$")
 
 _META_SQL: dict[MetaKind, str] = {
@@ -55,15 +54,38 @@ def declared_type(t: ColumnType) -> str:
     return _DECLARED[t.kind]
 
 
+_OTHER_DECLARED = {
+    "INT": Kind.INTEGER,
+    "BIGINT": Kind.INTEGER,
+    "SMALLINT": Kind.INTEGER,
+    "TINYINT": Kind.INTEGER,
+    "FLOAT": Kind.FLOAT,
+    "DOUBLE": Kind.FLOAT,
+    "BIT": Kind.BOOLEAN,
+    "DATETIME": Kind.DATETIME,
+    "DATETIME2": Kind.DATETIME,
+    "UNIQUEIDENTIFIER": Kind.GUID,
+    "NVARCHAR(MAX)": Kind.TEXT,
+}
+_NVARCHAR = re.compile(r"^N?VARCHAR\((\d+)\)$")
+
+
 def column_type(declared: str) -> ColumnType:
+    """The logical type of a declared column type: ours, or an existing table's (``INT``,
+    ``DATETIME``, ``NVARCHAR(n)``, ``MONEY``, ``UNIQUEIDENTIFIER``, ...)."""
     d = declared.upper().strip()
     for kind, name in _DECLARED.items():
         if d == name:
             return ColumnType(kind)
-    m = _VARCHAR.match(d)
+    other = _OTHER_DECLARED.get(d)
+    if other is not None:
+        return ColumnType(other)
+    if d in ("MONEY", "SMALLMONEY"):
+        return ColumnType(Kind.DECIMAL, precision=19 if d == "MONEY" else 10, scale=4)
+    m = _NVARCHAR.match(d)
     if m:
         return ColumnType(Kind.TEXT, int(m.group(1)))
-    if d.startswith("DECIMAL"):
+    if d.startswith(("DECIMAL", "NUMERIC")) and "(" in d:
         p, _, sc = d[d.index("(") + 1 : d.index(")")].partition(",")
         return ColumnType(Kind.DECIMAL, precision=int(p), scale=int(sc or 0))
     return coltypes.TEXT  # a column someone else made: treat its values as text
