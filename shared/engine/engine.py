@@ -365,7 +365,8 @@ class SyncEngine:
             if column is None:
                 # A value with no column: its column could not be created (a misfit in a new column).
                 reasons = {
-                    i: f"attribute {name!r}: no column could be created for it"
+                    i: f"attribute {name!r}: no writable column for it (the column could not be created, "
+                    "or it is generated, computed, identity or rowversion in the destination)"
                     for i, v in enumerate(values)
                     if v is not None and keep[i]
                 }

@@ -93,6 +93,7 @@ class ServerState:
     schemas: set[str] = field(default_factory=lambda: {"dbo"})
     tables: dict[tuple[str, str], dict[str, tuple[str, int, int, int]]] = field(default_factory=dict)
     primary_keys: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    unwritable: set[tuple[str, str, str]] = field(default_factory=set)  # computed, identity, rowversion
     stage: list[tuple[Any, ...]] = field(default_factory=list)
     fail_on: re.Pattern[str] | None = None  # raise a (non-transient) driver error for matching SQL
     fail_with: pyodbc.Error | None = None  # ... this one instead of the default (8115)
@@ -192,8 +193,9 @@ class RecordingCursor:
         if sql == TSql.PRIMARY_KEY:
             return [(c,) for c in s.primary_keys.get(_table_key(params[0]), [])]
         if sql == TSql.COLUMNS:
-            cols = s.tables.get(_table_key(params[0]), {})
-            return [(name, *row) for name, row in cols.items()]
+            key = _table_key(params[0])
+            cols = s.tables.get(key, {})
+            return [(name, *row, (*key, name) not in s.unwritable) for name, row in cols.items()]
         if sql.startswith("SELECT * FROM"):
             return []
         if sql.startswith(("SAVE ", "ROLLBACK", "BEGIN", "COMMIT", "SET ", "DELETE ", "INSERT ", "DROP ")):
@@ -1017,3 +1019,21 @@ def test_an_adopted_des_table_keeps_its_column_types() -> None:
     assert result.applied == 1
     assert state.tables[("dbo", "account")] == before
     assert not [s.sql for s in state.sent if s.sql.startswith("ALTER")]
+
+
+def test_computed_identity_and_rowversion_columns_are_never_written() -> None:
+    """Once in every MERGE (every upsert failed: 271, 544, 273); now skipped, and a record naming one fails alone."""
+    dest, state = recording_destination(Layout())
+    dest.ensure_table("account", {"name": coltypes.TEXT, "label": coltypes.TEXT, "seq": coltypes.INTEGER,
+                                  "rv": coltypes.TEXT})  # fmt: skip
+    state.unwritable |= {("dbo", "account", "label"), ("dbo", "account", "seq"), ("dbo", "account", "rv")}
+    cold, _ = recording_destination(Layout(), state)
+    state.sent.clear()
+    bodies = [up("account", 1, 1, name="a").body(), up("account", 2, 1, name="b", label="mine").body()]
+    result = SyncEngine(cold, backoff_seconds=0).apply_bodies(bodies)
+    assert (result.applied, result.failed) == (1, 1)
+    assert "no writable column" in result.failures[0].reason
+    (batch,) = [s.sql for s in state.sent if s.sql.endswith("DROP TABLE [#des_stage];")]
+    for column in ("[label]", "[seq]", "[rv]"):
+        assert column not in batch
+    assert not [s.sql for s in state.sent if s.sql.startswith("ALTER")]  # nor added again

@@ -312,8 +312,11 @@ class TSql:
         "SELECT @des_lock AS [status]"
     )
     # Parameter: the quoted two-part table name.
+    # The last column is 0 for what is never written: computed, identity and rowversion columns.
     COLUMNS = (
-        "SELECT c.[name], ty.[name], c.[max_length], c.[precision], c.[scale] "
+        "SELECT c.[name], ty.[name], c.[max_length], c.[precision], c.[scale], "
+        "CAST(CASE WHEN c.[is_computed] = 1 OR c.[is_identity] = 1 OR ty.[name] = N'timestamp' "
+        "THEN 0 ELSE 1 END AS BIT) AS [writable] "
         "FROM sys.columns AS c INNER JOIN sys.types AS ty ON ty.[user_type_id] = c.[user_type_id] "
         "WHERE c.[object_id] = OBJECT_ID(?, N'U') ORDER BY c.[column_id]"
     )
@@ -668,6 +671,7 @@ class MssqlDestination:
         self._support_ready = False
         self._types: dict[str, dict[str, ColumnType]] = {}
         self._ours: set[str] = set()  # existing tables checked to be entity tables
+        self._unwritable: dict[str, set[str]] = {}  # table -> computed, identity and rowversion columns
         try:
             self._connection()
         except Exception as exc:
@@ -772,7 +776,8 @@ class MssqlDestination:
             return None
         types = {str(r[0]): column_type(str(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
         self._types[table] = types
-        return {c: t for c, t in types.items() if c not in SYSTEM_COLUMNS}
+        unwritable = self._unwritable[table] = {str(r[0]) for r in rows if not r[5]}
+        return {c: t for c, t in types.items() if c not in SYSTEM_COLUMNS and c not in unwritable}
 
     def column_types(self, table: str, columns: Sequence[str]) -> dict[str, ColumnType]:
         known = self._types.get(table, {})
@@ -804,7 +809,8 @@ class MssqlDestination:
                 self._ddl(table, self.sql.create_table(table, wanted))
             else:
                 self._adopt(table)
-                added = {c: t for c, t in wanted.items() if c not in current}
+                unwritable = self._unwritable.get(table, set())  # computed, identity, rowversion: left alone
+                added = {c: t for c, t in wanted.items() if c not in current and c not in unwritable}
                 if added:
                     self._ddl(table, self.sql.add_columns(table, added))
                 for c, t in wanted.items():

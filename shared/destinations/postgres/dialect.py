@@ -146,8 +146,13 @@ class PostgresDestination:
         rows = cur.fetchall()
         if not rows:
             return None
-        self._types[table] = dict(rows)
-        return {name: column_type(formatted) for name, formatted in rows if name not in SYSTEM_COLUMNS}
+        self._types[table] = {name: formatted for name, formatted, _ in rows}
+        # Generated and identity columns are never written (ADD COLUMN IF NOT EXISTS leaves them be).
+        return {
+            name: column_type(formatted)
+            for name, formatted, writable in rows
+            if writable and name not in SYSTEM_COLUMNS
+        }
 
     def catalog_sql_types(self, table: str) -> dict[str, str]:
         return self._types[table]

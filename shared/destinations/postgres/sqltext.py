@@ -94,9 +94,10 @@ I = sql.Identifier  # noqa: E741 - short on purpose: it is on every line
 class PgSql:
     """Every statement of the PostgreSQL destination, for one schema and layout."""
 
-    # Parameters: schema, table. Rows (name, format_type) of the table's live columns.
+    # Parameters: schema, table. Rows (name, format_type, writable) of the table's live columns;
+    # generated and identity columns are not writable.
     COLUMNS = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated = '' AND a.attidentity = ''
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -121,6 +121,7 @@ class SqliteDestination:
         self.conn = self._connect()
         self._support_ready = False
         self._ours: set[str] = set()  # existing tables checked to be entity tables
+        self._unwritable: dict[str, set[str]] = {}  # table -> its generated columns
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -135,10 +136,12 @@ class SqliteDestination:
 
     # ------------------------------------------------------------------------------ catalog/DDL
     def read_columns(self, table: str) -> dict[str, ColumnType] | None:
-        rows = self.conn.execute(SqliteSql.table_info(table)).fetchall()
+        """The table's writable attribute columns; generated columns are never written."""
+        rows = self.conn.execute(SqliteSql.table_xinfo(table)).fetchall()
         if not rows:
             return None
-        return {r[1]: column_type(r[2]) for r in rows if r[1] not in SYSTEM_COLUMNS}
+        self._unwritable[table] = {r[1] for r in rows if r[6]}
+        return {r[1]: column_type(r[2]) for r in rows if r[1] not in SYSTEM_COLUMNS and not r[6]}
 
     def _ensure_support(self) -> None:
         if self._support_ready:
@@ -161,7 +164,8 @@ class SqliteDestination:
                 for c, t in wanted.items():
                     cur = current.get(c)
                     if cur is None:
-                        self.conn.execute(SqliteSql.add_column(table, c, t))
+                        if c not in self._unwritable.get(table, ()):  # a generated column stays as it is
+                            self.conn.execute(SqliteSql.add_column(table, c, t))
                     elif cur != t and coltypes.join(cur, t) == t and self.can_widen(cur, t):
                         widen[c] = t
                 if widen:

@@ -124,6 +124,12 @@ class SqliteSql:
         """Rows (cid, name, declared type, notnull, default, pk)."""
         return f"PRAGMA table_info({quote(table)})"
 
+    @staticmethod
+    def table_xinfo(table: str) -> str:
+        """Rows (cid, name, declared type, notnull, default, pk, hidden): hidden 2 or 3 is a
+        generated column."""
+        return f"PRAGMA table_xinfo({quote(table)})"
+
     def create_tombstones(self) -> str:
         return (
             f"CREATE TABLE IF NOT EXISTS {self.tombstones} ({_STONE_COLUMNS}, "
