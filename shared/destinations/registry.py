@@ -2,8 +2,9 @@
 
 One table, scheme -> :class:`DestinationFactory` (dlt's destination factories, Debezium's dialect
 provider): ``open`` a destination, run the live ``check``, ``redact`` and ``describe`` a DSN
-without its credentials, list its ``secrets`` (to mask driver messages), and open the admin
-``store`` dialect on that database. Nothing else picks a database by scheme.
+without its credentials and list its ``secrets`` (to mask driver messages). Nothing else picks a
+database by scheme: the admin store (:mod:`shared.store`) builds on this table by ``dialect`` name,
+so destinations never import the store.
 
 Drivers are imported only when a factory is used, so parsing, redacting and describing DSNs works
 where a driver (psycopg, pyodbc) is not installed.
@@ -14,14 +15,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from shared.destinations.checks import CheckReport, Runner
 from shared.destinations.redaction import describe_url, redact_url, url_secrets, with_encodings
 from shared.engine.ports import Destination, Layout, UnsupportedDestination
-
-if TYPE_CHECKING:
-    from shared.store.sql import StoreDialect
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +31,6 @@ class DestinationFactory:
     example: str  # a DSN form, for messages
     open: Callable[[str, Layout | None], Destination]
     check: Runner
-    store: Callable[[str, str | None], StoreDialect]  # (dsn, schema) -> the admin store on this database
     redact: Callable[[str], str] = redact_url
     describe: Callable[[str], str] = describe_url
     secrets: Callable[[str], list[str]] = url_secrets
@@ -44,7 +40,8 @@ class DestinationFactory:
 _SQLITE_FORM = "a SQLite DSN looks like sqlite:///relative.db or sqlite:////abs/path.db"
 
 
-def _sqlite_path(dsn: str) -> str:
+def sqlite_path(dsn: str) -> str:
+    """The file path of a ``sqlite:///`` DSN (``UnsupportedDestination`` for another form)."""
     from shared.destinations.sqlite.check import path_of
 
     path = path_of(dsn)
@@ -56,7 +53,7 @@ def _sqlite_path(dsn: str) -> str:
 def _open_sqlite(dsn: str, layout: Layout | None) -> Destination:
     from shared.destinations.sqlite.dialect import SqliteDestination
 
-    return SqliteDestination(_sqlite_path(dsn), layout)
+    return SqliteDestination(sqlite_path(dsn), layout)
 
 
 def _check_sqlite(dsn: str, layout: Layout, report: CheckReport, scrub: Callable[[str], str]) -> None:
@@ -64,14 +61,6 @@ def _check_sqlite(dsn: str, layout: Layout, report: CheckReport, scrub: Callable
 
     check(dsn, layout, report, scrub)
 
-
-def _store_sqlite(dsn: str, schema: str | None) -> StoreDialect:
-    from shared.store.sqlite import SqliteStoreDialect
-
-    path = _sqlite_path(dsn)
-    if schema:
-        raise UnsupportedDestination("SQLite has no schemas: leave the admin store schema unset")
-    return SqliteStoreDialect(path)
 
 
 # -------------------------------------------------------------------------------- PostgreSQL
@@ -87,11 +76,6 @@ def _check_postgres(dsn: str, layout: Layout, report: CheckReport, scrub: Callab
     check(dsn, layout, report, scrub)
 
 
-def _store_postgres(dsn: str, schema: str | None) -> StoreDialect:
-    from shared.store.postgres import PostgresStoreDialect
-
-    return PostgresStoreDialect(dsn, schema)
-
 
 # -------------------------------------------------------------------------------- SQL Server
 def _open_mssql(dsn: str, layout: Layout | None) -> Destination:
@@ -105,11 +89,6 @@ def _check_mssql(dsn: str, layout: Layout, report: CheckReport, scrub: Callable[
 
     check(dsn, layout, report, scrub)
 
-
-def _store_mssql(dsn: str, schema: str | None) -> StoreDialect:
-    from shared.store.mssql import MssqlStoreDialect
-
-    return MssqlStoreDialect.from_dsn(dsn, schema)
 
 
 def _redact_mssql(dsn: str) -> str:
@@ -137,7 +116,6 @@ FACTORIES: tuple[DestinationFactory, ...] = (
         "sqlite:///path.db",
         _open_sqlite,
         _check_sqlite,
-        _store_sqlite,
         redact=lambda dsn: dsn,  # a file path carries no credential
         describe=lambda dsn: dsn,
         secrets=lambda dsn: [],
@@ -148,7 +126,6 @@ FACTORIES: tuple[DestinationFactory, ...] = (
         "postgresql://user:pw@host:port/db",
         _open_postgres,
         _check_postgres,
-        _store_postgres,
     ),
     DestinationFactory(
         "mssql",
@@ -156,7 +133,6 @@ FACTORIES: tuple[DestinationFactory, ...] = (
         "mssql://user:pw@host:port/db",
         _open_mssql,
         _check_mssql,
-        _store_mssql,
         redact=_redact_mssql,
         describe=_describe_mssql,
         secrets=_mssql_secrets,
@@ -241,9 +217,6 @@ def check(dsn: str, layout: Layout) -> CheckReport:
     return report
 
 
-def open_store_dialect(dsn: str, schema: str | None = None) -> StoreDialect:
-    """The admin store's dialect on the DSN's database (``UnsupportedDestination`` for a bad DSN)."""
-    return factory(dsn).store(dsn, schema)
 
 
 def dialects() -> Sequence[str]:

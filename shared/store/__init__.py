@@ -8,6 +8,8 @@ Pending schema migrations are applied on open.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from shared.destinations import registry
 from shared.engine.ports import SCHEMA_RE, UnsupportedDestination
 from shared.metrics import MetricsSink
@@ -26,7 +28,7 @@ from shared.store.base import (
     StoreError,
     StoreUnavailable,
 )
-from shared.store.sql import SqlStore
+from shared.store.sql import SqlStore, StoreDialect
 
 __all__ = [
     "DuplicateName",
@@ -60,7 +62,36 @@ def open_store(dsn: str, *, schema: str | None = None) -> SqlStore:
             f"unsupported admin store {registry.redact(dsn)!r}: use sqlite:///path.db, postgresql://... or mssql://..."
         )
     try:
-        dialect = registry.open_store_dialect(dsn, schema)
+        dialect = _DIALECTS[registry.factory(dsn).dialect](dsn, schema)
     except UnsupportedDestination as exc:
         raise StoreError(f"admin store: {exc}") from exc
     return SqlStore(dialect)
+
+
+def _sqlite(dsn: str, schema: str | None) -> StoreDialect:
+    from shared.store.sqlite import SqliteStoreDialect
+
+    path = registry.sqlite_path(dsn)
+    if schema:
+        raise UnsupportedDestination("SQLite has no schemas: leave the admin store schema unset")
+    return SqliteStoreDialect(path)
+
+
+def _postgres(dsn: str, schema: str | None) -> StoreDialect:
+    from shared.store.postgres import PostgresStoreDialect
+
+    return PostgresStoreDialect(dsn, schema)
+
+
+def _mssql(dsn: str, schema: str | None) -> StoreDialect:
+    from shared.store.mssql import MssqlStoreDialect
+
+    return MssqlStoreDialect.from_dsn(dsn, schema)
+
+
+# The admin store's dialect per destination dialect (the registry's ``DestinationFactory.dialect``).
+_DIALECTS: dict[str, Callable[[str, str | None], StoreDialect]] = {
+    "sqlite": _sqlite,
+    "postgresql": _postgres,
+    "mssql": _mssql,
+}

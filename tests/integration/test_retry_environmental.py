@@ -12,13 +12,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from shared.bootstrap import Container, bootstrap
+from shared.config import DestinationConfig
 from shared.destinations import Layout
 from shared.destinations.postgres.dialect import PostgresDestination
 from shared.handlers import handle_notifications
-from shared.retry import RetryPolicy, Status, process_retry_blob
-from shared.settings import Settings
-from shared.storage.config import Storage
+from shared.retry.attempt import Status, process_retry_blob
+from shared.retry.policy import RetryPolicy
+from shared.root import Root, single_destination_root
+from shared.storage.account import Storage
 from tests.support.metrics import RecordedMetrics, note, rid
 from tests.support.postgres import Switch, switchable_database
 
@@ -46,12 +47,12 @@ def test_a_read_only_database_parks_the_batch_past_the_retry_count_and_never_log
     read_only(switch, True)
     metrics = RecordedMetrics()
     dest = PostgresDestination(switch.dsn, Layout())
-    app: Container = bootstrap(
-        Settings(destination_dsn=switch.dsn, write_attempts=2),
+    app: Root = single_destination_root(
+        DestinationConfig(destination_dsn=switch.dsn, write_attempts=2),
         destination=dest, storage=storage, metrics=metrics, retry_policy=RetryPolicy(count=1, interval_seconds=0),
         profile_id="pg",
     )  # fmt: skip
-    app.engine.backoff_seconds = 0.01
+    app.router.engine.backoff_seconds = 0.01
     bodies = [json.dumps(note(i, 1, "create", name=f"v{i}")) for i in range(1, 6)]
     result = handle_notifications(bodies, app)
     assert result.failed == 0  # parked, pending: nothing final yet
@@ -59,15 +60,15 @@ def test_a_read_only_database_parks_the_batch_past_the_retry_count_and_never_log
     later = datetime.now(UTC)
     for attempt in (1, 2, 3):  # a count of 1 would have given up at the first retry
         later += timedelta(hours=2)
-        outcome = process_retry_blob(state.name, app, now=later)
+        outcome = process_retry_blob(state.name, app.retries, now=later)
         assert (outcome.status, outcome.attempt) == (Status.RESCHEDULED, attempt)
         assert outcome.not_before is not None
         assert outcome.not_before - later >= timedelta(seconds=2**attempt)  # growing, not the profile's 0 s
     assert list(storage.failure_log.rows("pg")) == []
     read_only(switch, False)
-    outcome = process_retry_blob(state.name, app, now=later + timedelta(hours=2))
+    outcome = process_retry_blob(state.name, app.retries, now=later + timedelta(hours=2))
     assert outcome.status is Status.RESOLVED
     assert set(switch.rows()) == {rid(i) for i in range(1, 6)}
     assert metrics.conserved()
     assert metrics.totals.failed == 0
-    app.destination.close()
+    dest.close()

@@ -20,7 +20,7 @@ from shared.destinations import Layout, open_destination
 from shared.destinations.inspect import table_rows
 from shared.engine.engine import SyncEngine
 from shared.replay import replay
-from shared.simulate import (
+from shared.tools.crm_simulator import (
     ENTITIES,
     CrmSimulator,
     DeliveryStats,

@@ -1,4 +1,4 @@
-"""Latency of the admin API, measured locally: ``python -m shared.api.bench``.
+"""Latency of the admin API, measured locally: ``python -m shared.tools.bench_api``.
 
 Serves the API with uvicorn on a free loopback port (store: a SQLite file in a temporary folder,
 or ``--store postgresql://...``), fills one profile's metrics for ``--entities`` entities, then
@@ -52,13 +52,14 @@ def run(requests: int, entities: int, store: str | None) -> dict[str, Any]:
     import uvicorn
 
     from shared.api import ApiServices, AuthConfig, create_app
+    from shared.config import ProfilesConfig
     from shared.engine.outcomes import BatchResult
-    from shared.profiles.runtime import ProfileSettings, build_runtime
+    from shared.root import build_runtime
 
     key = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="des-api-bench-") as tmp:
         dsn = store or f"sqlite:///{Path(tmp) / 'admin.db'}"
-        rt = build_runtime(ProfileSettings(store_dsn=dsn))
+        rt = build_runtime(ProfilesConfig(store_dsn=dsn))
         app = create_app(ApiServices(store=rt.store, profiles=rt.service, auth=AuthConfig(api_key=key)))
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning"))
@@ -113,7 +114,7 @@ def run(requests: int, entities: int, store: str | None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m shared.api.bench", description=__doc__.splitlines()[0] if __doc__ else ""
+        prog="python -m shared.tools.bench_api", description=__doc__.splitlines()[0] if __doc__ else ""
     )
     p.add_argument("--requests", type=int, default=500)
     p.add_argument("--entities", type=int, default=20, help="entities with metrics in the measured profile")
