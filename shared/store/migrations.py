@@ -19,7 +19,7 @@ from dataclasses import dataclass
 class Migration:
     version: int
     name: str
-    # dialect -> statements; ``{profiles}``, ``{metrics}`` stand for the qualified table names.
+    # dialect -> statements; ``{profiles}``, ``{metrics}``, ``{history}`` stand for the qualified table names.
     statements: Mapping[str, Sequence[str]]
 
 
@@ -116,11 +116,69 @@ _V1_MSSQL = [
     )""",
 ]
 
+# Version 2: the per-minute metrics history the console's charts read (one row per profile, entity
+# and UTC minute; pruned after shared.store.base.HISTORY_RETENTION).
+_V2_SQLITE = [
+    """CREATE TABLE {history} (
+        profile_id TEXT NOT NULL,
+        entity TEXT NOT NULL,
+        minute TEXT NOT NULL,
+        total INTEGER NOT NULL DEFAULT 0,
+        success INTEGER NOT NULL DEFAULT 0,
+        failure INTEGER NOT NULL DEFAULT 0,
+        stale INTEGER NOT NULL DEFAULT 0,
+        unprocessable INTEGER NOT NULL DEFAULT 0,
+        skipped INTEGER NOT NULL DEFAULT 0,
+        lag_ms INTEGER,
+        PRIMARY KEY (profile_id, entity, minute)
+    )""",
+    "CREATE INDEX {history_minute_index} ON {history} (minute)",
+]
+
+_V2_POSTGRES = [
+    """CREATE TABLE {history} (
+        profile_id varchar(36) NOT NULL,
+        entity varchar(128) NOT NULL,
+        minute timestamptz NOT NULL,
+        total bigint NOT NULL DEFAULT 0,
+        success bigint NOT NULL DEFAULT 0,
+        failure bigint NOT NULL DEFAULT 0,
+        stale bigint NOT NULL DEFAULT 0,
+        unprocessable bigint NOT NULL DEFAULT 0,
+        skipped bigint NOT NULL DEFAULT 0,
+        lag_ms bigint,
+        PRIMARY KEY (profile_id, entity, minute)
+    )""",
+    "CREATE INDEX {history_minute_index} ON {history} (minute)",
+]
+
+_V2_MSSQL = [
+    """CREATE TABLE {history} (
+        profile_id nvarchar(36) NOT NULL,
+        entity nvarchar(128) NOT NULL,
+        minute datetime2(0) NOT NULL,
+        total bigint NOT NULL DEFAULT 0,
+        success bigint NOT NULL DEFAULT 0,
+        failure bigint NOT NULL DEFAULT 0,
+        stale bigint NOT NULL DEFAULT 0,
+        unprocessable bigint NOT NULL DEFAULT 0,
+        skipped bigint NOT NULL DEFAULT 0,
+        lag_ms bigint NULL,
+        CONSTRAINT {history_pk} PRIMARY KEY (profile_id, entity, minute)
+    )""",
+    "CREATE INDEX {history_minute_index} ON {history} (minute)",
+]
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "profiles and per-entity metrics",
         {"sqlite": _V1_SQLITE, "postgresql": _V1_POSTGRES, "mssql": _V1_MSSQL},
+    ),
+    Migration(
+        2,
+        "per-minute metrics history",
+        {"sqlite": _V2_SQLITE, "postgresql": _V2_POSTGRES, "mssql": _V2_MSSQL},
     ),
 )
 
