@@ -129,10 +129,17 @@ class Layout:
         return f"{self.prefix}__des_metadata" if self.prefix else "_des_metadata"
 
     @property
+    def columns_table(self) -> str:
+        """Which columns of each entity table are ours (created, or there when the table was adopted):
+        only those are written; columns others add later are left alone."""
+        return f"{self.prefix}__des_columns" if self.prefix else "_des_columns"
+
+    @property
     def internal_tables(self) -> tuple[str, ...]:
         """Every table of this layout that is not an entity's (the delete log even while it is off)."""
         return (
             self.tombstone_table,
+            self.columns_table,
             self.delete_log_table,
             self.metadata_state_table,
             *(self.metadata_table(t.name) for t in METADATA_TABLES),

@@ -85,3 +85,39 @@ def test_a_not_null_column_without_a_value_is_a_clear_record_failure(open_dest: 
     assert failure.record_id == rid(1)
     assert "region" in failure.reason
     assert "null" in failure.reason.lower()
+
+
+def run_sql(dsn: str, statement: str) -> None:
+    if dsn.startswith("sqlite"):
+        with sqlite3.connect(dsn[len("sqlite:///") :]) as conn:
+            conn.execute(statement)
+    else:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+def test_an_operators_own_column_is_never_written(open_dest: DestinationFactory, dsn: str) -> None:
+    """Once set to NULL by every full-state update (the upsert wrote every catalog column)."""
+    dest = open_dest(Layout())
+    engine = SyncEngine(dest, backoff_seconds=0)
+    first = Change("account", rid(1), "create", 1, {"name": "a", "phone": "1"})
+    assert engine.apply_bodies([first.body()]).applied == 1
+    run_sql(dsn, 'ALTER TABLE "account" ADD COLUMN "notes" TEXT')
+    run_sql(dsn, """UPDATE "account" SET "notes" = 'keep me'""")
+    for fresh in (False, True):  # the same process, and a new one (cold catalog)
+        eng = SyncEngine(open_dest(Layout()), backoff_seconds=0) if fresh else engine
+        version = 3 if fresh else 2
+        result = eng.apply_bodies(
+            [
+                Change("account", rid(1), "update", version, {"name": f"v{version}"}).body(),  # phone now absent
+                Change("account", rid(2), "create", 1, {"name": "b", "notes": "mine"}).body(),
+            ]
+        )
+        assert result.conserved
+        assert result.applied == 1
+        assert {f.record_id for f in result.failures} == {rid(2)}
+        assert "no writable column" in result.failures[0].reason
+        (row,) = [r for r in table_rows(dest, "account") if str(r["Id"]) == rid(1)]
+        assert row["notes"] == "keep me"  # theirs: untouched
+        assert row["phone"] is None  # ours: the row is the full state
+        assert row["name"] == f"v{version}"

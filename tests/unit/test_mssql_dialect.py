@@ -94,6 +94,7 @@ class ServerState:
     tables: dict[tuple[str, str], dict[str, tuple[str, int, int, int]]] = field(default_factory=dict)
     primary_keys: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     unwritable: set[tuple[str, str, str]] = field(default_factory=set)  # computed, identity, rowversion
+    registry: set[tuple[str, str]] = field(default_factory=set)  # (table, column): the columns registry's rows
     stage: list[tuple[Any, ...]] = field(default_factory=list)
     fail_on: re.Pattern[str] | None = None  # raise a (non-transient) driver error for matching SQL
     fail_with: pyodbc.Error | None = None  # ... this one instead of the default (8115)
@@ -198,6 +199,11 @@ class RecordingCursor:
             return [(name, *row, (*key, name) not in s.unwritable) for name, row in cols.items()]
         if sql.startswith("SELECT * FROM"):
             return []
+        if sql.startswith("INSERT INTO") and "_des_columns] ([TableName], [ColumnName])" in sql:
+            s.registry.update(zip(params[0::2], params[1::2], strict=True))
+            return []
+        if sql.startswith("SELECT [ColumnName] FROM"):
+            return [(c,) for t, c in sorted(s.registry) if t == params[0]]
         if sql.startswith(("SAVE ", "ROLLBACK", "BEGIN", "COMMIT", "SET ", "DELETE ", "INSERT ", "DROP ")):
             return []
         if " UNION ALL " in sql or sql.endswith("DROP TABLE [#des_stage];"):  # the batch after staging
@@ -1037,3 +1043,23 @@ def test_computed_identity_and_rowversion_columns_are_never_written() -> None:
     for column in ("[label]", "[seq]", "[rv]"):
         assert column not in batch
     assert not [s.sql for s in state.sent if s.sql.startswith("ALTER")]  # nor added again
+
+
+def test_an_operators_own_column_is_never_written() -> None:
+    """Once NULLed by every full-state MERGE; now only registered columns (ours) are written."""
+    dest, state = recording_destination(Layout())
+    engine = SyncEngine(dest, backoff_seconds=0)
+    assert engine.apply_bodies([up("account", 1, 1, name="a", phone="1").body()]).applied == 1
+    assert state.registry == {("account", "name"), ("account", "phone")}
+    state.tables[("dbo", "account")]["notes"] = ("nvarchar", -1, 0, 0)  # ALTER TABLE ... ADD [notes] by an operator
+    fresh = SyncEngine(recording_destination(Layout(), state)[0], backoff_seconds=0)  # a cold catalog
+    for version, eng in ((2, engine), (3, fresh)):
+        state.sent.clear()
+        bodies = [up("account", 1, version, name="b").body(), up("account", 2, 1, notes="mine").body()]
+        result = eng.apply_bodies(bodies)
+        assert (result.applied, result.failed) == (1, 1)
+        assert "no writable column" in result.failures[0].reason
+        (batch,) = [s.sql for s in state.sent if s.sql.endswith("DROP TABLE [#des_stage];")]
+        assert "[notes]" not in batch
+        assert "[phone]" in batch  # ours: written (NULL: the row is the full state)
+        assert not [s.sql for s in state.sent if s.sql.startswith("ALTER")]

@@ -372,6 +372,27 @@ class TSql:
             "PRIMARY KEY ([EntityName], [RecordId]))"
         )
 
+    def create_columns_registry(self) -> str:
+        return (
+            f"CREATE TABLE {self.table(self.layout.columns_table)} ("
+            "[TableName] NVARCHAR(128) NOT NULL, [ColumnName] NVARCHAR(128) NOT NULL, "
+            "PRIMARY KEY ([TableName], [ColumnName]))"
+        )
+
+    def registered_columns(self) -> str:
+        """Parameter: table. Rows (column name) of the table's columns that are ours."""
+        return f"SELECT [ColumnName] FROM {self.table(self.layout.columns_table)} WHERE [TableName] = ?"
+
+    def register_columns(self, rows: int) -> str:
+        """Parameters: (table, column) per row; rows already registered are skipped."""
+        registry = self.table(self.layout.columns_table)
+        values = ", ".join("(?, ?)" for _ in range(rows))
+        return (
+            f"INSERT INTO {registry} ([TableName], [ColumnName]) SELECT v.[t], v.[c] FROM (VALUES {values}) "
+            f"AS v ([t], [c]) WHERE NOT EXISTS (SELECT 1 FROM {registry} AS r "
+            "WHERE r.[TableName] = v.[t] AND r.[ColumnName] = v.[c])"
+        )
+
     def create_delete_log(self) -> str:
         return (
             f"CREATE TABLE {self.table(self.layout.delete_log_table)} ("
@@ -671,7 +692,9 @@ class MssqlDestination:
         self._support_ready = False
         self._types: dict[str, dict[str, ColumnType]] = {}
         self._ours: set[str] = set()  # existing tables checked to be entity tables
-        self._unwritable: dict[str, set[str]] = {}  # table -> computed, identity and rowversion columns
+        self._unwritable: dict[str, set[str]] = {}  # table -> computed, identity, rowversion, others' columns
+        self._registered: dict[str, set[str]] = {}  # table -> its columns that are ours (registry cache)
+        self._registry_ready = False
         try:
             self._connection()
         except Exception as exc:
@@ -752,6 +775,8 @@ class MssqlDestination:
         self.execute(TSql.COMMIT)
 
     def _abort(self) -> None:
+        # A registry created in this transaction is gone with it (one committed earlier stays).
+        self._registry_ready = self._registry_ready and self._support_ready
         if self._cur is None:
             return
         try:
@@ -776,8 +801,25 @@ class MssqlDestination:
             return None
         types = {str(r[0]): column_type(str(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
         self._types[table] = types
-        unwritable = self._unwritable[table] = {str(r[0]) for r in rows if not r[5]}
+        writable = {str(r[0]) for r in rows if r[5] and str(r[0]) not in SYSTEM_COLUMNS}
+        ours = self._our_columns(table, writable)
+        # Computed, identity, rowversion columns and columns others added: never written nor added.
+        unwritable = self._unwritable[table] = set(types) - set(SYSTEM_COLUMNS) - (writable & ours)
         return {c: t for c, t in types.items() if c not in SYSTEM_COLUMNS and c not in unwritable}
+
+    def _our_columns(self, table: str, present: set[str]) -> set[str]:
+        known = self._registered.get(table)
+        if known is None or not present <= known:  # another worker may have added some
+            rows = self.query(self.sql.registered_columns(), table) if self._registry_ready else []
+            known = self._registered[table] = {str(r[0]) for r in rows}
+        return known
+
+    def _register(self, table: str, columns: Iterable[str]) -> None:
+        names = list(columns)
+        for start in range(0, len(names), 1000):  # 2 parameters a row, at most 2,100 a request
+            chunk = names[start : start + 1000]
+            self.execute(self.sql.register_columns(len(chunk)), *[v for c in chunk for v in (table, c)])
+        self._registered.pop(table, None)
 
     def column_types(self, table: str, columns: Sequence[str]) -> dict[str, ColumnType]:
         known = self._types.get(table, {})
@@ -795,6 +837,9 @@ class MssqlDestination:
             self.execute(self.sql.create_schema())
         if self.scalar(TSql.OBJECT_ID, self.sql.table(self.layout.tombstone_table)) is None:
             self.execute(self.sql.create_tombstones())
+        if self.scalar(TSql.OBJECT_ID, self.sql.table(self.layout.columns_table)) is None:
+            self.execute(self.sql.create_columns_registry())
+        self._registry_ready = True
         log_table = self.sql.table(self.layout.delete_log_table)
         if self.layout.write_delete_log and self.scalar(TSql.OBJECT_ID, log_table) is None:
             self.execute(self.sql.create_delete_log())
@@ -807,12 +852,15 @@ class MssqlDestination:
             current = self.read_columns(table)
             if current is None:
                 self._ddl(table, self.sql.create_table(table, wanted))
+                self._register(table, wanted)
             else:
-                self._adopt(table)
-                unwritable = self._unwritable.get(table, set())  # computed, identity, rowversion: left alone
+                if self._adopt(table):
+                    current = self.read_columns(table) or {}
+                unwritable = self._unwritable.get(table, set())  # computed, identity, rowversion, others'
                 added = {c: t for c, t in wanted.items() if c not in current and c not in unwritable}
                 if added:
                     self._ddl(table, self.sql.add_columns(table, added))
+                    self._register(table, added)
                 for c, t in wanted.items():
                     cur_t = current.get(c)
                     if cur_t is not None and cur_t != t and coltypes.join(cur_t, t) == t and self.can_widen(cur_t, t):
@@ -824,9 +872,13 @@ class MssqlDestination:
         return result
 
     def existing_columns(self, table: str) -> dict[str, ColumnType] | None:
-        columns = self.read_columns(table)
-        if columns is not None:
-            self._adopt(table)
+        with self._transaction():
+            if not self._support_ready:
+                self._ensure_support()
+            columns = self.read_columns(table)
+            if columns is not None and self._adopt(table):
+                columns = self.read_columns(table)
+        self._support_ready = True
         return columns
 
     def _ddl(self, table: str, statement: str) -> None:
@@ -849,15 +901,22 @@ class MssqlDestination:
             except Exception as restore:  # the connection is gone: a new session starts with SESSION
                 log.debug("restoring LOCK_TIMEOUT on %s: %s", self.name, restore)
 
-    def _adopt(self, table: str) -> None:
-        """An existing table is written only if it is an entity table (ours, or DES's)."""
+    def _adopt(self, table: str) -> bool:
+        """An existing table is written only if it is an entity table (ours, or DES's). At first
+        sight (no columns registered: DES's table, or ours from before the registry) its attribute
+        columns as they are now become ours; True then (the caller reads them again)."""
         if table in self._ours:
-            return
+            return False
         key = [str(r[0]) for r in self.query(TSql.PRIMARY_KEY, self.sql.table(table))]
         problem = adoption_problem(table, list(self._types.get(table, {})), key, self.name_key)
         if problem is not None:
             raise EntityRefused(problem)
         self._ours.add(table)
+        if self.query(self.sql.registered_columns(), table):
+            return False
+        rows = self.query(TSql.COLUMNS, self.sql.table(table))
+        self._register(table, [str(r[0]) for r in rows if r[5] and str(r[0]) not in SYSTEM_COLUMNS])
+        return True
 
     def can_widen(self, current: ColumnType, wider: ColumnType) -> bool:
         """ALTER COLUMN is lossless: longer NVARCHAR, BIGINT into a DECIMAL with room for 19 digits,

@@ -17,7 +17,7 @@ each of these interleavings).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import count
 from typing import Any
@@ -131,6 +131,8 @@ class PostgresDestination:
         self._support_ready = False
         self._types: dict[str, dict[str, str]] = {}
         self._ours: set[str] = set()  # existing tables checked to be entity tables
+        self._unwritable: dict[str, set[str]] = {}  # table -> generated, identity and others' columns
+        self._registered: dict[str, set[str]] = {}  # table -> its columns that are ours (registry cache)
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -147,12 +149,26 @@ class PostgresDestination:
         if not rows:
             return None
         self._types[table] = {name: formatted for name, formatted, _ in rows}
-        # Generated and identity columns are never written (ADD COLUMN IF NOT EXISTS leaves them be).
-        return {
+        # Generated and identity columns, and columns others added, are never written nor added.
+        writable = {
             name: column_type(formatted)
-            for name, formatted, writable in rows
-            if writable and name not in SYSTEM_COLUMNS
+            for name, formatted, can_write in rows
+            if can_write and name not in SYSTEM_COLUMNS
         }
+        ours = self._our_columns(cur, table, set(writable))
+        self._unwritable[table] = {name for name, _, _ in rows if name not in SYSTEM_COLUMNS} - ours
+        return {c: t for c, t in writable.items() if c in ours}
+
+    def _our_columns(self, cur: psycopg.Cursor[Any], table: str, present: set[str]) -> set[str]:
+        known = self._registered.get(table)
+        if known is None or not present <= known:  # another worker may have added some
+            cur.execute(self.sql.registered_columns(), [table])
+            known = self._registered[table] = {str(r[0]) for r in cur.fetchall()}
+        return known
+
+    def _register(self, cur: psycopg.Cursor[Any], table: str, columns: Iterable[str]) -> None:
+        cur.execute(self.sql.register_columns(), [table, list(columns)])
+        self._registered.pop(table, None)
 
     def catalog_sql_types(self, table: str) -> dict[str, str]:
         return self._types[table]
@@ -168,6 +184,7 @@ class PostgresDestination:
         if cur.fetchone() is None:
             cur.execute(self.sql.create_schema())
         cur.execute(self.sql.create_tombstones())
+        cur.execute(self.sql.create_columns_registry())
         if self.layout.write_delete_log:
             cur.execute(self.sql.create_delete_log())
         self._support_ready = True
@@ -188,12 +205,16 @@ class PostgresDestination:
             current = self.read_columns(cur, table)
             if current is None:
                 cur.execute(sql.create_table(table, wanted))
+                self._register(cur, table, wanted)
             else:
-                self._adopt(cur, table)
+                if self._adopt(cur, table):
+                    current = self.read_columns(cur, table) or {}
                 for c, t in wanted.items():
                     cur_t = current.get(c)
                     if cur_t is None:
-                        cur.execute(sql.add_column(table, c, t))
+                        if c not in self._unwritable.get(table, ()):  # generated, identity or someone else's
+                            cur.execute(sql.add_column(table, c, t))
+                            self._register(cur, table, [c])
                     elif cur_t != t and coltypes.join(cur_t, t) == t and self.can_widen(cur_t, t):
                         cur.execute(PgSql.FLOAT_DIGITS)
                         cur.execute(sql.alter_type(table, c, cur_t, t))
@@ -203,22 +224,33 @@ class PostgresDestination:
         return result
 
     def existing_columns(self, table: str) -> dict[str, ColumnType] | None:
-        with self.conn.cursor() as cur:
+        if not self._support_ready:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                self._ensure_support(cur)
+        with self.conn.transaction(), self.conn.cursor() as cur:
             columns = self.read_columns(cur, table)
-            if columns is not None:
-                self._adopt(cur, table)
+            if columns is not None and self._adopt(cur, table):
+                columns = self.read_columns(cur, table)
         return columns
 
-    def _adopt(self, cur: psycopg.Cursor[Any], table: str) -> None:
-        """An existing table is written only if it is an entity table (ours, or DES's)."""
+    def _adopt(self, cur: psycopg.Cursor[Any], table: str) -> bool:
+        """An existing table is written only if it is an entity table (ours, or DES's). At first
+        sight (no columns registered: DES's table, or ours from before the registry) its attribute
+        columns as they are now become ours; True then (the caller reads them again)."""
         if table in self._ours:
-            return
+            return False
         cur.execute(PgSql.PRIMARY_KEY, [self.schema, table])
         key = [str(r[0]) for r in cur.fetchall()]
         problem = adoption_problem(table, list(self._types[table]), key, self.name_key)
         if problem is not None:
             raise EntityRefused(problem)
         self._ours.add(table)
+        cur.execute(self.sql.registered_columns(), [table])
+        if cur.fetchone() is None:
+            cur.execute(PgSql.COLUMNS, [self.schema, table])
+            self._register(cur, table, [r[0] for r in cur.fetchall() if r[2] and r[0] not in SYSTEM_COLUMNS])
+            return True
+        return False
 
     def can_widen(self, current: ColumnType, wider: ColumnType) -> bool:
         return coltypes.join(current, wider) == wider

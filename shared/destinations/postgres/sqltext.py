@@ -140,6 +140,24 @@ ORDER BY k.ord
             "CREATE TABLE IF NOT EXISTS {} (" + _STONE_COLUMNS + ', PRIMARY KEY ("EntityName", "RecordId"))'
         ).format(self.tombstones)
 
+    def create_columns_registry(self) -> sql.Composed:
+        return sql.SQL(
+            'CREATE TABLE IF NOT EXISTS {} ("TableName" text NOT NULL, "ColumnName" text NOT NULL, '
+            'PRIMARY KEY ("TableName", "ColumnName"))'
+        ).format(self.table(self.layout.columns_table))
+
+    def registered_columns(self) -> sql.Composed:
+        """Parameter: table. Rows (column name) of the table's columns that are ours."""
+        return sql.SQL('SELECT "ColumnName" FROM {} WHERE "TableName" = %s').format(
+            self.table(self.layout.columns_table)
+        )
+
+    def register_columns(self) -> sql.Composed:
+        """Parameters: table, column names (text[])."""
+        return sql.SQL("INSERT INTO {} SELECT %s, c FROM unnest(%s::text[]) AS x(c) ON CONFLICT DO NOTHING").format(
+            self.table(self.layout.columns_table)
+        )
+
     def create_delete_log(self) -> sql.Composed:
         return sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + _STONE_COLUMNS + ")").format(
             self.table(self.layout.delete_log_table)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import count
@@ -121,7 +121,8 @@ class SqliteDestination:
         self.conn = self._connect()
         self._support_ready = False
         self._ours: set[str] = set()  # existing tables checked to be entity tables
-        self._unwritable: dict[str, set[str]] = {}  # table -> its generated columns
+        self._unwritable: dict[str, set[str]] = {}  # table -> generated columns and columns not ours
+        self._registered: dict[str, set[str]] = {}  # table -> its columns that are ours (registry cache)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -136,17 +137,35 @@ class SqliteDestination:
 
     # ------------------------------------------------------------------------------ catalog/DDL
     def read_columns(self, table: str) -> dict[str, ColumnType] | None:
-        """The table's writable attribute columns; generated columns are never written."""
+        """The table's attribute columns that are ours; generated columns and columns others added
+        are never written (nor added again)."""
         rows = self.conn.execute(SqliteSql.table_xinfo(table)).fetchall()
         if not rows:
             return None
-        self._unwritable[table] = {r[1] for r in rows if r[6]}
-        return {r[1]: column_type(r[2]) for r in rows if r[1] not in SYSTEM_COLUMNS and not r[6]}
+        writable = {r[1]: column_type(r[2]) for r in rows if r[1] not in SYSTEM_COLUMNS and not r[6]}
+        ours = self._our_columns(table, set(writable))
+        self._unwritable[table] = {r[1] for r in rows if r[6]} | (set(writable) - ours)
+        return {c: t for c, t in writable.items() if c in ours}
+
+    def _our_columns(self, table: str, present: set[str]) -> set[str]:
+        known = self._registered.get(table)
+        if known is None or not present <= known:  # another worker may have added some
+            try:
+                rows = self.conn.execute(self.sql.registered_columns(), (table,)).fetchall()
+            except sqlite3.OperationalError:  # no registry yet: nothing is ours
+                rows = []
+            known = self._registered[table] = {str(r[0]) for r in rows}
+        return known
+
+    def _register(self, table: str, columns: Iterable[str]) -> None:
+        self.conn.executemany(self.sql.register_column(), [(table, c) for c in columns])
+        self._registered.pop(table, None)
 
     def _ensure_support(self) -> None:
         if self._support_ready:
             return
         self.conn.execute(self.sql.create_tombstones())
+        self.conn.execute(self.sql.create_columns_registry())
         if self.layout.write_delete_log:
             self.conn.execute(self.sql.create_delete_log())
         self._support_ready = True
@@ -155,17 +174,20 @@ class SqliteDestination:
         self.conn.execute(SqliteSql.BEGIN)
         try:
             self._ensure_support()
+            if self.conn.execute(SqliteSql.table_info(table)).fetchone() is not None:
+                self._adopt(table)
             current = self.read_columns(table)
             if current is None:
                 self.conn.execute(SqliteSql.create_table(table, wanted))
+                self._register(table, wanted)
             else:
-                self._adopt(table)
                 widen = {}
                 for c, t in wanted.items():
                     cur = current.get(c)
                     if cur is None:
-                        if c not in self._unwritable.get(table, ()):  # a generated column stays as it is
+                        if c not in self._unwritable.get(table, ()):  # generated, or someone else's
                             self.conn.execute(SqliteSql.add_column(table, c, t))
+                            self._register(table, [c])
                     elif cur != t and coltypes.join(cur, t) == t and self.can_widen(cur, t):
                         widen[c] = t
                 if widen:
@@ -181,10 +203,11 @@ class SqliteDestination:
         return result
 
     def existing_columns(self, table: str) -> dict[str, ColumnType] | None:
-        columns = self.read_columns(table)
-        if columns is not None:
-            self._adopt(table)
-        return columns
+        if self.conn.execute(SqliteSql.table_info(table)).fetchone() is None:
+            return None
+        self._ensure_support()
+        self._adopt(table)
+        return self.read_columns(table)
 
     def _adopt(self, table: str) -> None:
         """An existing table is written only if it is an entity table (ours, or DES's)."""
@@ -195,6 +218,10 @@ class SqliteDestination:
         problem = adoption_problem(table, [r[1] for r in info], key, self.name_key)
         if problem is not None:
             raise EntityRefused(problem)
+        if not self.conn.execute(self.sql.registered_columns(), (table,)).fetchone():
+            # First sight of an entity table (DES's, or ours from before the registry): its
+            # attribute columns as they are now are ours.
+            self._register(table, [r[1] for r in info if r[1] not in SYSTEM_COLUMNS])
         self._ours.add(table)
 
     def _rebuild(self, table: str, widen: Mapping[str, ColumnType]) -> None:

@@ -136,6 +136,21 @@ class SqliteSql:
             'PRIMARY KEY ("EntityName", "RecordId")) WITHOUT ROWID'
         )
 
+    def create_columns_registry(self) -> str:
+        return (
+            f"CREATE TABLE IF NOT EXISTS {quote(self.layout.columns_table)} ("
+            '"TableName" TEXT NOT NULL, "ColumnName" TEXT NOT NULL, PRIMARY KEY ("TableName", "ColumnName")) '
+            "WITHOUT ROWID"
+        )
+
+    def registered_columns(self) -> str:
+        """Parameter: table. Rows (column name) of the table's columns that are ours."""
+        return f'SELECT "ColumnName" FROM {quote(self.layout.columns_table)} WHERE "TableName" = ?'
+
+    def register_column(self) -> str:
+        """Parameters per row: table, column."""
+        return f"INSERT OR IGNORE INTO {quote(self.layout.columns_table)} VALUES (?, ?)"
+
     def create_delete_log(self) -> str:
         return f"CREATE TABLE IF NOT EXISTS {quote(self.layout.delete_log_table)} ({_STONE_COLUMNS})"
 
