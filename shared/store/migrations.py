@@ -169,6 +169,50 @@ _V2_MSSQL = [
     "CREATE INDEX {history_minute_index} ON {history} (minute)",
 ]
 
+
+# v3: the Dataverse source's cursor per (profile, entity) and the ids a re-sync has read
+# (shared/source/dataverse/cursors.py, docs/dataverse.md).
+_CURSOR_COLUMNS = {
+    "sqlite": ("TEXT", "TEXT", "INTEGER", "TEXT", "TEXT"),
+    "postgresql": ("varchar(128)", "text", "bigint", "timestamptz", "varchar(36)"),
+    "mssql": ("nvarchar(128)", "nvarchar(max)", "bigint", "datetime2(6)", "nvarchar(36)"),
+}
+
+
+def _v3(dialect: str) -> list[str]:
+    name, text, big, ts, key = _CURSOR_COLUMNS[dialect]
+    return [
+        f"""CREATE TABLE {{source_cursors}} (
+        profile_id {key} NOT NULL,
+        entity {name} NOT NULL,
+        phase {name} NOT NULL,
+        link {text} NULL,
+        info {text} NULL,
+        organization_id {key} NULL,
+        high_water {big} NOT NULL DEFAULT 0,
+        revision {big} NOT NULL DEFAULT 0,
+        lease_owner {name} NULL,
+        lease_until {ts} NULL,
+        initial_sync_state {name} NOT NULL,
+        state_reason {text} NULL,
+        rows_read {big} NOT NULL DEFAULT 0,
+        deletes_read {big} NOT NULL DEFAULT 0,
+        pages {big} NOT NULL DEFAULT 0,
+        last_poll {ts} NULL,
+        newest_modified_on {ts} NULL,
+        next_poll {ts} NULL,
+        updated_at {ts} NOT NULL,
+        CONSTRAINT {{source_cursors_pk}} PRIMARY KEY (profile_id, entity)
+    )""",
+        f"""CREATE TABLE {{source_seen}} (
+        profile_id {key} NOT NULL,
+        entity {name} NOT NULL,
+        record_id {key} NOT NULL,
+        CONSTRAINT {{source_seen_pk}} PRIMARY KEY (profile_id, entity, record_id)
+    )""",
+    ]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -179,6 +223,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         2,
         "per-minute metrics history",
         {"sqlite": _V2_SQLITE, "postgresql": _V2_POSTGRES, "mssql": _V2_MSSQL},
+    ),
+    Migration(
+        3,
+        "Dataverse source cursors and re-sync ids",
+        {"sqlite": _v3("sqlite"), "postgresql": _v3("postgresql"), "mssql": _v3("mssql")},
     ),
 )
 

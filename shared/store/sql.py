@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 PROFILES = "des_profiles"
 METRICS = "des_metrics"
 VERSIONS = "des_store_version"
+SOURCE_CURSORS = "des_source_cursors"  # shared/source/dataverse/cursors.py
+SOURCE_SEEN = "des_source_seen"
 HISTORY = "des_metrics_history"
 DEADLOCK_ATTEMPTS = 3  # a unit of work chosen as a deadlock victim runs again, this often in all
 DEADLOCK_BACKOFF_S = 0.05
@@ -141,6 +143,10 @@ class StoreDialect(ABC):
             "profiles_pk": self.quote("des_profiles_pk"),
             "profiles_name_uq": self.quote("des_profiles_name_uq"),
             "metrics_pk": self.quote("des_metrics_pk"),
+            "source_cursors": self.table(SOURCE_CURSORS),
+            "source_cursors_pk": self.quote("des_source_cursors_pk"),
+            "source_seen": self.table(SOURCE_SEEN),
+            "source_seen_pk": self.quote("des_source_seen_pk"),
             "history": self.table(HISTORY),
             "history_pk": self.quote("des_metrics_history_pk"),
             "history_minute_index": self.quote("des_metrics_history_minute"),
