@@ -6,8 +6,13 @@ Per batch:
    records whose values do not fit;
 3. in one destination transaction, each entity in a savepoint: one set-based write with the version
    guard and tombstones; a write the database rejects is bisected to find the bad records;
-4. transient errors (connection, deadlock, timeout) retry the whole batch a few times, then raise
-   :class:`TransientDestinationError` so the caller can redeliver or park the batch.
+4. every error is classified by the destination (:class:`~shared.engine.ports.ErrorClass`):
+   record-level errors are bisected to the culprit record; entity-level errors (DDL refused, too
+   many columns, a reserved or colliding table name) fail that entity's records and the other
+   entities commit; transient errors (connection, deadlock, timeout) retry the whole batch a few
+   times, then raise :class:`TransientDestinationError` so the caller can redeliver or park it;
+   environmental errors (log full, quota, read-only, cancelled) raise
+   :class:`EnvironmentalDestinationError` at once: park and retry later, never failure-log.
 """
 
 from __future__ import annotations
@@ -28,11 +33,15 @@ from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.metadata import MetadataApplier
 from shared.engine.outcomes import BatchResult, RecordFailure
 from shared.engine.ports import (
+    SYSTEM_COLUMNS,
     Applied,
     Destination,
+    EnvironmentalDestinationError,
+    ErrorClass,
     Transaction,
     TransientDestinationError,
     WriteSet,
+    entity_table_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -169,10 +178,16 @@ class SyncEngine:
             # Each attempt prepares afresh from the reduced groups; only a committed attempt counts.
             trial = BatchResult()
             try:
-                prepared = [self._prepare(g, trial) for g in groups]
+                prepared = [p for p in (self._prepare(g, trial) for g in groups) if p is not None]
                 self._write(prepared, trial)
             except Exception as exc:
-                if not self.destination.is_transient(exc):
+                kind = self.destination.classify(exc)
+                if kind is ErrorClass.ENVIRONMENTAL:
+                    self._reset_after_transient()
+                    if isinstance(exc, EnvironmentalDestinationError):
+                        raise
+                    raise EnvironmentalDestinationError(f"{self.destination.dialect}: {exc}") from exc
+                if kind is not ErrorClass.TRANSIENT:
                     raise
                 log.warning(
                     "transient destination error (attempt %s of %s): %s", attempt, self.attempts, exc
@@ -209,26 +224,49 @@ class SyncEngine:
                 for n in g.upserts + g.deletes:
                     _record_failure(result, n, reason)
                 continue
+            problem = entity_table_problem(self.destination, g.table)
+            if problem is not None:
+                for n in g.upserts + g.deletes:
+                    _record_failure(result, n, problem)
+                continue
             groups.append(g)
         return groups
 
     # ---------------------------------------------------------------- types and schema evolution
-    def _prepare(self, raw: _Group, result: BatchResult) -> _Group:
-        """Columnar values, column types (creating/adding/widening columns), value checks."""
-        g = _Group(raw.entity, raw.table, list(raw.upserts), list(raw.deletes))
+    def _prepare(self, raw: _Group, result: BatchResult) -> _Group | None:
+        """Columnar values, column types (creating/adding/widening columns), value checks.
+
+        None when the entity's table cannot be used (its records failed with the reason)."""
+        g = _Group(raw.entity, raw.table, self._fitting(raw, result), list(raw.deletes))
         keep = [True] * len(g.upserts)
         g.columns = self._columnize(g, keep, result)
-        wanted = self._wanted_types(g, keep)
-        catalog = self._catalog.get(g.table)
-        for _ in range(_DDL_ROUNDS):
-            if catalog is not None and not _needs_ddl(catalog, wanted, self.destination):
-                break
-            catalog = self.destination.ensure_table(g.table, wanted)
-            self._catalog[g.table] = catalog
-            # Another worker may have created or widened a column meanwhile, with a type our values
-            # do not fit (our integer beyond 2**53 into its new float column): decide again against
-            # the live columns, so the result does not depend on which worker came first.
+        try:
+            catalog = self._catalog.get(g.table)
+            if catalog is None:
+                # Evidence first: the table as the catalog has it now, so that types are decided
+                # against its columns (a short string fits a declared NVARCHAR(160): no widening).
+                catalog = self.destination.existing_columns(g.table)
+                if catalog is not None:
+                    self._catalog[g.table] = catalog
             wanted = self._wanted_types(g, keep)
+            for _ in range(_DDL_ROUNDS):
+                if catalog is not None and not _needs_ddl(catalog, wanted, self.destination):
+                    break
+                catalog = self._catalog[g.table] = self.destination.ensure_table(g.table, wanted)
+                # Another worker may have created or widened a column meanwhile, with a type our
+                # values do not fit (our integer beyond 2**53 into its new float column): decide
+                # again against the live columns, so the result does not depend on who came first.
+                wanted = self._wanted_types(g, keep)
+        except Exception as exc:
+            if self.destination.classify(exc) in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
+                raise
+            # The table cannot be used, created or changed (whatever the records' values): an
+            # entity-level failure. The other entities of the batch still commit.
+            reason = f"{self.destination.dialect} refused table {g.table!r}: {exc}"
+            log.warning("entity %s: %s", g.entity, reason)
+            for n in g.upserts + g.deletes:
+                _record_failure(result, n, reason[:1000])
+            return None
         assert catalog is not None
         g.catalog = catalog
         self._check_values(g, keep, result)
@@ -236,6 +274,24 @@ class SyncEngine:
             g.upserts = list(compress(g.upserts, keep))
             g.columns = {c: list(compress(v, keep)) for c, v in g.columns.items()}
         return g
+
+    def _fitting(self, g: _Group, result: BatchResult) -> list[Notification]:
+        """The upserts whose columns can fit one table of this database; the others fail alone."""
+        room = self.destination.max_columns - len(SYSTEM_COLUMNS)
+        fitting = []
+        for n in g.upserts:
+            attrs = n.attributes or {}
+            if len(attrs) > room // 2:  # the rare wide record: count its lookups' extra columns too
+                width = len(attrs) + sum(1 for v in attrs.values() if type(v) is Lookup)
+                if width > room:
+                    reason = (
+                        f"record needs {width} attribute columns; a {self.destination.dialect} table holds "
+                        f"{self.destination.max_columns} columns, {len(SYSTEM_COLUMNS)} of them ours"
+                    )
+                    _record_failure(result, n, reason)
+                    continue
+            fitting.append(n)
+        return fitting
 
     def _columnize(self, g: _Group, keep: list[bool], result: BatchResult) -> dict[str, list[object]]:
         if not g.upserts:
@@ -309,7 +365,8 @@ class SyncEngine:
             if column is None:
                 # A value with no column: its column could not be created (a misfit in a new column).
                 reasons = {
-                    i: f"attribute {name!r}: no column could be created for it"
+                    i: f"attribute {name!r}: no writable column for it (the column could not be created, "
+                    "or it is generated, computed, identity or rowversion in the destination)"
                     for i, v in enumerate(values)
                     if v is not None and keep[i]
                 }
@@ -374,8 +431,16 @@ class SyncEngine:
             with tx.savepoint():
                 applied = tx.write(ws)
         except Exception as exc:
-            if self.destination.is_transient(exc):
+            kind = self.destination.classify(exc)
+            if kind in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
                 raise
+            if kind is ErrorClass.ENTITY:
+                # About the table, not a record: bisecting would only fail every record one by one.
+                reason = f"{self.destination.dialect} refused writes to table {g.table!r}: {exc}"
+                log.warning("entity %s: %s", g.entity, reason)
+                for n in items:
+                    _record_failure(result, n, reason[:1000])
+                return
             if len(items) == 1:
                 reason = f"{self.destination.dialect} rejected the record: {exc}"
                 _record_failure(result, items[0], reason[:1000])

@@ -52,8 +52,12 @@ from shared.engine.ports import (
     TARGET_METADATA,
     VERSION,
     Destination,
+    EntityRefused,
+    EnvironmentalDestinationError,
+    ErrorClass,
     MetadataRows,
     TransientDestinationError,
+    entity_table_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -245,14 +249,29 @@ class MetadataApplier:
         """Apply a batch's metadata notifications; count one outcome each; return the tables' columns."""
         pending = reduce_metadata(notifications, result)
         catalogs: dict[str, dict[str, ColumnType]] = {}
-        for attempt in range(1, max(1, attempts) + 1):
+        attempt = 1
+        while pending:
             try:
-                while pending:
-                    self._apply_one(pending[0], result, catalogs, now)
-                    pending = pending[1:]
+                self._apply_one(pending[0], result, catalogs, now)
+                pending = pending[1:]
             except Exception as exc:
-                if not self.destination.is_transient(exc):
-                    raise
+                kind = self.destination.classify(exc)
+                if kind is ErrorClass.ENVIRONMENTAL:
+                    self._declared.clear()
+                    on_transient()
+                    if isinstance(exc, EnvironmentalDestinationError):
+                        raise
+                    raise EnvironmentalDestinationError(f"{self.destination.dialect}: {exc}") from exc
+                if kind is not ErrorClass.TRANSIENT:
+                    # About this entity's tables (or this notification): it fails alone, counted and
+                    # named in the log (metadata has no record to failure-log; the next version
+                    # replaces it); the batch goes on.
+                    failed, pending = pending[0], pending[1:]
+                    log.warning("%s metadata v%s failed (%s error): %s", failed.entity, failed.version,
+                                kind.value, exc)  # fmt: skip
+                    result.failed += 1
+                    result.entity(failed.entity).failed += 1
+                    continue
                 log.warning("transient destination error applying metadata (attempt %s of %s): %s",
                             attempt, attempts, exc)  # fmt: skip
                 self._declared.clear()
@@ -260,8 +279,7 @@ class MetadataApplier:
                 if attempt >= attempts:
                     raise TransientDestinationError(str(exc)) from exc
                 time.sleep(backoff_seconds * 2 ** (attempt - 1))
-                continue
-            break
+                attempt += 1
         return catalogs
 
     def _apply_one(
@@ -286,6 +304,9 @@ class MetadataApplier:
             log.warning("%s metadata v%s: columns %s are longer than %s's %s-character limit: not created",
                         entity, n.version, too_long, dest.dialect, limit)  # fmt: skip
         table = dest.layout.entity_table(entity)
+        problem = entity_table_problem(dest, table)
+        if problem is not None:
+            raise EntityRefused(problem)
         if len(table) > limit:
             log.warning("%s metadata v%s: table name %r is longer than %s's %s-character limit: not created",
                         entity, n.version, table, dest.dialect, limit)  # fmt: skip

@@ -10,10 +10,11 @@ and SQL Server implement the same :class:`Destination`; the registry
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Literal, Protocol
 
 from shared.engine.coltypes import ColumnType
@@ -40,6 +41,49 @@ class DestinationError(Exception):
 
 class TransientDestinationError(DestinationError):
     """Connection lost, deadlock, serialization failure, timeout: worth retrying later."""
+
+
+class EnvironmentalDestinationError(TransientDestinationError):
+    """The database cannot take writes for now, whatever the records: log or disk full, size quota,
+    read-only (after a failover), cancelled, out of memory, permission revoked. The batch is parked
+    and retried with backoff until the environment is fixed; its records are never failure-logged."""
+
+
+class EntityRefused(DestinationError):
+    """One entity's table cannot be used: a reserved or colliding name, a table that is not ours,
+    DDL the database refuses (too many columns, a dependent object), a DDL lock not granted in time.
+    That entity's records fail with this reason; the other entities of the batch commit."""
+
+
+class ErrorClass(str, Enum):
+    """What an error from a destination says about the batch (docs/sqlserver.md, "Error taxonomy").
+
+    Each dialect classifies its own errors (``Destination.classify``); the engine acts on the class:
+
+    * ``RECORD``: one record is at fault (constraint, truncation, conversion, out of range): the
+      write is bisected to find it; it is failure-logged, the others apply.
+    * ``ENTITY``: the entity's table is at fault: that entity's records fail with the reason, the
+      other entities of the batch commit.
+    * ``TRANSIENT``: retry the batch a few times, then park it (retry blob) as a whole.
+    * ``ENVIRONMENTAL``: the database cannot write at all now: park at once and retry with backoff;
+      never failure-log.
+    """
+
+    RECORD = "record"
+    ENTITY = "entity"
+    TRANSIENT = "transient"
+    ENVIRONMENTAL = "environmental"
+
+
+def classify_own(exc: BaseException) -> ErrorClass | None:
+    """The class of an error raised by our own code (dialects, engine); None for a driver's error."""
+    if isinstance(exc, EnvironmentalDestinationError):
+        return ErrorClass.ENVIRONMENTAL
+    if isinstance(exc, TransientDestinationError | ConnectionFailed):
+        return ErrorClass.TRANSIENT
+    if isinstance(exc, EntityRefused):
+        return ErrorClass.ENTITY
+    return None
 
 
 class ConnectionFailed(DestinationError):
@@ -83,6 +127,23 @@ class Layout:
     def metadata_state_table(self) -> str:
         """Applied metadata version (and declared columns) per entity; named like the tombstone table."""
         return f"{self.prefix}__des_metadata" if self.prefix else "_des_metadata"
+
+    @property
+    def columns_table(self) -> str:
+        """Which columns of each entity table are ours (created, or there when the table was adopted):
+        only those are written; columns others add later are left alone."""
+        return f"{self.prefix}__des_columns" if self.prefix else "_des_columns"
+
+    @property
+    def internal_tables(self) -> tuple[str, ...]:
+        """Every table of this layout that is not an entity's (the delete log even while it is off)."""
+        return (
+            self.tombstone_table,
+            self.columns_table,
+            self.delete_log_table,
+            self.metadata_state_table,
+            *(self.metadata_table(t.name) for t in METADATA_TABLES),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +273,12 @@ class Transaction(Protocol):
 class Destination(Protocol):
     dialect: str
     max_identifier_length: int
+    max_columns: int  # per table, ours included (SQLite 2,000; PostgreSQL 1,600; SQL Server 1,024)
     layout: Layout
+
+    def existing_columns(self, table: str) -> dict[str, ColumnType] | None:
+        """The attribute columns of ``table`` as the catalog has them now (no lock, no DDL); None when
+        there is no such table. Raises :class:`EntityRefused` for a table that is not an entity table."""
 
     def ensure_table(self, table: str, wanted: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
         """Create the table and add or widen columns (concurrency-safe); return its attribute columns."""
@@ -231,8 +297,16 @@ class Destination(Protocol):
         integer range, ...). Called once per column per batch: keep the common case C-level fast.
         """
 
-    def is_transient(self, exc: BaseException) -> bool:
-        """Whether an error from this database is worth retrying (connection, deadlock, timeout)."""
+    def classify(self, exc: BaseException) -> ErrorClass:
+        """Which :class:`ErrorClass` an error from this database (or from this dialect) belongs to."""
+
+    def name_key(self, name: str) -> str:
+        """``name`` as this database compares table names: two names with the same key are one table
+        (SQLite: ASCII case-insensitive; SQL Server: case-insensitive, as its default collations;
+        PostgreSQL, where every name is quoted: exactly)."""
+
+    def reserved(self, table: str) -> str | None:
+        """Why this database keeps ``table`` for itself (SQLite's ``sqlite_*``), or None."""
 
     def reset(self) -> None:
         """Drop and reopen the connection after a transient failure."""
@@ -247,3 +321,42 @@ class Destination(Protocol):
         """Create the metadata tables if needed; then in one transaction, unless metadata at least as new
         is recorded for the entity, replace its rows in every metadata table and record its version.
         True when applied, False when stale (serialized with other writers of metadata)."""
+
+
+def entity_table_problem(dest: Destination, table: str) -> str | None:
+    """Why ``table`` cannot be an entity's table on ``dest``: a name the database reserves, or the
+    same table, as the database compares names, as one of the layout's internal tables; else None."""
+    reason = dest.reserved(table)
+    if reason is not None:
+        return reason
+    key = dest.name_key(table)
+    for internal in dest.layout.internal_tables:
+        if dest.name_key(internal) == key:
+            return (
+                f"table {table!r} would be the same {dest.dialect} table as {internal!r}, "
+                "which this app keeps for itself (tombstones, delete log, metadata)"
+            )
+    return None
+
+
+def adoption_problem(
+    table: str, columns: Sequence[str], primary_key: Sequence[str], name_key: Callable[[str], str]
+) -> str | None:
+    """Why an existing table cannot be adopted as an entity's table, or None.
+
+    Ours (or DES's) has the primary key (``Id``) and the system columns; anything else is someone
+    else's table of the same name: refused, never adopted (nothing is added to it or written)."""
+    if [name_key(k) for k in primary_key] != [name_key(ID)]:
+        key = f"({', '.join(primary_key)})" if primary_key else "none"
+        return (
+            f"table {table!r} already exists and is not an entity table (primary key {key}, not ({ID})); "
+            "it is left alone: rename it or use a table prefix"
+        )
+    have = {name_key(c) for c in columns}
+    missing = [c for c in SYSTEM_COLUMNS if name_key(c) not in have]
+    if missing:
+        return (
+            f"table {table!r} already exists without the columns {', '.join(missing)} of an entity table; "
+            "it is left alone: rename it or use a table prefix"
+        )
+    return None

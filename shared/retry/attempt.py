@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable
 from shared.engine.outcomes import BatchResult
+from shared.engine.ports import EnvironmentalDestinationError
 from shared.profiles.fanout import UNROUTED_FOLDER
 from shared.retry.batch import (
     M_COUNTED,
@@ -25,7 +26,7 @@ from shared.retry.batch import (
     short,
     unprocessable_too,
 )
-from shared.retry.policy import RetryPolicy
+from shared.retry.policy import RetryPolicy, environmental_backoff
 from shared.retry.ports import Disposition, Lease, RetryDeps
 from shared.storage.blobs import M_ATTEMPT, M_LAST_ERROR, M_NOT_BEFORE, BlobMissing, RetryBatch, RetryState, iso
 from shared.storage.claimcheck import Resolution, resolve_references
@@ -122,8 +123,12 @@ class _Attempt:
     ) -> RetryOutcome:
         policy = self.policy_for(profile_id)
         attempt = self.state.attempt + 1
-        if attempt < policy.count:
-            not_before = self.now + timedelta(seconds=policy.interval_seconds)
+        # An environmental error (log full, quota, read-only, ...) is never the records' fault: they
+        # wait, with a growing interval, until the database can write again; never failure-logged.
+        environmental = isinstance(exc, EnvironmentalDestinationError)
+        if attempt < policy.count or environmental:
+            delay = environmental_backoff(policy, attempt) if environmental else policy.interval_seconds
+            not_before = self.now + timedelta(seconds=delay)
             self.deps.retries.update(
                 self.state,
                 {M_ATTEMPT: str(attempt), M_NOT_BEFORE: iso(not_before), M_LAST_ERROR: short(exc)},

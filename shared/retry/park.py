@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.contract.parse import ParsedBatch
 from shared.engine.outcomes import BatchResult
+from shared.engine.ports import EnvironmentalDestinationError
 from shared.retry.batch import M_COUNTED, doc_of, fail_all, items_of, short, unprocessable_too
 from shared.retry.policy import RetryPolicy
 from shared.retry.ports import RetryDeps
@@ -80,7 +81,7 @@ def park_batch(
     result = unprocessable_too(BatchResult(), parsed.unprocessable)
     rejects = router.rejects_of(profile_id)
     items = items_of(parsed.notifications, parsed.metadata)
-    if policy.count == 0 and items:
+    if policy.count == 0 and items and not isinstance(exc, EnvironmentalDestinationError):
         failed = fail_all(
             parsed.notifications, f"destination unavailable (retry count 0): {short(exc)}", parsed.metadata
         )
@@ -106,7 +107,7 @@ def park_profile(deps: RetryDeps, outcome: ProfileOutcome) -> ParkedBlob | None:
     gains) and returns the blob, if one was written."""
     assert outcome.error is not None
     exc, policy = outcome.error, deps.router.policy_of(outcome.profile)
-    if policy.count == 0:
+    if policy.count == 0 and not isinstance(exc, EnvironmentalDestinationError):
         reason = f"destination unavailable (retry count 0): {short(exc)}"
         outcome.result = fail_all(outcome.notifications, reason, outcome.metadata)
         outcome.parked = 0

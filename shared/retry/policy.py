@@ -29,3 +29,12 @@ class RetryPolicy:
     def of_profile(cls, profile: Profile, inline_wait_seconds: float = 30.0) -> RetryPolicy:
         """A profile's own retryCount and retryIntervalSeconds (profile mode)."""
         return cls(profile.retryCount, float(profile.retryIntervalSeconds), inline_wait_seconds)
+
+
+ENVIRONMENTAL_BACKOFF_MAX_S = 3600.0  # environmental errors: retried past the count, at most this far apart
+
+
+def environmental_backoff(policy: RetryPolicy, attempt: int) -> float:
+    """Seconds until the next retry of a batch parked by an environmental destination error (log
+    full, quota, read-only, ...): doubling from the profile's interval (at least 1 s), at most an hour."""
+    return min(ENVIRONMENTAL_BACKOFF_MAX_S, max(1.0, policy.interval_seconds) * float(2 ** min(attempt, 12)))

@@ -28,6 +28,7 @@ from shared.store.sql import HISTORY, HISTORY_COLUMNS, HISTORY_COUNTERS, METRIC_
 log = logging.getLogger(__name__)
 
 POOL_IDLE = 4
+QUERY_TIMEOUT_S = 30  # every statement of the store; a DSN's query_timeout overrides it
 LOCK_TIMEOUT_MS = 60_000
 SESSION = ("SET NOCOUNT ON", "SET XACT_ABORT ON")
 BEGIN, COMMIT, ROLLBACK = "BEGIN TRANSACTION", "COMMIT TRANSACTION", "ROLLBACK TRANSACTION"
@@ -177,10 +178,18 @@ class MssqlStoreDialect(StoreDialect):
             conn = self._connect()
         except Exception as exc:
             raise StoreUnavailable(f"cannot connect to the admin store {self.describe()}: {exc}") from exc
-        cur = conn.cursor()
-        for statement in SESSION:
-            cur.execute(statement)
-        cur.close()
+        try:
+            conn.timeout = self.target.query_timeout or QUERY_TIMEOUT_S  # pyodbc: SQL_ATTR_QUERY_TIMEOUT
+            cur = conn.cursor()
+            for statement in SESSION:
+                cur.execute(statement)
+            cur.close()
+        except Exception as exc:  # never leak the connection whose session could not be set up
+            try:
+                conn.close()
+            except Exception as close_exc:
+                log.debug("closing an admin store connection failed: %s", close_exc)
+            raise StoreUnavailable(f"cannot set up an admin store session on {self.describe()}: {exc}") from exc
         return conn
 
     def _release(self, conn: Any, healthy: bool) -> None:
@@ -278,6 +287,9 @@ class MssqlStoreDialect(StoreDialect):
 
     def is_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, StoreUnavailable) or mssql_errors.is_transient(exc)
+
+    def is_deadlock(self, exc: BaseException) -> bool:
+        return 1205 in mssql_errors.error_parts(exc)[1]
 
     def close(self) -> None:
         self._closed.set()

@@ -100,5 +100,8 @@ class PostgresStoreDialect(StoreDialect):
     def is_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | PoolTimeout)
 
+    def is_deadlock(self, exc: BaseException) -> bool:
+        return isinstance(exc, pgerrors.DeadlockDetected | pgerrors.SerializationFailure)
+
     def close(self) -> None:
         self.pool.close()

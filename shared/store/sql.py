@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -45,6 +46,8 @@ VERSIONS = "des_store_version"
 SOURCE_CURSORS = "des_source_cursors"  # shared/source/dataverse/cursors.py
 SOURCE_SEEN = "des_source_seen"
 HISTORY = "des_metrics_history"
+DEADLOCK_ATTEMPTS = 3  # a unit of work chosen as a deadlock victim runs again, this often in all
+DEADLOCK_BACKOFF_S = 0.05
 
 METRIC_COLUMNS = (
     "profile_id", "entity", "total", "success", "failure", "stale", "unprocessable", "skipped",
@@ -127,6 +130,10 @@ class StoreDialect(ABC):
     @abstractmethod
     def is_unavailable(self, exc: BaseException) -> bool: ...
 
+    def is_deadlock(self, exc: BaseException) -> bool:
+        """A deadlock victim (or serialization failure): the transaction is worth running again."""
+        return False
+
     def migration_names(self) -> dict[str, str]:
         return {
             "profiles": self.table(PROFILES),
@@ -191,14 +198,23 @@ class SqlStore:
 
     # ------------------------------------------------------------------------------ plumbing
     def _run(self, what: str, work: Any) -> Any:
-        try:
-            return work()
-        except StoreError:
-            raise
-        except Exception as exc:
-            if self.d.is_unavailable(exc):
-                raise StoreUnavailable(f"admin store ({self.d.describe()}) unavailable during {what}: {exc}") from exc
-            raise
+        """Run one unit of work (its own transactions), again after a deadlock (rolled back)."""
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                return work()
+            except StoreError:
+                raise
+            except Exception as exc:
+                if attempt < DEADLOCK_ATTEMPTS and self.d.is_deadlock(exc):
+                    log.info("admin store deadlock during %s (attempt %s); running it again", what, attempt)
+                    time.sleep(DEADLOCK_BACKOFF_S * attempt)
+                    continue
+                if self.d.is_unavailable(exc):
+                    raise StoreUnavailable(
+                        f"admin store ({self.d.describe()}) unavailable during {what}: {exc}"
+                    ) from exc
+                raise
+        raise AssertionError("unreachable")
 
     # ----------------------------------------------------------------------------- migrations
     def migrate(self) -> int:
@@ -531,17 +547,22 @@ class SqlStore:
     def set_initial_sync_state(self, profile_id: str, entity: str, state: str) -> None:
         pid = profile_id.lower()
 
+        update = self.d.sql(f"UPDATE {self._m} SET initial_sync_state = ? WHERE profile_id = ? AND entity = ?")
+        insert = self.d.sql(f"INSERT INTO {self._m} (profile_id, entity, initial_sync_state) VALUES (?, ?, ?)")
+
         def work() -> None:
-            with self.d.transaction() as cur:
-                cur.execute(
-                    self.d.sql(f"UPDATE {self._m} SET initial_sync_state = ? WHERE profile_id = ? AND entity = ?"),
-                    (state, pid, entity),
-                )
-                if cur.rowcount == 0:
-                    cur.execute(
-                        self.d.sql(f"INSERT INTO {self._m} (profile_id, entity, initial_sync_state) VALUES (?, ?, ?)"),
-                        (pid, entity, state),
-                    )
+            for attempt in (1, 2):
+                try:
+                    with self.d.transaction() as cur:
+                        cur.execute(update, (state, pid, entity))
+                        if cur.rowcount == 0:
+                            cur.execute(insert, (pid, entity, state))
+                    return
+                except Exception as exc:
+                    # Another writer inserted the row between our UPDATE and INSERT: update it now.
+                    if attempt == 1 and self.d.is_unique_violation(exc):
+                        continue
+                    raise
 
         self._run("set_initial_sync_state", work)
 

@@ -27,7 +27,7 @@ from shared.destinations.inspect import table_rows
 from shared.engine.engine import SyncEngine
 from tests.support.model import Change
 from tests.support.postgres import fresh_database
-from tests.support.scenarios import SCENARIOS, Outcome, Scenario, check, concurrent_writers, run, up
+from tests.support.scenarios import SCENARIOS, Outcome, Scenario, check, concurrent_writers, rm, run, up
 
 pytestmark = pytest.mark.unit
 
@@ -223,5 +223,77 @@ def test_a_killed_connection_is_transient_and_the_engine_recovers(sandbox: Mssql
         (row,) = list(table_rows(dest, layout.entity_table("account")))
         assert row["name"] == "b"
         assert row["versionnumber"] == 2
+    finally:
+        dest.close()
+
+
+def _raw(sandbox: MssqlSandbox, *statements: str) -> None:
+    import pyodbc  # type: ignore[import-not-found]
+
+    conn = pyodbc.connect(sandbox.conn_str, autocommit=True)
+    try:
+        for s in statements:
+            conn.cursor().execute(s)
+    finally:
+        conn.close()
+
+
+@pytest.mark.azure
+@needs_mssql
+def test_a_table_with_a_trigger_takes_upserts_and_deletes(sandbox: MssqlSandbox) -> None:
+    """``OUTPUT`` without ``INTO`` fails on a table with a trigger (error 334): ours goes INTO a temp table."""
+    layout = sandbox.isolate(Layout(write_delete_log=True))
+    dest = sandbox.open(layout)
+    table = layout.entity_table("account")
+    try:
+        engine = SyncEngine(dest, backoff_seconds=0)
+        assert engine.apply_bodies([up("account", 1, 1, name="a").body()]).applied == 1
+        trigger = f"[dbo].[{table}_audit]"
+        _raw(sandbox, f"CREATE TRIGGER {trigger} ON [dbo].[{table}] AFTER INSERT, UPDATE AS SET NOCOUNT ON;")
+        r = engine.apply_bodies([up("account", 1, 2, name="b").body(), up("account", 2, 1, name="c").body()])
+        assert (r.applied, r.failed) == (2, 0), [f.reason for f in r.failures]
+        r = engine.apply_bodies([rm("account", 2, 2).body()])
+        assert (r.applied, r.failed) == (1, 0), [f.reason for f in r.failures]
+        assert [row["name"] for row in table_rows(dest, table)] == ["b"]
+    finally:
+        dest.close()
+
+
+@pytest.mark.azure
+@needs_mssql
+def test_an_adopted_des_table_keeps_its_types_and_skips_computed_identity_rowversion(sandbox: MssqlSandbox) -> None:
+    layout = sandbox.isolate(Layout())
+    table = layout.entity_table("account")
+    _raw(
+        sandbox,
+        f"CREATE TABLE [dbo].[{table}] ([Id] UNIQUEIDENTIFIER NOT NULL PRIMARY KEY, [SinkCreatedOn] DATETIME NOT NULL, "
+        "[SinkModifiedOn] DATETIME NOT NULL, [versionnumber] BIGINT NOT NULL, [name] NVARCHAR(160) NULL, "
+        "[numberofemployees] INT NULL, [statecode] SMALLINT NULL, [createdon] DATETIME NULL, [revenue] MONEY NULL, "
+        "[label] AS ([name] + N'!'), [seq] INT IDENTITY(1, 1) NOT NULL, [rv] ROWVERSION)",
+    )
+    dest = sandbox.open(layout)
+    try:
+        body = up("account", 1, 1, name="Contoso", numberofemployees=42, statecode=1,
+                  createdon="2026-11-21T10:00:00Z", revenue=1234.5).body()  # fmt: skip
+        r = SyncEngine(dest, backoff_seconds=0).apply_bodies([body, up("account", 2, 1, name="x", label="no").body()])
+        assert (r.applied, r.failed) == (1, 1), [f.reason for f in r.failures]
+        assert "no writable column" in r.failures[0].reason
+        (row,) = list(table_rows(dest, table))
+        assert (row["name"], row["label"], row["numberofemployees"]) == ("Contoso", "Contoso!", 42)
+    finally:
+        dest.close()
+
+
+@pytest.mark.azure
+@needs_mssql
+def test_an_entity_named_like_the_delete_log_fails_per_record(sandbox: MssqlSandbox) -> None:
+    layout = sandbox.isolate(Layout(write_delete_log=True))
+    dest = sandbox.open(layout)
+    try:
+        r = SyncEngine(dest, backoff_seconds=0).apply_bodies(
+            [up("account", 1, 1, name="a").body(), up("deletelog", 2, 1, x=1).body()]
+        )
+        assert (r.applied, r.failed) == (1, 1)
+        assert "keeps for itself" in r.failures[0].reason
     finally:
         dest.close()

@@ -226,8 +226,10 @@ def test_deletes_and_delete_log(open_dest: DestinationFactory) -> None:
     layout = Layout(prefix="log", write_delete_log=True)
     dest = open_dest(layout)
     engine = SyncEngine(dest)
-    clean(apply(engine, upsert(R1, 1, {"name": "a"}), upsert(R2, 1, {"name": "b"})))
-    result = apply(engine, delete(R1, 2), delete(R2, 1), delete(R3, 5))  # R2's delete is stale
+    clean(apply(engine, upsert(R1, 1, {"name": "a"}), upsert(R2, 2, {"name": "b"})))
+    # R2's delete is older than its row: stale (a delete at the row's own version would win the
+    # tie: tests/integration/test_delete_update_tie.py).
+    result = apply(engine, delete(R1, 2), delete(R2, 1), delete(R3, 5))
     assert (result.applied, result.stale) == (2, 1)
     assert set(rows(dest, "log_account")) == {R2}
     logged = sorted((str(r["RecordId"]), r["VersionNumber"]) for r in table_rows(dest, "log_DeleteLog"))

@@ -125,7 +125,8 @@ class ReferenceModel:
 
     def _newer(self, c: Change) -> bool:
         row = self.rows.get(c.key)
-        if row is not None and c.version <= row.version:
+        # A delete wins a tie with the live row's version, whatever the batching.
+        if row is not None and (c.version < row.version or (c.version == row.version and not c.is_delete)):
             return False
         dead = self.tombstones.get(c.key)
         return dead is None or c.version > dead
@@ -158,8 +159,9 @@ class ReferenceModel:
             if cur is None:
                 best[c.key] = c
             else:
-                # Equal versions are one source event delivered twice; either copy may win.
-                if c.version > cur.version:
+                # Equal versions are one source event delivered twice (either copy may win), or a
+                # delete and an update of the same version: the delete wins.
+                if (c.version, c.is_delete) > (cur.version, cur.is_delete):
                     best[c.key] = c
                 counts.stale += 1
         for c in best.values():

@@ -141,7 +141,7 @@ def test_replace_metadata_statement_shapes() -> None:
     locks = [s.params for s in state.sent if "sp_getapplock" in s.sql]
     assert ("des:des._metadata", 60000) in locks
     creates = [s for s in sqls if s.startswith("CREATE TABLE")]
-    assert len(creates) == 1 + 6 + 1  # tombstones, six metadata tables, the version table
+    assert len(creates) == 2 + 6 + 1  # tombstones, columns registry, six metadata tables, the version table
     assert "[des].[crm_AttributeMetadata] ([Id] BIGINT IDENTITY(1, 1) NOT NULL PRIMARY KEY" in creates[-2]
     deletes = [(s.sql, s.params) for s in state.sent if s.sql.startswith("DELETE")]
     assert ("DELETE FROM [des].[crm_GlobalOptionsetMetadata] WHERE [OptionSetName] = ?", ("shared_a",)) in deletes

@@ -19,6 +19,7 @@ SQL Server cannot run here, so behaviour is proven by tests/gated/test_mssql_liv
 
 from __future__ import annotations
 
+import decimal
 import json
 import re
 import struct
@@ -45,6 +46,7 @@ from shared.destinations.mssql import connect, errors
 from shared.destinations.mssql.dialect import (
     CHUNK_MAX_BYTES,
     CHUNK_MAX_ROWS,
+    DDL_LOCK_TIMEOUT_MS,
     SQL_BIGINT,
     SQL_BIT,
     SQL_GUID,
@@ -64,9 +66,9 @@ from shared.destinations.mssql.dialect import (
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.engine import SyncEngine
-from shared.engine.ports import WriteSet
+from shared.engine.ports import EntityRefused, EnvironmentalDestinationError, ErrorClass, WriteSet
 from tests.support.postgres import fresh_database
-from tests.support.scenarios import HOSTILE_TEXTS, SCENARIOS, Scenario, run, up
+from tests.support.scenarios import HOSTILE_TEXTS, SCENARIOS, Scenario, rm, run, up
 
 pytestmark = pytest.mark.unit
 
@@ -90,9 +92,14 @@ class ServerState:
     sent: list[Sent] = field(default_factory=list)
     schemas: set[str] = field(default_factory=lambda: {"dbo"})
     tables: dict[tuple[str, str], dict[str, tuple[str, int, int, int]]] = field(default_factory=dict)
+    primary_keys: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    unwritable: set[tuple[str, str, str]] = field(default_factory=set)  # computed, identity, rowversion
+    registry: set[tuple[str, str]] = field(default_factory=set)  # (table, column): the columns registry's rows
     stage: list[tuple[Any, ...]] = field(default_factory=list)
     fail_on: re.Pattern[str] | None = None  # raise a (non-transient) driver error for matching SQL
+    fail_with: pyodbc.Error | None = None  # ... this one instead of the default (8115)
     xact_state: int = 1
+    bind_precision: list[int] = field(default_factory=list)  # the decimal context's precision per executemany
     connects: int = 0
 
 
@@ -113,6 +120,12 @@ def _type_row(dtype: exp.DataType) -> tuple[str, int, int, int]:
         "uniqueidentifier": ("uniqueidentifier", 16, 0, 0),
         "bit": ("bit", 1, 1, 0),
         "bigint": ("bigint", 8, 19, 0),
+        # an existing DES database's types (test_an_adopted_des_table_keeps_its_column_types)
+        "int": ("int", 4, 10, 0),
+        "integer": ("int", 4, 10, 0),
+        "smallint": ("smallint", 2, 5, 0),
+        "datetime": ("datetime", 8, 23, 3),
+        "money": ("money", 8, 19, 4),
     }
     assert name in fixed, f"the dialect declared a type it does not document: {text}"
     return fixed[name]
@@ -139,6 +152,8 @@ class RecordingCursor:
     def execute(self, sql: str, *params: Any) -> RecordingCursor:
         self.state.sent.append(Sent(sql, tuple(params), sizes=self.sizes))
         if self.state.fail_on is not None and self.state.fail_on.search(sql):
+            if self.state.fail_with is not None:
+                raise self.state.fail_with
             raise pyodbc.ProgrammingError(
                 "42000", "[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]scripted failure (8115) "
                 "(SQLExecDirectW)"
@@ -148,6 +163,7 @@ class RecordingCursor:
 
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         self.state.sent.append(Sent(sql, (), list(rows), self.sizes, self.fast_executemany))
+        self.state.bind_precision.append(decimal.getcontext().prec)
         if "[#des_stage]" in sql:
             self.state.stage.extend(rows)
 
@@ -156,6 +172,9 @@ class RecordingCursor:
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         return list(self._result)
+
+    def nextset(self) -> bool:
+        return False
 
     def close(self) -> None:
         pass
@@ -172,13 +191,28 @@ class RecordingCursor:
             return [(1 if params[0] in s.schemas else None,)]
         if sql == TSql.OBJECT_ID:
             return [(1 if _table_key(params[0]) in s.tables else None,)]
+        if sql == TSql.PRIMARY_KEY:
+            return [(c,) for c in s.primary_keys.get(_table_key(params[0]), [])]
         if sql == TSql.COLUMNS:
-            cols = s.tables.get(_table_key(params[0]), {})
-            return [(name, *row) for name, row in cols.items()]
+            key = _table_key(params[0])
+            cols = s.tables.get(key, {})
+            return [(name, *row, (*key, name) not in s.unwritable) for name, row in cols.items()]
         if sql.startswith("SELECT * FROM"):
             return []
+        if sql.startswith("INSERT INTO") and "_des_columns] ([TableName], [ColumnName])" in sql:
+            s.registry.update(zip(params[0::2], params[1::2], strict=True))
+            return []
+        if sql.startswith("SELECT [ColumnName] FROM"):
+            return [(c,) for t, c in sorted(s.registry) if t == params[0]]
         if sql.startswith(("SAVE ", "ROLLBACK", "BEGIN", "COMMIT", "SET ", "DELETE ", "INSERT ", "DROP ")):
             return []
+        if " UNION ALL " in sql or sql.endswith("DROP TABLE [#des_stage];"):  # the batch after staging
+            rows: list[tuple[Any, ...]] = []
+            if "[#des_applied]" in sql:
+                rows += [(r[0], False) for r in s.stage if not r[2]]  # the staged upserts' ids
+            if "[#des_gone]" in sql:
+                rows += [(r[0], True) for r in s.stage if r[2]]  # the staged deletes' ids
+            return rows
         tree = sqlglot.parse_one(sql, read="tsql")
         if isinstance(tree, exp.Create):
             self._create(tree)
@@ -200,8 +234,9 @@ class RecordingCursor:
             if table.name.startswith("des_stage"):
                 s.stage = []
             return
-        cols = {c.name: _type_row(c.args["kind"]) for c in tree.this.expressions if isinstance(c, exp.ColumnDef)}
-        s.tables[(table.db, table.name)] = cols
+        defs = [c for c in tree.this.expressions if isinstance(c, exp.ColumnDef)]
+        s.tables[(table.db, table.name)] = {c.name: _type_row(c.args["kind"]) for c in defs}
+        s.primary_keys[(table.db, table.name)] = [c.name for c in defs if c.find(exp.PrimaryKeyColumnConstraint)]
 
     def _alter(self, tree: exp.Alter) -> None:
         cols = self.state.tables[(tree.this.db, tree.this.name)]
@@ -328,14 +363,26 @@ def test_statement_shapes_of_an_upsert_with_deletes_and_delete_log() -> None:
     assert any(s.startswith("SAVE TRANSACTION des_sp_0") for s in sqls)
     lock = next(s for s in state.sent if "sp_getapplock" in s.sql)
     assert lock.params == ("des:des.crm_account", 60000)
-    merge = next(s for s in state.sent if s.sql.startswith("MERGE [des].[crm_account] WITH (HOLDLOCK)"))
-    assert merge.params == ("account", now.replace(tzinfo=None), now.replace(tzinfo=None), now.replace(tzinfo=None))
-    assert "NOT EXISTS (SELECT 1 FROM [des].[crm__des_tombstones] AS d WITH (HOLDLOCK)" in merge.sql
-    assert merge.sql.endswith("OUTPUT inserted.[Id];")
-    tomb = next(s for s in state.sent if s.sql.startswith("MERGE [des].[crm__des_tombstones] WITH (HOLDLOCK)"))
-    assert tomb.params == ("account", now.replace(tzinfo=None), now.replace(tzinfo=None))
-    log_insert = next(s for s in state.sent if s.sql.startswith("INSERT INTO [des].[crm_DeleteLog]"))
-    assert log_insert.params == ("account", now.replace(tzinfo=None))
+    # After staging, one batch: MERGE ... OUTPUT INTO #des_applied, the deletes, tombstones and
+    # delete log, one result set, the drops.
+    stage_at = max(i for i, x in enumerate(state.sent) if x.rows is not None)
+    after = state.sent[stage_at + 1 :]
+    assert [x.sql for x in after][1:] == ["COMMIT TRANSACTION"]  # (the savepoint is released by COMMIT)
+    batch = after[0]
+    at = now.replace(tzinfo=None)
+    assert batch.params == ("account", at, at, at, "account", at, at, "account", at)
+    statements = [t for t in sqlglot.parse(batch.sql, read="tsql") if t is not None]
+    assert [type(t).__name__ for t in statements] == [
+        "Create", "Merge", "Create", "Delete", "Merge", "Insert", "Union", "Drop", "Drop", "Drop",
+    ]
+    merge, tomb = (t.sql("tsql") for t in statements if isinstance(t, exp.Merge))
+    assert "[des].[crm_account] WITH (HOLDLOCK)" in merge  # the entity's own table keeps its key-range locks
+    assert tomb.startswith("MERGE INTO [des].[crm__des_tombstones] AS d")  # shared by all entities: no range locks
+    assert "[crm__des_tombstones] AS d WHERE" in batch.sql  # nor in the upsert's tombstone check
+    assert "OUTPUT inserted.[Id] INTO [#des_applied] ([Id])" in batch.sql
+    assert "INTO [#des_gone] ([RecordId], [VersionNumber])" in batch.sql
+    assert "INSERT INTO [des].[crm_DeleteLog]" in batch.sql
+    assert state.bind_precision == [38]  # decimals bound under a 38-digit context
     staged = next(s for s in state.sent if s.rows is not None)
     assert staged.sizes == [
         (SQL_GUID, 16, 0), (SQL_BIGINT, 19, 0), (SQL_BIT, 1, 0),
@@ -357,10 +404,11 @@ def test_delete_only_write_stages_no_attribute_columns_and_skips_the_merge() -> 
     rid = str(uuid.uuid4())
     with dest.transaction() as tx:
         tx.write(WriteSet("contact", "contact", ["fullname"], [], [(rid, 3)], datetime.now(UTC)))
-    sqls = [s.sql for s in state.sent]
-    assert not any(s.startswith("MERGE [dbo].[contact]") for s in sqls)
-    assert any(s.startswith("DELETE t FROM [dbo].[contact] AS t WITH (HOLDLOCK)") for s in sqls)
-    assert not any(s.startswith("INSERT INTO [dbo].[DeleteLog]") for s in sqls)  # delete log off
+    (batch,) = [s.sql for s in state.sent if s.sql.endswith("DROP TABLE [#des_stage];")]
+    assert "MERGE [dbo].[contact]" not in batch
+    assert "[#des_applied]" not in batch
+    assert "DELETE t FROM [dbo].[contact] AS t WITH (HOLDLOCK)" in batch
+    assert "[DeleteLog]" not in batch  # delete log off
     staged = next(s for s in state.sent if s.rows is not None)
     assert staged.rows == [(uuid.UUID(rid), 3, True)]
 
@@ -368,7 +416,7 @@ def test_delete_only_write_stages_no_attribute_columns_and_skips_the_merge() -> 
 def test_a_rejected_write_rolls_back_to_its_savepoint_and_the_engine_isolates_the_record() -> None:
     """The SQL sent on the error path (SAVE, XACT_STATE, ROLLBACK TRANSACTION <savepoint>)."""
     dest, state = recording_destination(Layout())
-    state.fail_on = re.compile(r"^MERGE \[dbo\]\.\[account\]")
+    state.fail_on = re.compile(r"MERGE \[dbo\]\.\[account\]")
     result = SyncEngine(dest, backoff_seconds=0).apply_notifications([])  # warm nothing
     assert result.received == 0
     from shared.contract.parse import parse_bodies
@@ -392,7 +440,7 @@ def test_a_rejected_write_rolls_back_to_its_savepoint_and_the_engine_isolates_th
 def test_a_doomed_transaction_becomes_transient_instead_of_a_partial_commit() -> None:
     dest, state = recording_destination(Layout())
     dest.ensure_table("account", {"name": coltypes.TEXT})
-    state.fail_on = re.compile(r"^MERGE \[dbo\]\.\[account\]")
+    state.fail_on = re.compile(r"MERGE \[dbo\]\.\[account\]")
     state.xact_state = -1
     ws = WriteSet("account", "account", ["name"], [(str(uuid.uuid4()), 1, "a")], [], datetime.now(UTC))
     with pytest.raises(errors.TransactionLost), dest.transaction() as tx, tx.savepoint():
@@ -575,7 +623,7 @@ def test_types_map_and_read_back(t: ColumnType, declared: str, row: tuple[str, i
 def test_metadata_types_map_to_nvarchar_n_decimal_38_s_and_datetime2() -> None:
     assert sql_type(ColumnType(Kind.TEXT, 5000)) == "NVARCHAR(MAX)"  # beyond NVARCHAR(4000)
     assert sql_type(ColumnType(Kind.DECIMAL, precision=10, scale=2)) == "DECIMAL(38, 2)"
-    assert column_type("int", 4, 10, 0) == coltypes.TEXT  # a column someone else made
+    assert column_type("int", 4, 10, 0) == coltypes.INTEGER  # an existing DES column, read as it is (issue 11)
 
 
 def test_widening_is_allowed_only_where_alter_column_is_lossless() -> None:
@@ -810,3 +858,208 @@ def _report_counts() -> Iterator[None]:
         total = sum(PARSE_COUNTS.values())
         print("\nT-SQL statements parsed per scenario: " + ", ".join(f"{k}={v}" for k, v in PARSE_COUNTS.items()))
         print(f"total: {total}")
+
+
+# --------------------------------------------------------------------------- error taxonomy
+RECORD_NATIVE = [515, 547, 2627, 2601, 8152, 2628, 8115, 220, 245, 8114, 511, 8169, 242]
+
+
+@pytest.mark.parametrize(
+    ("native", "expected"),
+    [(n, ErrorClass.ENVIRONMENTAL) for n in sorted(errors.ENVIRONMENTAL_NATIVE_ERRORS)]
+    + [(n, ErrorClass.ENTITY) for n in sorted(errors.ENTITY_NATIVE_ERRORS)]
+    + [(n, ErrorClass.TRANSIENT) for n in sorted(errors.TRANSIENT_NATIVE_ERRORS)]
+    + [(n, ErrorClass.RECORD) for n in RECORD_NATIVE],
+)
+def test_every_native_error_of_the_taxonomy_is_classified(native: int, expected: ErrorClass) -> None:
+    exc = _driver_error(pyodbc.ProgrammingError, "42000", native)
+    assert errors.classify(exc) is expected
+    dest, _ = recording_destination(Layout())
+    assert dest.classify(exc) is expected
+
+
+def test_cancelled_is_environmental_and_our_own_errors_keep_their_class() -> None:
+    cancelled = pyodbc.OperationalError(
+        "HY008", "[HY008] [Microsoft][ODBC Driver 18 for SQL Server]Operation canceled (0)"
+    )
+    assert errors.classify(cancelled) is ErrorClass.ENVIRONMENTAL
+    assert errors.classify(errors.LockTimeout("applock")) is ErrorClass.TRANSIENT
+    assert errors.classify(EntityRefused("reserved")) is ErrorClass.ENTITY
+    assert errors.classify(EnvironmentalDestinationError("log full")) is ErrorClass.ENVIRONMENTAL
+    assert errors.classify(ValueError("(9002) (SQLExecDirectW)")) is ErrorClass.RECORD  # not a driver error
+
+
+@pytest.mark.parametrize("native", [9002, 40552, 40544, 8645, 3906])
+def test_environmental_errors_park_the_batch_instead_of_failing_every_record(native: int) -> None:
+    """Log full, quota, memory grant, read-only: once bisected into a failure per record."""
+    dest, state = recording_destination(Layout())
+    state.fail_on = re.compile(r"MERGE \[dbo\]\.\[account\]")
+    state.fail_with = _driver_error(pyodbc.OperationalError, "42000", native)
+    state.xact_state = -1  # as after most of these: the transaction is doomed
+    bodies = [up("account", i, 1, name=f"n{i}").body() for i in range(1, 5)]
+    with pytest.raises(EnvironmentalDestinationError):
+        SyncEngine(dest, backoff_seconds=0).apply_bodies(bodies)
+    sqls = [s.sql for s in state.sent]
+    assert sum(1 for s in sqls if s.startswith("SAVE TRANSACTION")) == 1  # no bisection
+    assert "COMMIT TRANSACTION" not in sqls[sqls.index("SAVE TRANSACTION des_sp_0") :]
+
+
+def test_an_entity_level_error_fails_that_entity_and_the_others_commit() -> None:
+    """334 (a trigger and OUTPUT without INTO) and 1702 (too many columns) are about the table."""
+    dest, state = recording_destination(Layout())
+    state.fail_on = re.compile(r"^CREATE TABLE \[dbo\]\.\[wide\]")
+    state.fail_with = _driver_error(pyodbc.ProgrammingError, "42000", 1702, "CREATE TABLE failed because column")
+    bodies = [up("account", 1, 1, name="a").body(), up("wide", 2, 1, x=1).body(), up("wide", 3, 1, x=2).body()]
+    result = SyncEngine(dest, backoff_seconds=0).apply_bodies(bodies)
+    assert result.conserved
+    assert (result.applied, result.failed) == (1, 2)
+    assert {f.entity for f in result.failures} == {"wide"}
+    assert all("(1702)" in f.reason for f in result.failures)
+
+    dest, state = recording_destination(Layout())
+    dest.ensure_table("account", {"name": coltypes.TEXT})
+    dest.ensure_table("contact", {"name": coltypes.TEXT})
+    state.fail_on = re.compile(r"MERGE \[dbo\]\.\[account\]")
+    state.fail_with = _driver_error(pyodbc.ProgrammingError, "42000", 334, "The target table cannot have triggers")
+    bodies = [up("account", i, 1, name="a").body() for i in range(1, 5)] + [up("contact", 9, 1, name="c").body()]
+    result = SyncEngine(dest, backoff_seconds=0).apply_bodies(bodies)
+    assert (result.applied, result.failed) == (1, 4)
+    sqls = [s.sql for s in state.sent]
+    assert sum(1 for s in sqls if s.startswith("SAVE TRANSACTION")) == 2  # one per entity: no bisection
+    assert sqls[-1] == "COMMIT TRANSACTION"
+
+
+# ------------------------------------------------------------------- widening and DDL locks
+def test_a_cold_catalog_never_widens_nvarchar_n_for_a_value_that_fits() -> None:
+    """A new process once widened a declared NVARCHAR(160) to MAX on the first short string."""
+    dest, state = recording_destination(Layout())
+    dest.ensure_table("account", {"name": ColumnType(Kind.TEXT, 160)})
+    cold, _ = recording_destination(Layout(), state)  # same server, nothing cached
+    state.sent.clear()
+    result = SyncEngine(cold, backoff_seconds=0).apply_bodies([up("account", 1, 1, name="short").body()])
+    assert (result.applied, result.failed) == (1, 0)
+    assert not [s.sql for s in state.sent if s.sql.startswith(("ALTER", "CREATE TABLE [dbo]"))]
+    assert state.tables[("dbo", "account")]["name"] == ("nvarchar", 320, 0, 0)
+    result = SyncEngine(cold, backoff_seconds=0).apply_bodies([up("account", 2, 1, name="x" * 200).body()])
+    assert result.applied == 1
+    assert state.tables[("dbo", "account")]["name"] == ("nvarchar", -1, 0, 0)  # widened on evidence only
+
+
+def test_ddl_waits_a_bounded_time_for_its_lock_then_fails_only_that_entity() -> None:
+    dest, state = recording_destination(Layout())
+    dest.ensure_table("account", {"name": coltypes.TEXT})
+    state.fail_on = re.compile(r"^ALTER TABLE \[dbo\]\.\[account\]")
+    state.fail_with = _driver_error(pyodbc.OperationalError, "HYT00", 1222, "Lock request time out period exceeded.")
+    bodies = [up("account", 1, 1, name="a", phone="1").body(), up("contact", 2, 1, name="c").body()]
+    result = SyncEngine(dest, backoff_seconds=0).apply_bodies(bodies)
+    assert result.conserved
+    assert (result.applied, result.failed) == (1, 1)
+    assert "schema lock" in result.failures[0].reason
+    sqls = [s.sql for s in state.sent]
+    i = next(i for i, s in enumerate(sqls) if s.startswith("ALTER TABLE [dbo].[account]"))
+    assert sqls[i - 1] == f"SET LOCK_TIMEOUT {DDL_LOCK_TIMEOUT_MS}"
+    assert sqls[i + 1] == "SET LOCK_TIMEOUT 60000"
+
+
+def test_at_most_two_round_trips_per_entity_after_staging() -> None:
+    """Once 7-13 round trips per entity; now the batch after staging is one (counted on the double)."""
+    dest, state = recording_destination(Layout(write_delete_log=True))
+    engine = SyncEngine(dest, backoff_seconds=0)
+    engine.apply_bodies([up(e, i, 1, name="a").body() for e in ("account", "contact") for i in range(1, 4)])
+    state.sent.clear()
+    bodies = [up(e, i, 2, name="b").body() for e in ("account", "contact") for i in range(1, 3)]
+    bodies += [rm(e, 3, 3).body() for e in ("account", "contact")]
+    result = engine.apply_bodies(bodies)
+    assert (result.applied, result.failed) == (6, 0)
+    # Round trips from the end of each entity's staging to the next entity's lock (or the commit).
+    trips: list[int] = []
+    counting = False
+    for sent in state.sent:
+        if sent.rows is not None:  # a staging chunk: count from the last one
+            if counting:
+                trips[-1] = 0
+            else:
+                trips.append(0)
+                counting = True
+        elif counting and ("sp_getapplock" in sent.sql or sent.sql.startswith("COMMIT")):
+            counting = False
+        elif counting:
+            trips[-1] += 1
+    assert len(trips) == 2
+    assert all(1 <= t <= 2 for t in trips), trips
+
+
+@pytest.mark.parametrize(
+    ("row", "logical"),
+    [
+        (("int", 4, 10, 0), coltypes.INTEGER),
+        (("smallint", 2, 5, 0), coltypes.INTEGER),
+        (("tinyint", 1, 3, 0), coltypes.INTEGER),
+        (("datetime", 8, 23, 3), coltypes.DATETIME),
+        (("smalldatetime", 4, 16, 0), coltypes.DATETIME),
+        (("money", 8, 19, 4), ColumnType(Kind.DECIMAL, precision=19, scale=4)),
+        (("nvarchar", 320, 0, 0), ColumnType(Kind.TEXT, 160)),
+        (("varchar", 100, 0, 0), ColumnType(Kind.TEXT, 100)),
+        (("uniqueidentifier", 16, 0, 0), coltypes.GUID),
+        (("real", 4, 24, 0), coltypes.FLOAT),
+    ],
+)
+def test_existing_des_column_types_are_read_as_they_are(row: tuple[str, int, int, int], logical: ColumnType) -> None:
+    """Once read as text: "integer does not fit column of type text" for every record."""
+    assert column_type(*row) == logical
+
+
+def test_an_adopted_des_table_keeps_its_column_types() -> None:
+    dest, state = recording_destination(Layout())
+    dest.execute(
+        "CREATE TABLE [dbo].[account] ([Id] UNIQUEIDENTIFIER NOT NULL PRIMARY KEY, [SinkCreatedOn] DATETIME NOT NULL, "
+        "[SinkModifiedOn] DATETIME NOT NULL, [versionnumber] BIGINT NOT NULL, [name] NVARCHAR(160) NULL, "
+        "[numberofemployees] INT NULL, [statecode] SMALLINT NULL, [createdon] DATETIME NULL, [revenue] MONEY NULL)"
+    )
+    before = dict(state.tables[("dbo", "account")])
+    cold, _ = recording_destination(Layout(), state)
+    body = up("account", 1, 1, name="Contoso", numberofemployees=42, statecode=1, createdon="2026-11-21T10:00:00Z",
+              revenue=1234.5).body()  # fmt: skip
+    result = SyncEngine(cold, backoff_seconds=0).apply_bodies([body])
+    assert result.failures == []
+    assert result.applied == 1
+    assert state.tables[("dbo", "account")] == before
+    assert not [s.sql for s in state.sent if s.sql.startswith("ALTER")]
+
+
+def test_computed_identity_and_rowversion_columns_are_never_written() -> None:
+    """Once in every MERGE (every upsert failed: 271, 544, 273); now skipped, and a record naming one fails alone."""
+    dest, state = recording_destination(Layout())
+    dest.ensure_table("account", {"name": coltypes.TEXT, "label": coltypes.TEXT, "seq": coltypes.INTEGER,
+                                  "rv": coltypes.TEXT})  # fmt: skip
+    state.unwritable |= {("dbo", "account", "label"), ("dbo", "account", "seq"), ("dbo", "account", "rv")}
+    cold, _ = recording_destination(Layout(), state)
+    state.sent.clear()
+    bodies = [up("account", 1, 1, name="a").body(), up("account", 2, 1, name="b", label="mine").body()]
+    result = SyncEngine(cold, backoff_seconds=0).apply_bodies(bodies)
+    assert (result.applied, result.failed) == (1, 1)
+    assert "no writable column" in result.failures[0].reason
+    (batch,) = [s.sql for s in state.sent if s.sql.endswith("DROP TABLE [#des_stage];")]
+    for column in ("[label]", "[seq]", "[rv]"):
+        assert column not in batch
+    assert not [s.sql for s in state.sent if s.sql.startswith("ALTER")]  # nor added again
+
+
+def test_an_operators_own_column_is_never_written() -> None:
+    """Once NULLed by every full-state MERGE; now only registered columns (ours) are written."""
+    dest, state = recording_destination(Layout())
+    engine = SyncEngine(dest, backoff_seconds=0)
+    assert engine.apply_bodies([up("account", 1, 1, name="a", phone="1").body()]).applied == 1
+    assert state.registry == {("account", "name"), ("account", "phone")}
+    state.tables[("dbo", "account")]["notes"] = ("nvarchar", -1, 0, 0)  # ALTER TABLE ... ADD [notes] by an operator
+    fresh = SyncEngine(recording_destination(Layout(), state)[0], backoff_seconds=0)  # a cold catalog
+    for version, eng in ((2, engine), (3, fresh)):
+        state.sent.clear()
+        bodies = [up("account", 1, version, name="b").body(), up("account", 2, 1, notes="mine").body()]
+        result = eng.apply_bodies(bodies)
+        assert (result.applied, result.failed) == (1, 1)
+        assert "no writable column" in result.failures[0].reason
+        (batch,) = [s.sql for s in state.sent if s.sql.endswith("DROP TABLE [#des_stage];")]
+        assert "[notes]" not in batch
+        assert "[phone]" in batch  # ours: written (NULL: the row is the full state)
+        assert not [s.sql for s in state.sent if s.sql.startswith("ALTER")]

@@ -21,7 +21,7 @@ from sqlglot import exp
 
 from shared.destinations.mssql.connect import parse_dsn
 from shared.engine.outcomes import BatchResult
-from shared.store import MetricsEntry, SqlStore, StoredProfile, open_store
+from shared.store import MetricsEntry, SqlStore, StoredProfile, StoreUnavailable, open_store
 from shared.store.mssql import MssqlStoreDialect, metrics_merge
 
 pytestmark = pytest.mark.unit
@@ -40,6 +40,8 @@ class Server:
     sent: list[Sent] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)  # pyodbc calls, by name
     profiles: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    fail: list[tuple[str, Exception]] = field(default_factory=list)  # (SQL prefix, error) raised once each
+    timeouts: list[int] = field(default_factory=list)  # connection.timeout as set on each connection
 
 
 class RecordingCursor:
@@ -53,6 +55,10 @@ class RecordingCursor:
     def execute(self, sql: str, *params: Any) -> RecordingCursor:
         self.server.calls.append("cursor.execute")
         self.server.sent.append(Sent(sql, params))
+        for i, (prefix, error) in enumerate(self.server.fail):
+            if sql.startswith(prefix):
+                del self.server.fail[i]
+                raise error
         self.rows = self._answer(sql, params)
         return self
 
@@ -91,6 +97,14 @@ class RecordingConnection:
     def __init__(self, server: Server) -> None:
         self.server = server
         server.calls.append("pyodbc.connect")
+
+    @property
+    def timeout(self) -> int:
+        return self.server.timeouts[-1] if self.server.timeouts else 0
+
+    @timeout.setter
+    def timeout(self, seconds: int) -> None:
+        self.server.timeouts.append(seconds)
 
     def cursor(self) -> RecordingCursor:
         self.server.calls.append("connection.cursor")
@@ -220,3 +234,42 @@ def test_open_store_reads_both_dsn_forms_and_redacts() -> None:
         open_store("mssql://des:Hidden-Pw-1@127.0.0.1:1/crm?driver=No+Such+Driver&login_timeout=1")
     assert "Hidden-Pw-1" not in str(info.value)
     assert "***" in str(info.value) or "PWD" not in str(info.value)
+
+
+def _driver_error(native: int, state: str = "40001") -> Exception:
+    import pyodbc  # type: ignore[import-not-found]
+
+    prefix = f"[{state}] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]"
+    return pyodbc.Error(state, f"{prefix}x ({native}) (SQLExecDirectW)")
+
+
+def test_a_connection_whose_session_cannot_be_set_up_is_closed_not_leaked() -> None:
+    server = Server(fail=[("SET XACT_ABORT ON", _driver_error(3701, "42000"))])
+    target = parse_dsn("mssql://des:pw@sql.example.com:1433/crm")
+    dialect = MssqlStoreDialect(target, None, connect=lambda: RecordingConnection(server))
+    with pytest.raises(StoreUnavailable, match="session"):
+        SqlStore(dialect)
+    assert server.calls.count("pyodbc.connect") == 1
+    assert server.calls[-1] == "connection.close"
+
+
+def test_every_connection_gets_a_query_timeout() -> None:
+    store, server = recording_store()
+    assert server.timeouts == [30]
+    store.close()
+    server = Server()
+    target = parse_dsn("mssql://des:pw@sql.example.com:1433/crm?query_timeout=7")
+    SqlStore(MssqlStoreDialect(target, None, connect=lambda: RecordingConnection(server))).close()
+    assert server.timeouts == [7]
+
+
+def test_a_deadlock_victim_runs_again() -> None:
+    store, server = recording_store()
+    server.fail.append(("MERGE", _driver_error(1205)))
+    r = BatchResult(received=1, applied=1)
+    r.entity("account").received, r.entity("account").applied = 1, 1
+    store.record(str(uuid.uuid4()), r)  # no exception: the second attempt commits
+    merges = [s for s in server.sent if s.sql.startswith("MERGE [des_metrics] ")]
+    assert len(merges) == 2  # the deadlock victim, then the one that committed
+    assert server.sent[-1].sql == "COMMIT TRANSACTION"
+    store.close()

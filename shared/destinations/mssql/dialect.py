@@ -11,10 +11,11 @@ Write path for one entity of a batch (inside the engine's transaction and savepo
    deadlock on these locks, and no column can be added between reading the catalog and writing.
 2. ``CREATE TABLE #des_stage`` and ``fast_executemany`` inserts in chunks bounded by rows and by
    the bytes of pyodbc's parameter array (:func:`chunk_rows`).
-3. One ``MERGE ... WITH (HOLDLOCK)`` applies every upsert whose version is newer than both the
-   live row and the tombstone (both read under key-range locks), ``OUTPUT inserted.Id``.
-4. Deletes: ``DELETE`` older live rows; ``MERGE`` tombstones ``WITH (HOLDLOCK)`` for deletes that
-   are not superseded, ``OUTPUT ... INTO #des_gone``; the delete log copies ``#des_gone``.
+3. After staging, one batch (one round trip): ``MERGE ... WITH (HOLDLOCK)`` of every upsert newer
+   than both the live row and the tombstone (read without HOLDLOCK: the app lock serialises this
+   entity's writers), ``OUTPUT ... INTO #des_applied``; ``DELETE`` of live rows not newer than a
+   staged delete; ``MERGE`` of the tombstones, ``OUTPUT ... INTO #des_gone``; the delete log from
+   ``#des_gone``; one ``SELECT`` of what took effect; the temporary tables dropped.
 
 See docs/sqlserver.md for the reasoning (MERGE versus UPDATE + INSERT, chunk sizes, row size).
 """
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from itertools import count, islice
 from typing import Any, Protocol
 
@@ -49,11 +50,14 @@ from shared.engine.ports import (
     Applied,
     ConnectionFailed,
     DestinationError,
+    EntityRefused,
+    ErrorClass,
     Layout,
     MetadataRows,
     MetadataTable,
     MetaKind,
     WriteSet,
+    adoption_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,9 @@ NVARCHAR_MAX_UNITS = 2**30 - 1  # NVARCHAR(MAX) holds 2 GB
 UNTYPED_DECIMAL_SCALE = 18  # DECIMAL(38, 18): every int64 and Dataverse decimal/money, doubles >= 0.01 exactly
 DECIMAL_PRECISION = 38
 LOCK_TIMEOUT_MS = 60_000  # SET LOCK_TIMEOUT and sp_getapplock's wait; 1222 / -1 then retry the batch
+# DDL (CREATE, ALTER) waits at most this long for its schema lock behind readers (reports, ...);
+# then the entity's records fail with the reason instead of the whole batch waiting or retrying.
+DDL_LOCK_TIMEOUT_MS = 5_000
 
 # Bulk path: rows per fast_executemany call, and bytes of pyodbc's parameter array per call.
 CHUNK_MAX_ROWS = 1000
@@ -72,7 +79,8 @@ CHUNK_MAX_BYTES = 16 * 1024 * 1024
 
 STAGE = "#des_stage"
 GONE = "#des_gone"
-_TEMP_TABLES = frozenset({STAGE, GONE})  # the only names that may start with "#"
+APPLIED = "#des_applied"
+_TEMP_TABLES = frozenset({STAGE, GONE, APPLIED})  # the only names that may start with "#"
 DELETE_FLAG = "_des_delete"  # starts with "_": can never be an attribute name
 
 # ODBC SQL types (sql.h / sqlext.h), as pyodbc exposes them, for cursor.setinputsizes.
@@ -96,6 +104,7 @@ _SQL_TYPE = {
 }
 _SAVEPOINT_RE = re.compile(r"^des_sp_\d{1,9}$")
 FLOAT_MIN_NORMAL = sys.float_info.min
+BIND_CONTEXT = Context(prec=DECIMAL_PRECISION)
 
 
 class InvalidIdentifier(DestinationError):
@@ -119,6 +128,8 @@ class Cursor(Protocol):
     def fetchone(self) -> Any: ...
 
     def fetchall(self) -> Any: ...
+
+    def nextset(self) -> Any: ...
 
     def close(self) -> Any: ...
 
@@ -172,26 +183,41 @@ def decimal_scale(t: ColumnType) -> int:
     return max(0, min(t.scale or 0, DECIMAL_PRECISION))
 
 
+_INTEGER_TYPES = frozenset({"bigint", "int", "smallint", "tinyint"})
+_DATETIME_TYPES = frozenset({"datetime2", "datetime", "smalldatetime", "datetimeoffset", "date"})
+_MONEY = {
+    "money": ColumnType(Kind.DECIMAL, precision=19, scale=4),
+    "smallmoney": ColumnType(Kind.DECIMAL, precision=10, scale=4),
+}
+
+
 def column_type(type_name: str, max_length: int, precision: int, scale: int) -> ColumnType:
-    """The logical type of a catalog column (sys.columns / sys.types)."""
+    """The logical type of a catalog column (sys.columns / sys.types), ours or an existing DES
+    database's (``int``, ``smallint``, ``datetime``, ``money``, ``nvarchar(n)``, ...): values are
+    bound as the logical type and SQL Server converts them on write (a value the narrower column
+    cannot hold, such as 2**40 for an ``int``, is that record's failure, error 8115)."""
     name = type_name.lower()
     if name == "uniqueidentifier":
         return coltypes.GUID
     if name == "bit":
         return coltypes.BOOLEAN
-    if name == "bigint":
+    if name in _INTEGER_TYPES:
         return coltypes.INTEGER
-    if name == "float" and precision == 53:
+    if name in ("float", "real"):
         return coltypes.FLOAT
-    if name == "datetime2":
+    if name in _DATETIME_TYPES:
         return coltypes.DATETIME
     if name in ("decimal", "numeric"):
         if precision == DECIMAL_PRECISION and scale == UNTYPED_DECIMAL_SCALE:
             return coltypes.DECIMAL
         return ColumnType(Kind.DECIMAL, precision=precision, scale=scale)
-    if name == "nvarchar":
+    if name in _MONEY:
+        return _MONEY[name]
+    if name in ("nvarchar", "nchar"):
         return coltypes.TEXT if max_length == -1 else ColumnType(Kind.TEXT, max_length // 2)
-    return coltypes.TEXT  # a column someone else made: treat its values as text
+    if name in ("varchar", "char"):
+        return coltypes.TEXT if max_length == -1 else ColumnType(Kind.TEXT, max_length)
+    return coltypes.TEXT  # ntext, text, xml, ...: values as text
 
 
 def utf16_units(text: str) -> int:
@@ -286,10 +312,21 @@ class TSql:
         "SELECT @des_lock AS [status]"
     )
     # Parameter: the quoted two-part table name.
+    # The last column is 0 for what is never written: computed, identity and rowversion columns.
     COLUMNS = (
-        "SELECT c.[name], ty.[name], c.[max_length], c.[precision], c.[scale] "
+        "SELECT c.[name], ty.[name], c.[max_length], c.[precision], c.[scale], "
+        "CAST(CASE WHEN c.[is_computed] = 1 OR c.[is_identity] = 1 OR ty.[name] = N'timestamp' "
+        "THEN 0 ELSE 1 END AS BIT) AS [writable] "
         "FROM sys.columns AS c INNER JOIN sys.types AS ty ON ty.[user_type_id] = c.[user_type_id] "
         "WHERE c.[object_id] = OBJECT_ID(?, N'U') ORDER BY c.[column_id]"
+    )
+
+    # Parameter: the quoted two-part table name. The primary key's columns, in key order.
+    PRIMARY_KEY = (
+        "SELECT c.[name] FROM sys.indexes AS i "
+        "INNER JOIN sys.index_columns AS ic ON ic.[object_id] = i.[object_id] AND ic.[index_id] = i.[index_id] "
+        "INNER JOIN sys.columns AS c ON c.[object_id] = ic.[object_id] AND c.[column_id] = ic.[column_id] "
+        "WHERE i.[object_id] = OBJECT_ID(?, N'U') AND i.[is_primary_key] = 1 ORDER BY ic.[key_ordinal]"
     )
 
     def __init__(self, schema: str, layout: Layout) -> None:
@@ -300,6 +337,10 @@ class TSql:
         return f"{quote(self.schema)}.{quote(name)}"
 
     # -- transactions
+    @staticmethod
+    def lock_timeout(ms: int) -> str:
+        return f"SET LOCK_TIMEOUT {int(ms)}"
+
     @staticmethod
     def save(name: str) -> str:
         if not _SAVEPOINT_RE.match(name):
@@ -329,6 +370,27 @@ class TSql:
             "[EntityName] NVARCHAR(128) NOT NULL, [RecordId] UNIQUEIDENTIFIER NOT NULL, "
             "[VersionNumber] BIGINT NOT NULL, [SinkDeleteTime] DATETIME2(7) NOT NULL, "
             "PRIMARY KEY ([EntityName], [RecordId]))"
+        )
+
+    def create_columns_registry(self) -> str:
+        return (
+            f"CREATE TABLE {self.table(self.layout.columns_table)} ("
+            "[TableName] NVARCHAR(128) NOT NULL, [ColumnName] NVARCHAR(128) NOT NULL, "
+            "PRIMARY KEY ([TableName], [ColumnName]))"
+        )
+
+    def registered_columns(self) -> str:
+        """Parameter: table. Rows (column name) of the table's columns that are ours."""
+        return f"SELECT [ColumnName] FROM {self.table(self.layout.columns_table)} WHERE [TableName] = ?"
+
+    def register_columns(self, rows: int) -> str:
+        """Parameters: (table, column) per row; rows already registered are skipped."""
+        registry = self.table(self.layout.columns_table)
+        values = ", ".join("(?, ?)" for _ in range(rows))
+        return (
+            f"INSERT INTO {registry} ([TableName], [ColumnName]) SELECT v.[t], v.[c] FROM (VALUES {values}) "
+            f"AS v ([t], [c]) WHERE NOT EXISTS (SELECT 1 FROM {registry} AS r "
+            "WHERE r.[TableName] = v.[t] AND r.[ColumnName] = v.[c])"
         )
 
     def create_delete_log(self) -> str:
@@ -373,7 +435,10 @@ class TSql:
         return f"INSERT INTO {quote(STAGE)} ({names}) VALUES ({marks})"
 
     def merge_upsert(self, table: str, columns: Sequence[str]) -> str:
-        """Parameters: entity name, now (update), now, now (insert). Returns the applied ids."""
+        """Parameters: entity name, now (update), now, now (insert). The applied ids go to #des_applied
+        (``OUTPUT ... INTO``: a plain ``OUTPUT`` fails on a table with a trigger, error 334). The
+        tombstones are read without HOLDLOCK: the table's app lock already serialises its writers,
+        and range locks on the tombstone table, shared by every entity, would block other entities."""
         q = quote
         cols = [q(c) for c in columns]
         source = ", ".join(f"s.{c}" for c in [q(ID), q(VERSION), *cols])
@@ -385,26 +450,55 @@ class TSql:
         return (
             f"MERGE {self.table(table)} WITH (HOLDLOCK) AS t "
             f"USING (SELECT {source} FROM {q(STAGE)} AS s WHERE s.{q(DELETE_FLAG)} = 0 AND NOT EXISTS ("
-            f"SELECT 1 FROM {self.table(self.layout.tombstone_table)} AS d WITH (HOLDLOCK) "
+            f"SELECT 1 FROM {self.table(self.layout.tombstone_table)} AS d "
             f"WHERE d.[EntityName] = ? AND d.[RecordId] = s.{q(ID)} AND d.[VersionNumber] >= s.{q(VERSION)})) AS s "
             f"ON t.{q(ID)} = s.{q(ID)} "
             f"WHEN MATCHED AND t.{q(VERSION)} < s.{q(VERSION)} THEN UPDATE SET {sets} "
             f"WHEN NOT MATCHED BY TARGET THEN INSERT ({insert_cols}) VALUES ({insert_vals}) "
-            f"OUTPUT inserted.{q(ID)};"
+            f"OUTPUT inserted.{q(ID)} INTO {q(APPLIED)} ({q(ID)});"
         )
 
     def delete_rows(self, table: str) -> str:
-        """Removes live rows older than a staged delete. No parameters."""
+        """Removes live rows not newer than a staged delete (a delete wins a tie). No parameters."""
         q = quote
         return (
             f"DELETE t FROM {self.table(table)} AS t WITH (HOLDLOCK) "
             f"INNER JOIN {q(STAGE)} AS s ON t.{q(ID)} = s.{q(ID)} "
-            f"WHERE s.{q(DELETE_FLAG)} = 1 AND t.{q(VERSION)} < s.{q(VERSION)}"
+            f"WHERE s.{q(DELETE_FLAG)} = 1 AND t.{q(VERSION)} <= s.{q(VERSION)}"
         )
 
     @staticmethod
     def create_gone() -> str:
         return f"CREATE TABLE {quote(GONE)} ([RecordId] UNIQUEIDENTIFIER NOT NULL, [VersionNumber] BIGINT NOT NULL)"
+
+    @staticmethod
+    def create_applied() -> str:
+        return f"CREATE TABLE {quote(APPLIED)} ({quote(ID)} UNIQUEIDENTIFIER NOT NULL)"
+
+    def apply_staged(self, table: str, columns: Sequence[str], *, upserts: bool, deletes: bool) -> str:
+        """Every statement after staging, as one batch (one round trip): the guarded MERGE of the
+        upserts, the deletes, their tombstones and delete log, then one result set of
+        ``(id, is_delete)`` for what took effect, then the temporary tables dropped.
+
+        Parameters, in order: the MERGE's (entity, now, now, now) if ``upserts``; the tombstone
+        MERGE's (entity, now, now) and the delete log's (entity, now) if ``deletes``."""
+        q = quote
+        parts: list[str] = []
+        results: list[str] = []
+        drops: list[str] = []
+        if upserts:
+            parts += [self.create_applied(), self.merge_upsert(table, columns)]
+            results.append(f"SELECT a.{q(ID)}, CAST(0 AS BIT) AS [deleted] FROM {q(APPLIED)} AS a")
+            drops.append(self.drop(APPLIED))
+        if deletes:
+            parts += [self.create_gone(), self.delete_rows(table), self.merge_tombstones(table)]
+            if self.layout.write_delete_log:
+                parts.append(self.insert_delete_log())
+            results.append(f"SELECT g.[RecordId], CAST(1 AS BIT) AS [deleted] FROM {q(GONE)} AS g")
+            drops.append(self.drop(GONE))
+        parts.append(" UNION ALL ".join(results))
+        parts += [*drops, self.drop(STAGE)]
+        return "; ".join(p.rstrip(";") for p in parts) + ";"
 
     def merge_tombstones(self, table: str) -> str:
         """Parameters: entity, now (update), now (insert). Applied deletes go to #des_gone.
@@ -414,7 +508,7 @@ class TSql:
         """
         q = quote
         return (
-            f"MERGE {self.table(self.layout.tombstone_table)} WITH (HOLDLOCK) AS d "
+            f"MERGE {self.table(self.layout.tombstone_table)} AS d "
             f"USING (SELECT ? AS [EntityName], s.{q(ID)}, s.{q(VERSION)} FROM {q(STAGE)} AS s "
             f"WHERE s.{q(DELETE_FLAG)} = 1 AND NOT EXISTS (SELECT 1 FROM {self.table(table)} AS t WITH (HOLDLOCK) "
             f"WHERE t.{q(ID)} = s.{q(ID)})) AS s "
@@ -433,10 +527,6 @@ class TSql:
             "([EntityName], [RecordId], [VersionNumber], [SinkDeleteTime]) "
             f"SELECT ?, g.[RecordId], g.[VersionNumber], ? FROM {quote(GONE)} AS g"
         )
-
-    @staticmethod
-    def select_gone() -> str:
-        return f"SELECT g.[RecordId] FROM {quote(GONE)} AS g"
 
     @staticmethod
     def drop(temp_table: str) -> str:
@@ -514,8 +604,8 @@ class MssqlTransaction:
             yield
         except Exception as exc:
             self._locked = locked
-            if self.dest.is_transient(exc):
-                raise  # the whole transaction goes; the engine retries the batch
+            if self.dest.classify(exc) in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
+                raise  # the whole transaction goes; the engine retries or parks the batch
             state = self.dest.scalar(TSql.XACT_STATE)
             if state != 1:
                 raise errors.TransactionLost(
@@ -534,20 +624,16 @@ class MssqlTransaction:
         now = _naive_utc(ws.now)
         d.execute(sql.create_stage(staged))
         self._stage(ws, staged)
-        upserted: set[str] = set()
-        deleted: set[str] = set()
+        # After staging: one round trip for everything else (docs/sqlserver.md, "The write path").
+        params: list[object] = []
         if ws.upserts:
-            rows = d.query(sql.merge_upsert(ws.table, columns), ws.entity, now, now, now)
-            upserted = {_guid_text(r[0]) for r in rows}
+            params += [ws.entity, now, now, now]
         if ws.deletes:
-            d.execute(sql.create_gone())
-            d.execute(sql.delete_rows(ws.table))
-            d.execute(sql.merge_tombstones(ws.table), ws.entity, now, now)
-            if d.layout.write_delete_log:
-                d.execute(sql.insert_delete_log(), ws.entity, now)
-            deleted = {_guid_text(r[0]) for r in d.query(sql.select_gone())}
-            d.execute(sql.drop(GONE))
-        d.execute(sql.drop(STAGE))
+            params += [ws.entity, now, now] + ([ws.entity, now] if d.layout.write_delete_log else [])
+        batch = sql.apply_staged(ws.table, columns, upserts=bool(ws.upserts), deletes=bool(ws.deletes))
+        rows = d.query_batch(batch, *params)
+        upserted = {_guid_text(r[0]) for r in rows if not r[1]}
+        deleted = {_guid_text(r[0]) for r in rows if r[1]}
         return Applied(frozenset(upserted), frozenset(deleted))
 
     def _stage(self, ws: WriteSet, staged: Sequence[tuple[str, ColumnType]]) -> None:
@@ -591,6 +677,7 @@ def stage_plan(ws: WriteSet, staged: Sequence[tuple[str, ColumnType]]) -> StageP
 class MssqlDestination:
     dialect = "mssql"
     max_identifier_length = MAX_IDENTIFIER
+    max_columns = 1024  # a table without sparse columns
 
     def __init__(
         self, connect: Callable[[], Connection], layout: Layout | None = None, *, name: str = "SQL Server"
@@ -604,6 +691,10 @@ class MssqlDestination:
         self._cur: Any = None
         self._support_ready = False
         self._types: dict[str, dict[str, ColumnType]] = {}
+        self._ours: set[str] = set()  # existing tables checked to be entity tables
+        self._unwritable: dict[str, set[str]] = {}  # table -> computed, identity, rowversion, others' columns
+        self._registered: dict[str, set[str]] = {}  # table -> its columns that are ours (registry cache)
+        self._registry_ready = False
         try:
             self._connection()
         except Exception as exc:
@@ -641,6 +732,16 @@ class MssqlDestination:
         cur.execute(sql, *params)
         return list(cur.fetchall())
 
+    def query_batch(self, sql: str, *params: object) -> list[Any]:
+        """A batch whose only result set is its rows; the statements after it (drops) complete as
+        the remaining results are consumed."""
+        cur = self._connection()
+        cur.execute(sql, *params)
+        rows = list(cur.fetchall())
+        while cur.nextset():
+            pass
+        return rows
+
     def scalar(self, sql: str, *params: object) -> object:
         rows = self.query(sql, *params)
         return rows[0][0] if rows else None
@@ -654,8 +755,12 @@ class MssqlDestination:
         cur.fast_executemany = True
         cur.setinputsizes(list(sizes))
         try:
-            for chunk in chunks:
-                cur.executemany(sql, chunk)
+            # DECIMAL(38, s): whatever pyodbc computes from a Decimal while binding, it computes in
+            # the thread's decimal context, whose default precision (28 digits) would round a 29-38
+            # digit value; bind under a 38-digit context.
+            with localcontext(BIND_CONTEXT):
+                for chunk in chunks:
+                    cur.executemany(sql, chunk)
         finally:
             cur.setinputsizes(None)
 
@@ -670,6 +775,8 @@ class MssqlDestination:
         self.execute(TSql.COMMIT)
 
     def _abort(self) -> None:
+        # A registry created in this transaction is gone with it (one committed earlier stays).
+        self._registry_ready = self._registry_ready and self._support_ready
         if self._cur is None:
             return
         try:
@@ -694,7 +801,25 @@ class MssqlDestination:
             return None
         types = {str(r[0]): column_type(str(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
         self._types[table] = types
-        return {c: t for c, t in types.items() if c not in SYSTEM_COLUMNS}
+        writable = {str(r[0]) for r in rows if r[5] and str(r[0]) not in SYSTEM_COLUMNS}
+        ours = self._our_columns(table, writable)
+        # Computed, identity, rowversion columns and columns others added: never written nor added.
+        unwritable = self._unwritable[table] = set(types) - set(SYSTEM_COLUMNS) - (writable & ours)
+        return {c: t for c, t in types.items() if c not in SYSTEM_COLUMNS and c not in unwritable}
+
+    def _our_columns(self, table: str, present: set[str]) -> set[str]:
+        known = self._registered.get(table)
+        if known is None or not present <= known:  # another worker may have added some
+            rows = self.query(self.sql.registered_columns(), table) if self._registry_ready else []
+            known = self._registered[table] = {str(r[0]) for r in rows}
+        return known
+
+    def _register(self, table: str, columns: Iterable[str]) -> None:
+        names = list(columns)
+        for start in range(0, len(names), 1000):  # 2 parameters a row, at most 2,100 a request
+            chunk = names[start : start + 1000]
+            self.execute(self.sql.register_columns(len(chunk)), *[v for c in chunk for v in (table, c)])
+        self._registered.pop(table, None)
 
     def column_types(self, table: str, columns: Sequence[str]) -> dict[str, ColumnType]:
         known = self._types.get(table, {})
@@ -712,6 +837,9 @@ class MssqlDestination:
             self.execute(self.sql.create_schema())
         if self.scalar(TSql.OBJECT_ID, self.sql.table(self.layout.tombstone_table)) is None:
             self.execute(self.sql.create_tombstones())
+        if self.scalar(TSql.OBJECT_ID, self.sql.table(self.layout.columns_table)) is None:
+            self.execute(self.sql.create_columns_registry())
+        self._registry_ready = True
         log_table = self.sql.table(self.layout.delete_log_table)
         if self.layout.write_delete_log and self.scalar(TSql.OBJECT_ID, log_table) is None:
             self.execute(self.sql.create_delete_log())
@@ -723,20 +851,72 @@ class MssqlDestination:
             self.applock(table)
             current = self.read_columns(table)
             if current is None:
-                self.execute(self.sql.create_table(table, wanted))
+                self._ddl(table, self.sql.create_table(table, wanted))
+                self._register(table, wanted)
             else:
-                added = {c: t for c, t in wanted.items() if c not in current}
+                if self._adopt(table):
+                    current = self.read_columns(table) or {}
+                unwritable = self._unwritable.get(table, set())  # computed, identity, rowversion, others'
+                added = {c: t for c, t in wanted.items() if c not in current and c not in unwritable}
                 if added:
-                    self.execute(self.sql.add_columns(table, added))
+                    self._ddl(table, self.sql.add_columns(table, added))
+                    self._register(table, added)
                 for c, t in wanted.items():
                     cur_t = current.get(c)
                     if cur_t is not None and cur_t != t and coltypes.join(cur_t, t) == t and self.can_widen(cur_t, t):
-                        self.execute(self.sql.alter_column(table, c, t))
+                        self._ddl(table, self.sql.alter_column(table, c, t))
                         log.info("widened %s.%s from %s to %s", table, c, cur_t, t)
             result = self.read_columns(table)
         self._support_ready = True
         assert result is not None
         return result
+
+    def existing_columns(self, table: str) -> dict[str, ColumnType] | None:
+        with self._transaction():
+            if not self._support_ready:
+                self._ensure_support()
+            columns = self.read_columns(table)
+            if columns is not None and self._adopt(table):
+                columns = self.read_columns(table)
+        self._support_ready = True
+        return columns
+
+    def _ddl(self, table: str, statement: str) -> None:
+        """One DDL statement, waiting at most DDL_LOCK_TIMEOUT_MS for its schema lock (1222 then
+        refuses the entity, with the reason, instead of holding the batch)."""
+        self.execute(TSql.lock_timeout(DDL_LOCK_TIMEOUT_MS))
+        try:
+            self.execute(statement)
+        except Exception as exc:
+            if 1222 in errors.error_parts(exc)[1]:
+                raise EntityRefused(
+                    f"changing table {table!r} needs a schema lock that others held for more than "
+                    f"{DDL_LOCK_TIMEOUT_MS / 1000:g} s (long reads or writes on it); try again later"
+                ) from exc
+            raise
+        finally:
+            try:
+                if self._cur is not None:
+                    self.execute(TSql.lock_timeout(LOCK_TIMEOUT_MS))
+            except Exception as restore:  # the connection is gone: a new session starts with SESSION
+                log.debug("restoring LOCK_TIMEOUT on %s: %s", self.name, restore)
+
+    def _adopt(self, table: str) -> bool:
+        """An existing table is written only if it is an entity table (ours, or DES's). At first
+        sight (no columns registered: DES's table, or ours from before the registry) its attribute
+        columns as they are now become ours; True then (the caller reads them again)."""
+        if table in self._ours:
+            return False
+        key = [str(r[0]) for r in self.query(TSql.PRIMARY_KEY, self.sql.table(table))]
+        problem = adoption_problem(table, list(self._types.get(table, {})), key, self.name_key)
+        if problem is not None:
+            raise EntityRefused(problem)
+        self._ours.add(table)
+        if self.query(self.sql.registered_columns(), table):
+            return False
+        rows = self.query(TSql.COLUMNS, self.sql.table(table))
+        self._register(table, [str(r[0]) for r in rows if r[5] and str(r[0]) not in SYSTEM_COLUMNS])
+        return True
 
     def can_widen(self, current: ColumnType, wider: ColumnType) -> bool:
         """ALTER COLUMN is lossless: longer NVARCHAR, BIGINT into a DECIMAL with room for 19 digits,
@@ -830,6 +1010,17 @@ class MssqlDestination:
             self._support_ready = True
         with self._transaction():
             yield MssqlTransaction(self)
+
+    def classify(self, exc: BaseException) -> ErrorClass:
+        return errors.classify(exc)
+
+    def name_key(self, name: str) -> str:
+        # The default collations (and Azure SQL's) are case-insensitive; a case-sensitive database
+        # only loses names it could have told apart.
+        return name.casefold()
+
+    def reserved(self, table: str) -> str | None:
+        return None  # '#' names are refused by check_identifier
 
     def is_transient(self, exc: BaseException) -> bool:
         return errors.is_transient(exc)

@@ -17,13 +17,14 @@ each of these interleavings).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import count
 from typing import Any
 
 import psycopg
 
+from shared.destinations.postgres import errors
 from shared.destinations.postgres.sqltext import DEFAULT_SCHEMA, PgSql, column_type, sql_type
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
@@ -32,17 +33,18 @@ from shared.engine.ports import (
     SYSTEM_COLUMNS,
     Applied,
     ConnectionFailed,
+    EntityRefused,
+    ErrorClass,
     Layout,
     LayoutError,
     MetadataRows,
     WriteSet,
+    adoption_problem,
 )
 
 __all__ = ["PostgresDestination", "PostgresTransaction", "column_type", "sql_type"]
 
 log = logging.getLogger(__name__)
-
-_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300"}
 
 
 class PostgresTransaction:
@@ -75,7 +77,10 @@ class PostgresTransaction:
                 for rid, version in ws.deletes:
                     cp.write_row((rid, version, *pad))
             # One ordered, guarded upsert locks every record of the write set (deletes included).
-            cur.execute(sql.upsert(ws.table, stage, ws.columns), {"now": ws.now, "entity": ws.entity})
+            cur.execute(
+                sql.upsert(ws.table, stage, ws.columns),
+                {"now": ws.now, "entity": ws.entity, "deletes": [rid for rid, _ in ws.deletes]},
+            )
             won = {r[0] for r in cur.fetchall()}
             deleted = [(rid, v) for rid, v in ws.deletes if rid in won]
             upserted = won.difference(rid for rid, _ in deleted)
@@ -110,6 +115,7 @@ class PostgresTransaction:
 class PostgresDestination:
     dialect = "postgresql"
     max_identifier_length = 63  # NAMEDATALEN - 1: longer names would be truncated silently
+    max_columns = 1600  # MaxHeapAttributeNumber
 
     def __init__(self, conninfo: str, layout: Layout | None = None) -> None:
         self.layout = layout or Layout()
@@ -124,6 +130,9 @@ class PostgresDestination:
         self.conn = self._connect()
         self._support_ready = False
         self._types: dict[str, dict[str, str]] = {}
+        self._ours: set[str] = set()  # existing tables checked to be entity tables
+        self._unwritable: dict[str, set[str]] = {}  # table -> generated, identity and others' columns
+        self._registered: dict[str, set[str]] = {}  # table -> its columns that are ours (registry cache)
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -139,8 +148,27 @@ class PostgresDestination:
         rows = cur.fetchall()
         if not rows:
             return None
-        self._types[table] = dict(rows)
-        return {name: column_type(formatted) for name, formatted in rows if name not in SYSTEM_COLUMNS}
+        self._types[table] = {name: formatted for name, formatted, _ in rows}
+        # Generated and identity columns, and columns others added, are never written nor added.
+        writable = {
+            name: column_type(formatted)
+            for name, formatted, can_write in rows
+            if can_write and name not in SYSTEM_COLUMNS
+        }
+        ours = self._our_columns(cur, table, set(writable))
+        self._unwritable[table] = {name for name, _, _ in rows if name not in SYSTEM_COLUMNS} - ours
+        return {c: t for c, t in writable.items() if c in ours}
+
+    def _our_columns(self, cur: psycopg.Cursor[Any], table: str, present: set[str]) -> set[str]:
+        known = self._registered.get(table)
+        if known is None or not present <= known:  # another worker may have added some
+            cur.execute(self.sql.registered_columns(), [table])
+            known = self._registered[table] = {str(r[0]) for r in cur.fetchall()}
+        return known
+
+    def _register(self, cur: psycopg.Cursor[Any], table: str, columns: Iterable[str]) -> None:
+        cur.execute(self.sql.register_columns(), [table, list(columns)])
+        self._registered.pop(table, None)
 
     def catalog_sql_types(self, table: str) -> dict[str, str]:
         return self._types[table]
@@ -156,11 +184,20 @@ class PostgresDestination:
         if cur.fetchone() is None:
             cur.execute(self.sql.create_schema())
         cur.execute(self.sql.create_tombstones())
+        cur.execute(self.sql.create_columns_registry())
         if self.layout.write_delete_log:
             cur.execute(self.sql.create_delete_log())
         self._support_ready = True
 
     def ensure_table(self, table: str, wanted: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
+        support_ready = self._support_ready
+        try:
+            return self._ensure_table(table, wanted)
+        except BaseException:
+            self._support_ready = support_ready  # the support tables may have been created in what rolled back
+            raise
+
+    def _ensure_table(self, table: str, wanted: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
         sql = self.sql
         with self.conn.transaction(), self.conn.cursor() as cur:
             self._ensure_support(cur)
@@ -168,11 +205,16 @@ class PostgresDestination:
             current = self.read_columns(cur, table)
             if current is None:
                 cur.execute(sql.create_table(table, wanted))
+                self._register(cur, table, wanted)
             else:
+                if self._adopt(cur, table):
+                    current = self.read_columns(cur, table) or {}
                 for c, t in wanted.items():
                     cur_t = current.get(c)
                     if cur_t is None:
-                        cur.execute(sql.add_column(table, c, t))
+                        if c not in self._unwritable.get(table, ()):  # generated, identity or someone else's
+                            cur.execute(sql.add_column(table, c, t))
+                            self._register(cur, table, [c])
                     elif cur_t != t and coltypes.join(cur_t, t) == t and self.can_widen(cur_t, t):
                         cur.execute(PgSql.FLOAT_DIGITS)
                         cur.execute(sql.alter_type(table, c, cur_t, t))
@@ -180,6 +222,35 @@ class PostgresDestination:
             result = self.read_columns(cur, table)
         assert result is not None
         return result
+
+    def existing_columns(self, table: str) -> dict[str, ColumnType] | None:
+        if not self._support_ready:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                self._ensure_support(cur)
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            columns = self.read_columns(cur, table)
+            if columns is not None and self._adopt(cur, table):
+                columns = self.read_columns(cur, table)
+        return columns
+
+    def _adopt(self, cur: psycopg.Cursor[Any], table: str) -> bool:
+        """An existing table is written only if it is an entity table (ours, or DES's). At first
+        sight (no columns registered: DES's table, or ours from before the registry) its attribute
+        columns as they are now become ours; True then (the caller reads them again)."""
+        if table in self._ours:
+            return False
+        cur.execute(PgSql.PRIMARY_KEY, [self.schema, table])
+        key = [str(r[0]) for r in cur.fetchall()]
+        problem = adoption_problem(table, list(self._types[table]), key, self.name_key)
+        if problem is not None:
+            raise EntityRefused(problem)
+        self._ours.add(table)
+        cur.execute(self.sql.registered_columns(), [table])
+        if cur.fetchone() is None:
+            cur.execute(PgSql.COLUMNS, [self.schema, table])
+            self._register(cur, table, [r[0] for r in cur.fetchall() if r[2] and r[0] not in SYSTEM_COLUMNS])
+            return True
+        return False
 
     def can_widen(self, current: ColumnType, wider: ColumnType) -> bool:
         return coltypes.join(current, wider) == wider
@@ -202,11 +273,17 @@ class PostgresDestination:
         with self.conn.transaction():
             yield PostgresTransaction(self)
 
+    def classify(self, exc: BaseException) -> ErrorClass:
+        return errors.classify(exc, connection_closed=self.conn.closed)
+
+    def name_key(self, name: str) -> str:
+        return name  # every name is quoted: compared exactly
+
+    def reserved(self, table: str) -> str | None:
+        return None
+
     def is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-            return True
-        state = getattr(getattr(exc, "diag", None), "sqlstate", None)
-        return state in _TRANSIENT_SQLSTATES or (isinstance(exc, psycopg.Error) and self.conn.closed)
+        return self.classify(exc) is ErrorClass.TRANSIENT
 
     def reset(self) -> None:
         try:

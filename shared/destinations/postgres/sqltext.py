@@ -56,11 +56,28 @@ def sql_type(t: ColumnType) -> str:
     return _SQL_TYPE[t.kind]
 
 
+_OTHER_SQL = {
+    "integer": Kind.INTEGER,
+    "smallint": Kind.INTEGER,
+    "real": Kind.FLOAT,
+    "date": Kind.DATETIME,
+    "timestamp without time zone": Kind.DATETIME,
+}
+_TIMESTAMP = re.compile(r"^timestamp\(\d\) with(out)? time zone$")
+_CHARACTER = re.compile(r"^character\((\d+)\)$")
+
+
 def column_type(formatted: str) -> ColumnType:
-    """The logical type of a column as ``format_type`` shows it."""
-    kind = _BY_SQL.get(formatted)
+    """The logical type of a column as ``format_type`` shows it (ours, or an existing table's:
+    ``integer``, ``smallint``, ``timestamp``, ``character(n)``, ...)."""
+    kind = _BY_SQL.get(formatted) or _OTHER_SQL.get(formatted)
     if kind is not None:
         return ColumnType(kind)
+    if _TIMESTAMP.match(formatted):
+        return coltypes.DATETIME
+    m = _CHARACTER.match(formatted)
+    if m:
+        return ColumnType(Kind.TEXT, int(m.group(1)))
     m = _VARCHAR.match(formatted)
     if m:
         return ColumnType(Kind.TEXT, int(m.group(1)))
@@ -77,14 +94,26 @@ I = sql.Identifier  # noqa: E741 - short on purpose: it is on every line
 class PgSql:
     """Every statement of the PostgreSQL destination, for one schema and layout."""
 
-    # Parameters: schema, table. Rows (name, format_type) of the table's live columns.
+    # Parameters: schema, table. Rows (name, format_type, writable) of the table's live columns;
+    # generated and identity columns are not writable.
     COLUMNS = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated = '' AND a.attidentity = ''
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
+"""
+    # Parameters: schema, table. The primary key's columns, in key order.
+    PRIMARY_KEY = """
+SELECT a.attname
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary
+ORDER BY k.ord
 """
     ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"  # parameter: the lock's name
     SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
@@ -110,6 +139,24 @@ ORDER BY a.attnum
         return sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (" + _STONE_COLUMNS + ', PRIMARY KEY ("EntityName", "RecordId"))'
         ).format(self.tombstones)
+
+    def create_columns_registry(self) -> sql.Composed:
+        return sql.SQL(
+            'CREATE TABLE IF NOT EXISTS {} ("TableName" text NOT NULL, "ColumnName" text NOT NULL, '
+            'PRIMARY KEY ("TableName", "ColumnName"))'
+        ).format(self.table(self.layout.columns_table))
+
+    def registered_columns(self) -> sql.Composed:
+        """Parameter: table. Rows (column name) of the table's columns that are ours."""
+        return sql.SQL('SELECT "ColumnName" FROM {} WHERE "TableName" = %s').format(
+            self.table(self.layout.columns_table)
+        )
+
+    def register_columns(self) -> sql.Composed:
+        """Parameters: table, column names (text[])."""
+        return sql.SQL("INSERT INTO {} SELECT %s, c FROM unnest(%s::text[]) AS x(c) ON CONFLICT DO NOTHING").format(
+            self.table(self.layout.columns_table)
+        )
 
     def create_delete_log(self) -> sql.Composed:
         return sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + _STONE_COLUMNS + ")").format(
@@ -158,8 +205,9 @@ ORDER BY a.attnum
         return sql.SQL("COPY {} ({}) FROM STDIN").format(I(stage), sql.SQL(", ").join(map(I, (ID, VERSION, *columns))))
 
     def upsert(self, table: str, stage: str, columns: Sequence[str]) -> sql.Composed:
-        """Parameters ``now``, ``entity``. One ordered, guarded upsert of every staged row (deletes
-        included: their placeholder rows take the record's lock). Returns the ids that took effect."""
+        """Parameters ``now``, ``entity``, ``deletes`` (the staged deletes' ids). One ordered, guarded
+        upsert of every staged row (deletes included: their placeholder rows take the record's lock;
+        a delete wins a tie with the live row's version). Returns the ids that took effect."""
         cols = [I(c) for c in columns]
         sets = sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(c, c) for c in [I(MODIFIED), I(VERSION), *cols])
         return sql.SQL(
@@ -170,6 +218,7 @@ ORDER BY a.attnum
             "ORDER BY s.{id} "
             "ON CONFLICT ({id}) DO UPDATE SET {sets} "
             "WHERE {table}.{version} < EXCLUDED.{version} "
+            "OR ({table}.{version} = EXCLUDED.{version} AND EXCLUDED.{id} = ANY(%(deletes)s::uuid[])) "
             "RETURNING {id}::text"
         ).format(
             table=self.table(table),

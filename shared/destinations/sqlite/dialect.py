@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import count
 from typing import cast
 
+from shared.destinations.sqlite import errors
 from shared.destinations.sqlite.sqltext import SqliteSql, column_type, declared_type, quote
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
@@ -25,10 +26,13 @@ from shared.engine.ports import (
     SYSTEM_COLUMNS,
     Applied,
     ConnectionFailed,
+    EntityRefused,
+    ErrorClass,
     Layout,
     LayoutError,
     MetadataRows,
     WriteSet,
+    adoption_problem,
 )
 
 __all__ = ["SqliteDestination", "SqliteTransaction", "column_type", "declared_type", "quote"]
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 sqlite3.register_adapter(bool, int)
 
 BUSY_TIMEOUT_S = 60.0
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def sink_time(now: datetime) -> str:
@@ -62,7 +67,15 @@ class SqliteTransaction:
         self.conn.execute(SqliteSql.savepoint(name))
         try:
             yield
-        except BaseException:
+        except BaseException as exc:
+            if not self.conn.in_transaction:
+                # SQLite rolled the whole transaction back itself (SQLITE_FULL, SQLITE_IOERR,
+                # SQLITE_NOMEM, ...): never go on writing outside it.
+                if errors.classify(exc) in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
+                    raise
+                raise errors.TransactionLost(
+                    f"SQLite rolled the transaction back after an error ({exc}); the batch will be retried"
+                ) from exc
             self.conn.execute(SqliteSql.rollback_to(name))
             self.conn.execute(SqliteSql.release(name))
             raise
@@ -87,7 +100,8 @@ class SqliteTransaction:
         ]
         if up:
             self.conn.executemany(sql.upsert(ws.table, ws.columns), up)
-        gone = [d for d in ws.deletes if d[1] > live.get(d[0], -1) and d[1] > dead.get(d[0], -1)]
+        # A delete wins a tie with the live row's version (the same as in one batch's reduction).
+        gone = [d for d in ws.deletes if d[1] >= live.get(d[0], -1) and d[1] > dead.get(d[0], -1)]
         if gone:
             self.conn.executemany(sql.delete_older(ws.table), gone)
             stones = [(ws.entity, rid, v, now) for rid, v in gone]
@@ -100,6 +114,7 @@ class SqliteTransaction:
 class SqliteDestination:
     dialect = "sqlite"
     max_identifier_length = 1024  # SQLite has no limit of its own; keep names sane
+    max_columns = 2000  # SQLITE_MAX_COLUMN's default
 
     def __init__(self, path: str, layout: Layout | None = None, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.layout = layout or Layout()
@@ -110,6 +125,9 @@ class SqliteDestination:
         self.sql = SqliteSql(self.layout)
         self.conn = self._connect()
         self._support_ready = False
+        self._ours: set[str] = set()  # existing tables checked to be entity tables
+        self._unwritable: dict[str, set[str]] = {}  # table -> generated columns and columns not ours
+        self._registered: dict[str, set[str]] = {}  # table -> its columns that are ours (registry cache)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -124,15 +142,35 @@ class SqliteDestination:
 
     # ------------------------------------------------------------------------------ catalog/DDL
     def read_columns(self, table: str) -> dict[str, ColumnType] | None:
-        rows = self.conn.execute(SqliteSql.table_info(table)).fetchall()
+        """The table's attribute columns that are ours; generated columns and columns others added
+        are never written (nor added again)."""
+        rows = self.conn.execute(SqliteSql.table_xinfo(table)).fetchall()
         if not rows:
             return None
-        return {r[1]: column_type(r[2]) for r in rows if r[1] not in SYSTEM_COLUMNS}
+        writable = {r[1]: column_type(r[2]) for r in rows if r[1] not in SYSTEM_COLUMNS and not r[6]}
+        ours = self._our_columns(table, set(writable))
+        self._unwritable[table] = {r[1] for r in rows if r[6]} | (set(writable) - ours)
+        return {c: t for c, t in writable.items() if c in ours}
+
+    def _our_columns(self, table: str, present: set[str]) -> set[str]:
+        known = self._registered.get(table)
+        if known is None or not present <= known:  # another worker may have added some
+            try:
+                rows = self.conn.execute(self.sql.registered_columns(), (table,)).fetchall()
+            except sqlite3.OperationalError:  # no registry yet: nothing is ours
+                rows = []
+            known = self._registered[table] = {str(r[0]) for r in rows}
+        return known
+
+    def _register(self, table: str, columns: Iterable[str]) -> None:
+        self.conn.executemany(self.sql.register_column(), [(table, c) for c in columns])
+        self._registered.pop(table, None)
 
     def _ensure_support(self) -> None:
         if self._support_ready:
             return
         self.conn.execute(self.sql.create_tombstones())
+        self.conn.execute(self.sql.create_columns_registry())
         if self.layout.write_delete_log:
             self.conn.execute(self.sql.create_delete_log())
         self._support_ready = True
@@ -141,15 +179,20 @@ class SqliteDestination:
         self.conn.execute(SqliteSql.BEGIN)
         try:
             self._ensure_support()
+            if self.conn.execute(SqliteSql.table_info(table)).fetchone() is not None:
+                self._adopt(table)
             current = self.read_columns(table)
             if current is None:
                 self.conn.execute(SqliteSql.create_table(table, wanted))
+                self._register(table, wanted)
             else:
                 widen = {}
                 for c, t in wanted.items():
                     cur = current.get(c)
                     if cur is None:
-                        self.conn.execute(SqliteSql.add_column(table, c, t))
+                        if c not in self._unwritable.get(table, ()):  # generated, or someone else's
+                            self.conn.execute(SqliteSql.add_column(table, c, t))
+                            self._register(table, [c])
                     elif cur != t and coltypes.join(cur, t) == t and self.can_widen(cur, t):
                         widen[c] = t
                 if widen:
@@ -157,11 +200,34 @@ class SqliteDestination:
             result = self.read_columns(table)
             self.conn.execute(SqliteSql.COMMIT)
         except BaseException:
+            self._support_ready = False  # the support tables may have been created in what rolls back
             if self.conn.in_transaction:
                 self.conn.execute(SqliteSql.ROLLBACK)
             raise
         assert result is not None
         return result
+
+    def existing_columns(self, table: str) -> dict[str, ColumnType] | None:
+        if self.conn.execute(SqliteSql.table_info(table)).fetchone() is None:
+            return None
+        self._ensure_support()
+        self._adopt(table)
+        return self.read_columns(table)
+
+    def _adopt(self, table: str) -> None:
+        """An existing table is written only if it is an entity table (ours, or DES's)."""
+        if table in self._ours:
+            return
+        info = self.conn.execute(SqliteSql.table_info(table)).fetchall()
+        key = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
+        problem = adoption_problem(table, [r[1] for r in info], key, self.name_key)
+        if problem is not None:
+            raise EntityRefused(problem)
+        if not self.conn.execute(self.sql.registered_columns(), (table,)).fetchone():
+            # First sight of an entity table (DES's, or ours from before the registry): its
+            # attribute columns as they are now are ours.
+            self._register(table, [r[1] for r in info if r[1] not in SYSTEM_COLUMNS])
+        self._ours.add(table)
 
     def _rebuild(self, table: str, widen: Mapping[str, ColumnType]) -> None:
         """SQLite cannot change a column's type in place: copy into a new table and swap."""
@@ -199,11 +265,19 @@ class SqliteDestination:
             raise
         self.conn.execute(SqliteSql.COMMIT)
 
+    def classify(self, exc: BaseException) -> ErrorClass:
+        return errors.classify(exc)
+
+    def name_key(self, name: str) -> str:
+        return name.translate(_ASCII_LOWER)  # SQLite folds ASCII letters only
+
+    def reserved(self, table: str) -> str | None:
+        if table.translate(_ASCII_LOWER).startswith("sqlite_"):
+            return f"table name {table!r} starts with 'sqlite_', which SQLite reserves for its own tables"
+        return None
+
     def is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, sqlite3.OperationalError):
-            text = str(exc).lower()
-            return any(s in text for s in ("locked", "busy", "disk i/o", "unable to open"))
-        return False
+        return errors.classify(exc) is ErrorClass.TRANSIENT
 
     def reset(self) -> None:
         try:

@@ -22,7 +22,6 @@ _DECLARED = {
     Kind.GUID: "GUID TEXT",  # TEXT affinity, and the catalog still says it is a GUID
     Kind.DATETIME: "DATETIME TEXT",
 }
-_VARCHAR = re.compile(r"^VARCHAR\((\d+)\)$")
 _SAVEPOINT_RE = re.compile(r"^des_sp_\d{1,9}$")
 
 _META_SQL: dict[MetaKind, str] = {
@@ -55,15 +54,38 @@ def declared_type(t: ColumnType) -> str:
     return _DECLARED[t.kind]
 
 
+_OTHER_DECLARED = {
+    "INT": Kind.INTEGER,
+    "BIGINT": Kind.INTEGER,
+    "SMALLINT": Kind.INTEGER,
+    "TINYINT": Kind.INTEGER,
+    "FLOAT": Kind.FLOAT,
+    "DOUBLE": Kind.FLOAT,
+    "BIT": Kind.BOOLEAN,
+    "DATETIME": Kind.DATETIME,
+    "DATETIME2": Kind.DATETIME,
+    "UNIQUEIDENTIFIER": Kind.GUID,
+    "NVARCHAR(MAX)": Kind.TEXT,
+}
+_NVARCHAR = re.compile(r"^N?VARCHAR\((\d+)\)$")
+
+
 def column_type(declared: str) -> ColumnType:
+    """The logical type of a declared column type: ours, or an existing table's (``INT``,
+    ``DATETIME``, ``NVARCHAR(n)``, ``MONEY``, ``UNIQUEIDENTIFIER``, ...)."""
     d = declared.upper().strip()
     for kind, name in _DECLARED.items():
         if d == name:
             return ColumnType(kind)
-    m = _VARCHAR.match(d)
+    other = _OTHER_DECLARED.get(d)
+    if other is not None:
+        return ColumnType(other)
+    if d in ("MONEY", "SMALLMONEY"):
+        return ColumnType(Kind.DECIMAL, precision=19 if d == "MONEY" else 10, scale=4)
+    m = _NVARCHAR.match(d)
     if m:
         return ColumnType(Kind.TEXT, int(m.group(1)))
-    if d.startswith("DECIMAL"):
+    if d.startswith(("DECIMAL", "NUMERIC")) and "(" in d:
         p, _, sc = d[d.index("(") + 1 : d.index(")")].partition(",")
         return ColumnType(Kind.DECIMAL, precision=int(p), scale=int(sc or 0))
     return coltypes.TEXT  # a column someone else made: treat its values as text
@@ -102,11 +124,32 @@ class SqliteSql:
         """Rows (cid, name, declared type, notnull, default, pk)."""
         return f"PRAGMA table_info({quote(table)})"
 
+    @staticmethod
+    def table_xinfo(table: str) -> str:
+        """Rows (cid, name, declared type, notnull, default, pk, hidden): hidden 2 or 3 is a
+        generated column."""
+        return f"PRAGMA table_xinfo({quote(table)})"
+
     def create_tombstones(self) -> str:
         return (
             f"CREATE TABLE IF NOT EXISTS {self.tombstones} ({_STONE_COLUMNS}, "
             'PRIMARY KEY ("EntityName", "RecordId")) WITHOUT ROWID'
         )
+
+    def create_columns_registry(self) -> str:
+        return (
+            f"CREATE TABLE IF NOT EXISTS {quote(self.layout.columns_table)} ("
+            '"TableName" TEXT NOT NULL, "ColumnName" TEXT NOT NULL, PRIMARY KEY ("TableName", "ColumnName")) '
+            "WITHOUT ROWID"
+        )
+
+    def registered_columns(self) -> str:
+        """Parameter: table. Rows (column name) of the table's columns that are ours."""
+        return f'SELECT "ColumnName" FROM {quote(self.layout.columns_table)} WHERE "TableName" = ?'
+
+    def register_column(self) -> str:
+        """Parameters per row: table, column."""
+        return f"INSERT OR IGNORE INTO {quote(self.layout.columns_table)} VALUES (?, ?)"
 
     def create_delete_log(self) -> str:
         return f"CREATE TABLE IF NOT EXISTS {quote(self.layout.delete_log_table)} ({_STONE_COLUMNS})"
@@ -175,8 +218,8 @@ class SqliteSql:
 
     @staticmethod
     def delete_older(table: str) -> str:
-        """Parameters per row: id, version. Removes the live row when it is older."""
-        return f"DELETE FROM {quote(table)} WHERE {quote(ID)} = ? AND {quote(VERSION)} < ?"
+        """Parameters per row: id, version. Removes the live row when it is not newer (a delete wins a tie)."""
+        return f"DELETE FROM {quote(table)} WHERE {quote(ID)} = ? AND {quote(VERSION)} <= ?"
 
     def upsert_tombstones(self) -> str:
         """Parameters per row: entity, id, version, time. Only a newer version replaces a tombstone."""
