@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared import settings as S
+from shared import config as S
 from shared.destinations import (
     ConnectionFailed,
     Layout,
@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dv.set_defaults(func=_simulate_dataverse)  # main() hands every later argument to the simulator's own parser
 
+    from shared.source.dataverse.cli import add_parser as add_sync  # des sync (the Dataverse source)
+
+    add_sync(sub)
     _add_admin_commands(sub)
     return parser
 

@@ -6,6 +6,11 @@ unprocessable without being read whole (its first 4 KiB are kept with the reason
 one batch (plus the parsed notifications and rows made from it, about six times its bytes) on top of
 its start-up size: with the defaults about 35 MB + 8 x 2 MiB per worker, whatever the file (BENCHMARKS.md).
 Workers exit when the replaying process dies (they are told by the kernel, and check each batch).
+
+A line is a contract v1 body, a Dataverse message body (RemoteExecutionContext JSON), or a Dataverse
+message with its application properties (``{"applicationProperties": {...}, "body": {...}}``):
+shared.source.dataverse.push. Replay has no Dataverse source, so a Dataverse message that needs a
+re-read (no full post-image) is unprocessable with the reason.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from shared.contract.parse import Unprocessable, parse_bodies, unprocessable
+from shared.contract.parse import Unprocessable, unprocessable
 from shared.destinations import Layout, open_destination
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from shared.rejects import RejectFiles
+from shared.source.dataverse.push import parse_lines
 
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_BATCH_BYTES = 2 * 2**20
@@ -110,7 +116,7 @@ def _too_long_from(fh: IO[bytes], head: bytes, read: int) -> Unprocessable:
 
 
 def _apply(engine: SyncEngine, batch: Batch) -> BatchResult:
-    parsed = parse_bodies(batch.lines)
+    parsed = parse_lines(batch.lines)
     batch.lines.clear()  # the parsed batch is what stays in memory while it is applied
     result = engine.apply_parsed(parsed)
     if batch.too_long:
@@ -210,7 +216,7 @@ def _replay_part(
                     continue
                 if parent is not None and os.getppid() != parent:
                     raise SystemExit("the replaying process died; this worker stops")  # committed batches stay
-                parsed = parse_bodies(batch.lines)  # in parallel with the other workers' writes
+                parsed = parse_lines(batch.lines)  # in parallel with the other workers' writes
                 batch.lines.clear()
                 with _file_lock(write_lock):
                     result = engine.apply_parsed(parsed)
