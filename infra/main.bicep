@@ -58,6 +58,9 @@ param maxDeliveryCount int = 10
 @description('Admin API access: function keys checked by the Functions host, or an Entra app role through App Service authentication (configured after deployment, docs/deploy.md).')
 param authMode string = 'function-keys'
 
+@description('authMode entra: application (client) id of the app registration that protects the admin API (docs/deploy.md). App Service authentication is configured only when it is set.')
+param entraClientId string = ''
+
 @description('Entra app role the admin API requires when authMode is entra.')
 param adminRole string = 'DES.Admin'
 
@@ -190,6 +193,7 @@ module functionApp 'modules/functionapp.bicep' = {
     sqlServerFqdn: sql.outputs.serverFqdn
     sqlDatabaseName: sql.outputs.databaseName
     authMode: authMode
+    entraClientId: entraClientId
     adminRole: adminRole
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
