@@ -16,10 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shared.bench import _remove_db, baseline_sqlite
 from shared.destinations import Layout, open_destination
 from shared.engine.engine import SyncEngine
 from shared.replay import replay
+from shared.tools.bench import _remove_db, baseline_sqlite
 from shared.tuning import tune_for_throughput
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the demo and the tests need, idempotently:
-#   Debian packages (PostgreSQL server, ODBC drivers), a virtualenv with the pinned requirements,
+#   Debian packages (PostgreSQL server, ODBC drivers), a virtualenv with the pinned requirements and the
+#   project installed editable with its `cli` extra (demo, bench, `des api`),
 #   and Azurite from npm (package.json). Safe to run again; does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,12 +27,15 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=".venv/.requirements.sha"
-want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+# Every requirements file (requirements.txt: the function app; requirements-cli.txt: the `cli` extra;
+# requirements-dev.txt: tests and linters) and pyproject.toml feed the stamp.
+want=$(cat requirements*.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing Python requirements"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -r requirements-dev.txt
-  .venv/bin/python -m pip install -q --no-deps -e .
+  # The project itself, editable, with the tooling extra (its pins are already installed above).
+  .venv/bin/python -m pip install -q -e '.[cli]'
   echo "$want" > "$stamp"
 fi
 

@@ -1,4 +1,8 @@
-"""Command line: ``python -m shared`` (installed as ``des``)."""
+"""Command line: ``python -m shared`` (installed as ``des``).
+
+Not part of the function app (which never imports it). Subcommands built on tooling (demo, bench,
+api, profiles, failures, metrics) import their :mod:`shared.tools` module inside the subcommand, so
+``des replay`` loads neither rich (unless stderr is a terminal) nor uvicorn nor httpx."""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from shared import settings as S
 from shared.destinations import (
     ConnectionFailed,
     Layout,
@@ -113,13 +118,13 @@ def _stderr_console() -> Console:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from shared.demo import run_demo
+    from shared.tools.demo import run_demo
 
     return run_demo(Path(args.database), seed=args.seed, records=args.records)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from shared.bench import run_bench
+    from shared.tools.bench import run_bench
 
     return run_bench(args)
 
@@ -174,10 +179,81 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="print the JSON Schema of the wire contract")
     s.set_defaults(func=_schema)
 
-    from shared.client import add_commands  # api, profiles, failures, metrics (the admin API)
-
-    add_commands(sub)
+    _add_admin_commands(sub)
     return parser
+
+
+def _api(args: argparse.Namespace) -> int:
+    from shared.tools.serve import serve
+
+    return serve(args)
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    from shared.tools.api_client import profiles
+
+    return profiles(args)
+
+
+def _failures(args: argparse.Namespace) -> int:
+    from shared.tools.api_client import failures
+
+    return failures(args)
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from shared.tools.api_client import metrics
+
+    return metrics(args)
+
+
+def _add_admin_commands(sub: Any) -> None:
+    """``api`` (serve the admin API locally) and its client: ``profiles``, ``failures``, ``metrics``."""
+    a = sub.add_parser("api", help="serve the admin HTTP API locally (uvicorn)")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=7072)
+    a.add_argument(
+        "--store", default=None, help=f"admin store DSN (default ${S.ADMIN_STORE} or {S.DEFAULT_ADMIN_STORE})"
+    )
+    a.set_defaults(func=_api)
+
+    p = sub.add_parser("profiles", help=f"manage export profiles through the admin API (${S.API_URL})")
+    pa = p.add_subparsers(dest="action", required=True)
+    ls = pa.add_parser("list", help="list profiles")
+    ls.add_argument("--organization", default=None)
+    ls.add_argument("--state", choices=["draft", "active", "inactive"], default=None)
+    for name in ("show", "delete", "activate", "deactivate", "test"):
+        pa.add_parser(name, help=f"{name} a profile").add_argument("id")
+    c = pa.add_parser("create", help="create a profile from a JSON file (- for stdin)")
+    c.add_argument("file")
+    c.add_argument("--activate", action="store_true", help="create and activate")
+    u = pa.add_parser("update", help="replace a profile's fields from a JSON file")
+    u.add_argument("id")
+    u.add_argument("file")
+    v = pa.add_parser("validate", help="check a profile JSON file, destination included")
+    v.add_argument("file")
+    p.set_defaults(func=_profiles)
+
+    f = sub.add_parser("failures", help="download or re-sync a profile's failure log")
+    fa = f.add_subparsers(dest="action", required=True)
+    dl = fa.add_parser("download", help="download failure-log entries (CSV or JSON)")
+    dl.add_argument("id")
+    dl.add_argument("--format", choices=["csv", "json"], default="csv")
+    dl.add_argument("--output", "-o", default="-", help="file to write (default stdout)")
+    rs = fa.add_parser("resync", help="re-apply failed records")
+    rs.add_argument("id")
+    rs.add_argument("--entity", action="append", help="only this entity (repeatable)")
+    rs.add_argument("--record", action="append", help="only this record id (repeatable)")
+    ln = fa.add_parser("links", help="SAS links of the failure-log blobs (Azure)")
+    ln.add_argument("id")
+    for parser in (dl, rs, ln):
+        parser.add_argument("--start", default=None, help="ISO 8601 (default: 24 hours before --end)")
+        parser.add_argument("--end", default=None, help="ISO 8601 (default: now)")
+    f.set_defaults(func=_failures)
+
+    m = sub.add_parser("metrics", help="a profile's sync metrics (or the service's, without an id)")
+    m.add_argument("id", nargs="?", default=None)
+    m.set_defaults(func=_metrics)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,10 +14,10 @@ import secrets
 
 import pytest
 
-from shared.storage.azurite import Azurite
 from shared.storage.blobs import DATA
 from shared.storage.config import Storage
 from shared.storage.crypto import RSA_OAEP_256, KeyRing, KeyVaultKek, default_credential
+from shared.tools.azurite import Azurite
 from tests.support.azurite import clear_account
 
 ENV = "DES_TEST_KEYVAULT_KEY"

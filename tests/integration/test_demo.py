@@ -14,11 +14,11 @@ import psycopg
 import pytest
 from rich.console import Console
 
-from shared.demo import run_demo
 from shared.destinations import Destination, Layout
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
-from shared.simulate import CrmSimulator, Truth, check_convergence
+from shared.tools.crm_simulator import CrmSimulator, Truth, check_convergence
+from shared.tools.demo import run_demo
 from tests.conftest import DestinationFactory
 
 pytestmark = pytest.mark.integration

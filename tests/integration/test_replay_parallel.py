@@ -13,7 +13,7 @@ import pytest
 
 from shared.destinations import Layout, open_destination
 from shared.replay import replay_parallel
-from shared.simulate import CrmSimulator, check_convergence
+from shared.tools.crm_simulator import CrmSimulator, check_convergence
 
 pytestmark = pytest.mark.integration
 

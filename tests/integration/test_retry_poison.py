@@ -19,11 +19,11 @@ from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.handlers import handle_blob_poison, handle_retry_blob, handle_retry_sweep
 from shared.retry import POISON_THRESHOLD, RetryPolicy, park_batch
 from shared.settings import Settings
-from shared.storage.azurite import Azurite
 from shared.storage.blobs import RETRY, UNPROCESSABLE, BlobDecryptionError
 from shared.storage.claimcheck import Resolution
 from shared.storage.config import Storage
 from shared.storage.crypto import KeyRing, LocalAesKek
+from shared.tools.azurite import Azurite
 from tests.support.metrics import RecordedMetrics, note, rid
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from shared.demo import run_demo
+from shared.tools.demo import run_demo
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from azure.storage.blob import BlobServiceClient
 from shared.contract.models import Notification
 from shared.contract.parse import Unprocessable
 from shared.engine.outcomes import RecordFailure
-from shared.storage.azurite import Azurite
 from shared.storage.blobs import FAILED, FAILURELOG, UNPROCESSABLE
 from shared.storage.config import Storage
 from shared.storage.failurelog import COLUMNS, FailureLog, blob_hour, cleanup_retention
+from shared.tools.azurite import Azurite
 from tests.support.metrics import note
 
 pytestmark = pytest.mark.integration

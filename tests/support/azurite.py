@@ -1,6 +1,6 @@
 """A real Azurite for the tests: one per test process (pytest-xdist worker), started from node_modules.
 
-The starter itself is shared with the demo (shared/storage/azurite.py). No test double: without
+The starter itself is shared with the demo (shared/tools/azurite.py). No test double: without
 Node.js and ``npm ci`` the tests that need Azurite fail with the reason.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.storage.azurite import Azurite, running_azurite
 from shared.storage.config import Storage
 from shared.storage.crypto import KeyRing, LocalAesKek
+from shared.tools.azurite import Azurite, running_azurite
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from shared.contract.schema import load_schema
 from shared.destinations import Layout, open_destination
 from shared.engine.engine import SyncEngine
 from shared.replay import replay
-from shared.simulate import (
+from shared.tools.crm_simulator import (
     ENTITIES,
     CrmSimulator,
     DeliveryStats,

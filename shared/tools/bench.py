@@ -29,7 +29,7 @@ from typing import Any
 from shared.destinations import Layout, open_destination
 from shared.engine.engine import SyncEngine
 from shared.replay import replay, replay_parallel
-from shared.simulate import bench_attribute_names, write_bench_file
+from shared.tools.crm_simulator import bench_attribute_names, write_bench_file
 
 
 def _columns(attributes: int) -> tuple[list[str], list[str]]:

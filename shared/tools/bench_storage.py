@@ -1,4 +1,4 @@
-"""``python -m shared.bench_storage``: throughput of the publisher and of the retry path, with baselines.
+"""``python -m shared.tools.bench_storage``: throughput of the publisher and of the retry path, with baselines.
 
 Publisher: notifications/s packed into Standard-tier (256 KB) messages and "sent" to a local
 in-memory sink (real ``ServiceBusMessageBatch`` accounting; no broker runs here), against a plain
@@ -34,10 +34,10 @@ from shared.handlers import handle_notifications
 from shared.publisher import STANDARD_MAX_MESSAGE_BYTES, InMemorySender, NotificationPublisher
 from shared.retry import RetryPolicy, Status, park_batch, process_retry_blob
 from shared.settings import Settings
-from shared.storage.azurite import running_azurite
 from shared.storage.claimcheck import Resolution
 from shared.storage.config import Storage
 from shared.storage.crypto import KeyRing, LocalAesKek
+from shared.tools.azurite import running_azurite
 
 ORG = "11111111-1111-1111-1111-111111111111"
 
@@ -82,7 +82,7 @@ def timed(fn: Callable[[], object], rounds: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.bench_storage", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m shared.tools.bench_storage", description=__doc__.splitlines()[0])
     parser.add_argument("--notifications", type=int, default=50_000, help="publisher stream length")
     parser.add_argument("--retry-batches", type=int, default=10, help="retry batches per round")
     parser.add_argument("--batch-size", type=int, default=500, help="notifications per retry batch")

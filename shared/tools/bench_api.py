@@ -1,4 +1,4 @@
-"""Latency of the admin API, measured locally: ``python -m shared.api.bench``.
+"""Latency of the admin API, measured locally: ``python -m shared.tools.bench_api``.
 
 Serves the API with uvicorn on a free loopback port (store: a SQLite file in a temporary folder,
 or ``--store postgresql://...``), fills one profile's metrics for ``--entities`` entities, then
@@ -113,7 +113,7 @@ def run(requests: int, entities: int, store: str | None) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m shared.api.bench", description=__doc__.splitlines()[0] if __doc__ else ""
+        prog="python -m shared.tools.bench_api", description=__doc__.splitlines()[0] if __doc__ else ""
     )
     p.add_argument("--requests", type=int, default=500)
     p.add_argument("--entities", type=int, default=20, help="entities with metrics in the measured profile")

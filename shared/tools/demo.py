@@ -40,11 +40,10 @@ from shared.contract.parse import Unprocessable
 from shared.destinations import ConnectionFailed, Destination, Layout, open_destination
 from shared.destinations.sqlite.dialect import SqliteDestination, quote
 from shared.engine.outcomes import BatchResult, RecordFailure
-from shared.handlers import handle_notifications
-from shared.profiles.fanout import FanOutResult
 from shared.profiles.runtime import ProfileRuntime, ProfileSettings, build_runtime
 from shared.rejects import RejectFiles
-from shared.simulate import ENTITIES, ConvergenceReport, CrmSimulator, DeliveryStats, check_convergence
+from shared.tools.crm_simulator import ENTITIES, ConvergenceReport, CrmSimulator, DeliveryStats, check_convergence
+from shared.tools.demo_handler import handle
 
 log = logging.getLogger(__name__)
 
@@ -80,26 +79,6 @@ def _chunks(bodies: Iterable[str], size: int) -> Iterator[list[str]]:
             batch = []
     if batch:
         yield batch
-
-
-def fold(out: FanOutResult) -> tuple[BatchResult, int]:
-    """A fan-out's final outcomes as one BatchResult (every profile's, plus the batch's
-    unprocessable bodies) and the notifications skipped (no active profile). With one profile:
-    received = result.received + skipped + what was parked for retry (reported when it resolves)."""
-    result = BatchResult()
-    for o in out.outcomes.values():
-        if o.result is not None:
-            result.merge(o.result)
-    result.add_unprocessable(out.unprocessable)
-    return result, out.skipped
-
-
-def handle(bodies: list[str], c: Container) -> tuple[BatchResult, int]:
-    """The Service Bus function's handler (profile mode), folded for the demo's tables."""
-    out = handle_notifications(bodies, c)
-    if not isinstance(out, FanOutResult):
-        raise TypeError("the demo runs the function app in profile mode")
-    return fold(out)
 
 
 def _push(
@@ -416,7 +395,7 @@ def _print_store_counts(console: Console, pid: str, counts: StoreCounts, deliver
 @dataclass
 class DemoRun:
     phases: list[Phase]
-    blob_report: Any = None  # shared.storage.demo.BlobPhaseReport
+    blob_report: Any = None  # shared.tools.demo_storage.BlobPhaseReport
     store: StoreCounts | None = None
     profile_id: str = ""
 
@@ -440,7 +419,7 @@ def _sync(c: Container, sim: CrmSimulator, rng: random.Random, changes: int) -> 
 
 
 def _blob_phase(rt: ProfileRuntime, pid: str, sim: CrmSimulator, changes: int, path: Path, seed: int) -> Any:
-    from shared.storage.demo import run_blob_phase
+    from shared.tools.demo_storage import run_blob_phase
 
     return run_blob_phase(list(sim.changes(max(100, changes // 4))), rt, pid, path, seed)
 
@@ -514,7 +493,7 @@ def run_demo(
         f"[b]des demo[/b]: organization {sim.organization_id}, seed {seed}, {records:,} records per entity, "
         f"{changes:,} changes -> {escape(dsn)}"
     )
-    from shared.storage.azurite import AzuriteError
+    from shared.tools.azurite import AzuriteError
 
     rt = demo_runtime(admin_db)
     rejects = RejectFiles(rejects_dir)
@@ -558,7 +537,7 @@ def _finish(
     console.print(summary)
     _print_rejects(console, phases, rejects_dir)
     if run.blob_report is not None:
-        from shared.storage.demo import print_blob_report
+        from shared.tools.demo_storage import print_blob_report
 
         print_blob_report(console, run.blob_report)
     _print_convergence(console, report)

@@ -1,5 +1,5 @@
-"""The command line's admin commands: ``des api`` serves the admin API locally, and ``des profiles``,
-``des failures``, ``des metrics`` are a thin client of it (or of the function app in Azure).
+"""The command line's admin client: ``des profiles``, ``des failures``, ``des metrics`` are a thin
+client of the admin API (``des api`` locally, see :mod:`shared.tools.serve`, or the function app in Azure).
 
 The client finds the API in ``DES_API_URL`` (default http://127.0.0.1:7072) and the key in
 ``DES_ADMIN_API_KEY`` (sent as ``x-functions-key``: the local admin key, or a function key in
@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -176,34 +177,7 @@ def _progress() -> Any:
     return p
 
 
-def _serve(args: argparse.Namespace) -> int:
-    """``des api``: the admin API on uvicorn, with the embedded store in the working directory."""
-    import uvicorn
-
-    from shared.api import build_app
-
-    if not os.environ.get(S.ADMIN_API_KEY):
-        print(
-            f"des api: set {S.ADMIN_API_KEY} first (no anonymous admin access), for example\n"
-            f"  export {S.ADMIN_API_KEY}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    if args.store:
-        os.environ[S.ADMIN_STORE] = args.store
-    store = os.environ.get(S.ADMIN_STORE) or S.DEFAULT_ADMIN_STORE
-    from shared.destinations import redact
-
-    print(f"des api: admin store {redact(store)}; http://{args.host}:{args.port}/docs?code=<key>", file=sys.stderr)
-    from shared.profiles.runtime import runtime
-
-    # The same process-wide runtime the function app uses: with AzureWebJobsStorage set (Azurite
-    # locally), the failures routes and profile deletion reach Blob storage too.
-    uvicorn.run(build_app(runtime=runtime), host=args.host, port=args.port, access_log=False, log_level="info")
-    return 0
-
-
-def _run(func: Any) -> Any:
+def _run(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def runner(args: argparse.Namespace) -> int:
         try:
             return int(func(args))
@@ -214,50 +188,7 @@ def _run(func: Any) -> Any:
     return runner
 
 
-def add_commands(sub: Any) -> None:
-    """Add ``api``, ``profiles``, ``failures`` and ``metrics`` to the ``des`` command line."""
-    a = sub.add_parser("api", help="serve the admin HTTP API locally (uvicorn)")
-    a.add_argument("--host", default="127.0.0.1")
-    a.add_argument("--port", type=int, default=7072)
-    a.add_argument(
-        "--store", default=None, help=f"admin store DSN (default ${S.ADMIN_STORE} or {S.DEFAULT_ADMIN_STORE})"
-    )
-    a.set_defaults(func=_serve)
-
-    p = sub.add_parser("profiles", help=f"manage export profiles through the admin API (${S.API_URL})")
-    pa = p.add_subparsers(dest="action", required=True)
-    ls = pa.add_parser("list", help="list profiles")
-    ls.add_argument("--organization", default=None)
-    ls.add_argument("--state", choices=["draft", "active", "inactive"], default=None)
-    for name in ("show", "delete", "activate", "deactivate", "test"):
-        pa.add_parser(name, help=f"{name} a profile").add_argument("id")
-    c = pa.add_parser("create", help="create a profile from a JSON file (- for stdin)")
-    c.add_argument("file")
-    c.add_argument("--activate", action="store_true", help="create and activate")
-    u = pa.add_parser("update", help="replace a profile's fields from a JSON file")
-    u.add_argument("id")
-    u.add_argument("file")
-    v = pa.add_parser("validate", help="check a profile JSON file, destination included")
-    v.add_argument("file")
-    p.set_defaults(func=_run(_profiles))
-
-    f = sub.add_parser("failures", help="download or re-sync a profile's failure log")
-    fa = f.add_subparsers(dest="action", required=True)
-    dl = fa.add_parser("download", help="download failure-log entries (CSV or JSON)")
-    dl.add_argument("id")
-    dl.add_argument("--format", choices=["csv", "json"], default="csv")
-    dl.add_argument("--output", "-o", default="-", help="file to write (default stdout)")
-    rs = fa.add_parser("resync", help="re-apply failed records")
-    rs.add_argument("id")
-    rs.add_argument("--entity", action="append", help="only this entity (repeatable)")
-    rs.add_argument("--record", action="append", help="only this record id (repeatable)")
-    ln = fa.add_parser("links", help="SAS links of the failure-log blobs (Azure)")
-    ln.add_argument("id")
-    for parser in (dl, rs, ln):
-        parser.add_argument("--start", default=None, help="ISO 8601 (default: 24 hours before --end)")
-        parser.add_argument("--end", default=None, help="ISO 8601 (default: now)")
-    f.set_defaults(func=_run(_failures))
-
-    m = sub.add_parser("metrics", help="a profile's sync metrics (or the service's, without an id)")
-    m.add_argument("id", nargs="?", default=None)
-    m.set_defaults(func=_run(_metrics))
+# The ``des`` subcommands (their arguments are declared in shared/cli.py).
+profiles = _run(_profiles)
+failures = _run(_failures)
+metrics = _run(_metrics)

@@ -17,22 +17,20 @@ import json
 import random
 import sqlite3
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.bootstrap import Container, bootstrap_profiles
+from shared.bootstrap import bootstrap_profiles
 from shared.engine.outcomes import BatchResult
-from shared.handlers import handle_notifications
-from shared.profiles.fanout import FanOutResult
 from shared.profiles.runtime import ProfileRuntime
 from shared.publisher import STANDARD_MAX_MESSAGE_BYTES, InMemorySender, NotificationPublisher
 from shared.retry import Status, run_retry_blob
-from shared.storage.azurite import running_azurite
 from shared.storage.blobs import DATA, FAILURELOG, RETRY, UNPROCESSABLE
 from shared.storage.config import Storage
 from shared.storage.crypto import KeyRing, generate_local_aes_spec, parse_key_spec
+from shared.tools.azurite import running_azurite
+from shared.tools.demo_handler import handle
 
 
 @dataclass
@@ -81,15 +79,6 @@ def _misfit(org: str, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def _handle(bodies: Sequence[bytes | str], c: Container) -> tuple[BatchResult, int]:
-    from shared.demo import fold
-
-    out = handle_notifications(bodies, c)
-    if not isinstance(out, FanOutResult):
-        raise TypeError("the demo runs the function app in profile mode")
-    return fold(out)
-
-
 def run_blob_phase(
     stream: list[dict[str, Any]], rt: ProfileRuntime, profile_id: str, db: Path, seed: int
 ) -> BlobPhaseReport:
@@ -130,7 +119,7 @@ def run_blob_phase(
                     holder = sqlite3.connect(db, isolation_level=None, timeout=0.1)
                     holder.execute("BEGIN EXCLUSIVE")  # another writer holds the database
                 try:
-                    result, skipped = _handle(batch, c)
+                    result, skipped = handle(batch, c)
                 finally:
                     if holder is not None:
                         holder.execute("ROLLBACK")

@@ -1,0 +1,32 @@
+"""The function app's Service Bus handler as the demo calls it (profile mode), its fan-out folded
+into one :class:`BatchResult` for the demo's tables. Shared by the demo's SQLite phase
+(:mod:`shared.tools.demo`) and its blob-storage phase (:mod:`shared.tools.demo_storage`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared.bootstrap import Container
+from shared.engine.outcomes import BatchResult
+from shared.handlers import handle_notifications
+from shared.profiles.fanout import FanOutResult
+
+
+def fold(out: FanOutResult) -> tuple[BatchResult, int]:
+    """A fan-out's final outcomes as one BatchResult (every profile's, plus the batch's
+    unprocessable bodies) and the notifications skipped (no active profile). With one profile:
+    received = result.received + skipped + what was parked for retry (reported when it resolves)."""
+    result = BatchResult()
+    for o in out.outcomes.values():
+        if o.result is not None:
+            result.merge(o.result)
+    result.add_unprocessable(out.unprocessable)
+    return result, out.skipped
+
+
+def handle(bodies: Sequence[bytes | str], c: Container) -> tuple[BatchResult, int]:
+    """The Service Bus function's handler (profile mode), folded for the demo's tables."""
+    out = handle_notifications(bodies, c)
+    if not isinstance(out, FanOutResult):
+        raise TypeError("the demo runs the function app in profile mode")
+    return fold(out)
