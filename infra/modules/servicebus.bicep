@@ -14,7 +14,7 @@ param queueName string
 param maxDeliveryCount int
 param logAnalyticsWorkspaceId string
 
-resource namespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
+resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
   //checkov:skip=CKV_AZURE_199:Customer-managed keys need Premium; notification bodies carry record data only in flight (minutes) and larger payloads are client-side encrypted claim checks.
   //checkov:skip=CKV_AZURE_201:Same reason as CKV_AZURE_199 (customer-managed key encryption is a Premium-only feature).
   //checkov:skip=CKV_AZURE_204:Public network access stays on: Dataverse and other sources publish from outside any VNet this template could know; access is Entra-only (local auth off).
@@ -33,7 +33,7 @@ resource namespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
   }
 }
 
-resource queue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = {
+resource queue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
   parent: namespace
   name: queueName
   properties: {
