@@ -210,6 +210,8 @@ module rbac 'modules/rbac.bicep' = {
     keyVaultName: keyVault.outputs.name
     keyName: blobKeyName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    operatorPrincipalId: principalId
+    operatorPrincipalType: principalType
   }
 }
 

@@ -210,7 +210,8 @@ ROLES = {
 
 
 def test_least_privilege_role_assignments_for_the_identity() -> None:
-    assignments = resources("Microsoft.Authorization/roleAssignments")
+    everyone = resources("Microsoft.Authorization/roleAssignments")
+    assignments = [a for a in everyone if a.prop("properties", "principalId") == "identityPrincipalId"]
     rbac_file = assignments[0].file
     role_ids = variable(rbac_file, "roles")
     assert set(role_ids.values()) == set(ROLES), "a role was added or removed: update ROLES with its reason"
@@ -224,6 +225,11 @@ def test_least_privilege_role_assignments_for_the_identity() -> None:
     # The crypto role sits on the one key, not the vault.
     crypto = next(a for a in assignments if "keyVaultCryptoServiceEncryptionUser" in json.dumps(a.config))
     assert crypto.prop("scope") == "key"
+    # The deploying operator gets one role: writing destination secrets into the vault.
+    [operator] = [a for a in everyone if a not in assignments]
+    assert operator.prop("properties", "principalId") == "operatorPrincipalId"
+    assert operator.prop("scope") == "vault"
+    assert variable(rbac_file, "keyVaultSecretsOfficer") == "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 
 
 @pytest.mark.parametrize(
