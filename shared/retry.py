@@ -50,8 +50,8 @@ from pydantic import TypeAdapter, ValidationError
 from shared.contract.metadata import METADATA_CHANGE_TYPE, MetadataNotification, validate_metadata
 from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable
-from shared.destinations.base import ConnectionFailed, TransientDestinationError
 from shared.engine.outcomes import BatchResult, RecordFailure
+from shared.engine.ports import ConnectionFailed, TransientDestinationError
 from shared.profiles.fanout import UNROUTED_FOLDER
 from shared.profiles.model import Profile, ProfileState
 from shared.profiles.secrets import SecretError

@@ -23,17 +23,17 @@ from operator import attrgetter, itemgetter
 
 from shared.contract.models import ChangeType, Lookup, Notification
 from shared.contract.parse import ParsedBatch, parse_bodies
-from shared.destinations.base import (
+from shared.engine import coltypes
+from shared.engine.coltypes import ColumnType, Kind
+from shared.engine.metadata import MetadataApplier
+from shared.engine.outcomes import BatchResult, RecordFailure
+from shared.engine.ports import (
     Applied,
     Destination,
     Transaction,
     TransientDestinationError,
     WriteSet,
 )
-from shared.engine import coltypes
-from shared.engine.coltypes import ColumnType, Kind
-from shared.engine.metadata import MetadataApplier
-from shared.engine.outcomes import BatchResult, RecordFailure
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,10 @@ from shared.contract.metadata import (
     MetadataNotification,
     Option,
 )
-from shared.destinations.base import (
+from shared.engine import coltypes
+from shared.engine.coltypes import ColumnType, Kind
+from shared.engine.outcomes import BatchResult
+from shared.engine.ports import (
     ATTRIBUTE_METADATA,
     GLOBAL_OPTIONSET_METADATA,
     OPTIONSET_METADATA,
@@ -52,9 +55,6 @@ from shared.destinations.base import (
     MetadataRows,
     TransientDestinationError,
 )
-from shared.engine import coltypes
-from shared.engine.coltypes import ColumnType, Kind
-from shared.engine.outcomes import BatchResult
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from shared.contract.models import GUID_PATTERN, NAME_PATTERN
-from shared.destinations import Layout
+from shared.destinations import Layout, registry
 from shared.store.base import StoredProfile
 
 NAME_MAX = 100
@@ -37,7 +36,6 @@ KEY_VAULT_SECRET_RE = re.compile(
     + "|".join(re.escape(h) for h in KEY_VAULT_HOSTS)
     + r")(?::443)?/secrets/(?P<name>[0-9A-Za-z-]{1,127})(?:/(?P<version>[0-9A-Fa-f]{32}))?/?$"
 )
-LITERAL_SCHEMES = ("sqlite", "postgresql", "postgres", "mssql", "mssql+odbc")
 SCHEMA_PATTERN = r"^[A-Za-z][A-Za-z0-9]{0,127}$"
 PREFIX_PATTERN = r"^[A-Za-z0-9]{0,14}$"
 # Printable, no leading/trailing blanks, no control characters.
@@ -88,8 +86,7 @@ def _check_destination(value: str) -> str:
                 "[/<32-hex version>]"
             )
         return value
-    scheme = value.split(":", 1)[0].lower() if ":" in value else ""
-    if scheme not in LITERAL_SCHEMES:
+    if registry.find(value) is None:
         raise ValueError(
             "destination must be a Key Vault secret URI (https://<vault>.vault.azure.net/secrets/<name>) or, "
             "where development settings allow it, a connection string starting with sqlite:///, "
@@ -330,25 +327,7 @@ class ProfileOut(BaseModel):
 def describe_literal(dsn: str) -> str:
     """Where a literal connection string points, rebuilt from harmless parts only (allow-list).
 
-    Nothing is masked in place: the description is assembled from scheme, user, host, port and
-    database, so a password in any position (URL, query, ODBC keyword) cannot leak.
+    Nothing is masked in place: the destination registry assembles the description from scheme,
+    user, host, port and database, so a password in any position (URL, query, ODBC keyword) cannot leak.
     """
-    scheme = dsn.split(":", 1)[0].lower()
-    try:
-        if scheme == "sqlite":
-            return dsn
-        if scheme == "mssql+odbc":
-            from shared.destinations.mssql.connect import parse_odbc
-
-            raw = dict(parse_qsl(urlsplit(dsn).query, keep_blank_values=True)).get("odbc_connect", "")
-            pairs = {k.lower(): v for k, v in parse_odbc(raw)}
-            server = pairs.get("server", "?")
-            database = pairs.get("database", "")
-            return f"mssql+odbc://{server}/{database} (literal connection string; credentials hidden)"
-        parts = urlsplit(dsn)
-        user = f"{unquote(parts.username)}@" if parts.username else ""
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        return f"{scheme}://{user}{host}{port}{parts.path} (literal connection string; credentials hidden)"
-    except ValueError:
-        return f"{scheme}://… (literal connection string; credentials hidden)"
+    return registry.describe(dsn)

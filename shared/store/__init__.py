@@ -8,8 +8,10 @@ Pending schema migrations are applied on open.
 
 from __future__ import annotations
 
-from shared.destinations import redact
-from shared.destinations.base import SCHEMA_RE
+from collections.abc import Callable
+
+from shared.destinations import registry
+from shared.engine.ports import SCHEMA_RE, UnsupportedDestination
 from shared.metrics import MetricsSink
 from shared.store.base import (
     DuplicateName,
@@ -26,7 +28,7 @@ from shared.store.base import (
     StoreError,
     StoreUnavailable,
 )
-from shared.store.sql import SqlStore
+from shared.store.sql import SqlStore, StoreDialect
 
 __all__ = [
     "DuplicateName",
@@ -49,24 +51,47 @@ __all__ = [
 
 
 def open_store(dsn: str, *, schema: str | None = None) -> SqlStore:
-    """Open (and migrate) the admin store at ``dsn``; ``schema`` for PostgreSQL and SQL Server."""
-    scheme = dsn.split(":", 1)[0].lower() if ":" in dsn else ""
+    """Open (and migrate) the admin store at ``dsn``; ``schema`` for PostgreSQL and SQL Server.
+
+    The database is picked by the destination registry (the same DSN forms as destinations).
+    """
     if schema is not None and not SCHEMA_RE.match(schema):
         raise StoreError(f"admin store schema {schema!r} must be alphanumeric and start with a letter")
-    if scheme == "sqlite":
-        from shared.store.sqlite import SqliteStoreDialect
+    if registry.find(dsn) is None:
+        raise StoreError(
+            f"unsupported admin store {registry.redact(dsn)!r}: use sqlite:///path.db, postgresql://... or mssql://..."
+        )
+    try:
+        dialect = _DIALECTS[registry.factory(dsn).dialect](dsn, schema)
+    except UnsupportedDestination as exc:
+        raise StoreError(f"admin store: {exc}") from exc
+    return SqlStore(dialect)
 
-        if not dsn.startswith("sqlite:///"):
-            raise StoreError("a SQLite admin store DSN looks like sqlite:///des-admin.db or sqlite:////abs/path.db")
-        if schema:
-            raise StoreError("SQLite has no schemas: leave the admin store schema unset")
-        return SqlStore(SqliteStoreDialect(dsn[len("sqlite:///") :]))
-    if scheme in ("postgresql", "postgres"):
-        from shared.store.postgres import PostgresStoreDialect
 
-        return SqlStore(PostgresStoreDialect(dsn, schema))
-    if scheme in ("mssql", "mssql+odbc"):
-        from shared.store.mssql import MssqlStoreDialect
+def _sqlite(dsn: str, schema: str | None) -> StoreDialect:
+    from shared.store.sqlite import SqliteStoreDialect
 
-        return SqlStore(MssqlStoreDialect.from_dsn(dsn, schema))
-    raise StoreError(f"unsupported admin store {redact(dsn)!r}: use sqlite:///path.db, postgresql://... or mssql://...")
+    path = registry.sqlite_path(dsn)
+    if schema:
+        raise UnsupportedDestination("SQLite has no schemas: leave the admin store schema unset")
+    return SqliteStoreDialect(path)
+
+
+def _postgres(dsn: str, schema: str | None) -> StoreDialect:
+    from shared.store.postgres import PostgresStoreDialect
+
+    return PostgresStoreDialect(dsn, schema)
+
+
+def _mssql(dsn: str, schema: str | None) -> StoreDialect:
+    from shared.store.mssql import MssqlStoreDialect
+
+    return MssqlStoreDialect.from_dsn(dsn, schema)
+
+
+# The admin store's dialect per destination dialect (the registry's ``DestinationFactory.dialect``).
+_DIALECTS: dict[str, Callable[[str, str | None], StoreDialect]] = {
+    "sqlite": _sqlite,
+    "postgresql": _postgres,
+    "mssql": _mssql,
+}

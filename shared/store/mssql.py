@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.destinations.base import SCHEMA_RE
 from shared.destinations.mssql import errors as mssql_errors
 from shared.destinations.mssql.connect import OdbcTarget, connector, parse_dsn, target_from_odbc
+from shared.engine.ports import SCHEMA_RE
 from shared.store.base import StoreError, StoreUnavailable
 from shared.store.sql import METRIC_COLUMNS, METRICS, VERSIONS, StoreDialect
 

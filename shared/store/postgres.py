@@ -14,7 +14,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from shared.destinations import redact
+from shared.destinations.redaction import redact_url
 from shared.store.base import StoreUnavailable
 from shared.store.sql import METRICS, VERSIONS, StoreDialect, upsert_on_conflict
 
@@ -32,7 +32,7 @@ class PostgresStoreDialect(StoreDialect):
         try:  # fail fast with the server's own reason (the pool would retry until its timeout)
             psycopg.connect(conninfo, connect_timeout=CONNECT_TIMEOUT_S).close()
         except psycopg.Error as exc:
-            raise StoreUnavailable(f"cannot connect to the admin store {redact(conninfo)}: {exc}") from exc
+            raise StoreUnavailable(f"cannot connect to the admin store {redact_url(conninfo)}: {exc}") from exc
         self.pool = ConnectionPool(
             conninfo,
             min_size=1,
@@ -46,10 +46,10 @@ class PostgresStoreDialect(StoreDialect):
             self.pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
         except PoolTimeout as exc:
             self.pool.close()
-            raise StoreUnavailable(f"cannot connect to the admin store {redact(conninfo)}: {exc}") from exc
+            raise StoreUnavailable(f"cannot connect to the admin store {redact_url(conninfo)}: {exc}") from exc
 
     def describe(self) -> str:
-        where = redact(self.conninfo)
+        where = redact_url(self.conninfo)
         return f"{where} (schema {self.schema})" if self.schema else where
 
     def quote(self, identifier: str) -> str:

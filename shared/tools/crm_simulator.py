@@ -29,7 +29,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from shared.destinations.base import ID, SYSTEM_COLUMNS, VERSION, Destination, Layout
+from shared.destinations.inspect import table_rows
+from shared.engine.ports import ID, SYSTEM_COLUMNS, VERSION, Destination, Layout
 
 Wire = dict[str, Any]  # one notification as a JSON-ready dict (the wire contract v1)
 Fields = dict[str, Any]
@@ -702,7 +703,7 @@ def check_convergence(destination: Destination, truth: Truth, layout: Layout | N
         table = layout.entity_table(entity)
         report = reports[entity] = EntityReport(entity, table, expected=len(expected))
         try:
-            rows = {str(_normalize(row[ID])): row for row in destination.table_rows(table)}
+            rows = {str(_normalize(row[ID])): row for row in table_rows(destination, table)}
         except Exception as exc:
             if not _missing_table(exc):
                 raise

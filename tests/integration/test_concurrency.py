@@ -29,6 +29,7 @@ import psycopg
 import pytest
 
 from shared.destinations import Destination, Layout, TransientDestinationError, open_destination
+from shared.destinations.inspect import table_rows
 from shared.destinations.postgres.dialect import PostgresDestination, PostgresTransaction
 from shared.engine import coltypes
 from shared.engine.engine import SyncEngine
@@ -92,11 +93,11 @@ def run_writer(dest: Destination, batches: list[Batch], start: threading.Barrier
 def assert_matches_model(dest: Destination, model: ReferenceModel, layout: Layout) -> None:
     stones = {
         (str(r["EntityName"]), canon(r["RecordId"])): r["VersionNumber"]
-        for r in dest.table_rows(layout.tombstone_table)
+        for r in table_rows(dest, layout.tombstone_table)
     }
     for entity in sorted(model.entities):
         table = layout.entity_table(entity)
-        problems = list(diff(expected_state(model, entity), table_state(dest.table_rows(table))))
+        problems = list(diff(expected_state(model, entity), table_state(table_rows(dest, table))))
         assert not problems, f"{table} differs from the serial result:\n" + "\n".join(problems)
         with dest.transaction() as tx:
             columns = tx.columns(table)
@@ -147,7 +148,7 @@ def test_concurrent_postgres_writers_converge(pg_module_dsn: str, round_no: int)
         # The delete log has each applied delete once (stale concurrent deletes are not logged).
         logged = [
             (str(r["EntityName"]), str(r["RecordId"]), r["VersionNumber"])
-            for r in dests[0].table_rows(layout.delete_log_table)
+            for r in table_rows(dests[0], layout.delete_log_table)
         ]
         assert len(logged) == len(set(logged))
         assert sum(log.redelivered for log in logs) <= len(changes), "livelock: too many transient failures"
@@ -201,7 +202,7 @@ def test_concurrent_column_additions_and_widening(pg_dsn: str) -> None:
         assert columns is not None
         assert columns["amount"] == coltypes.DECIMAL
         assert len(columns) == 1 + 8 + 8 * WRITERS
-        actual = table_state(dests[0].table_rows("ddl_account"))
+        actual = table_state(table_rows(dests[0], "ddl_account"))
         problems = list(diff({k: {c: canon(v) for c, v in r.items()} for k, r in expected.items()}, actual))
         assert not problems, problems
         big = [actual[str(uuid.UUID(int=i + 1, version=4))]["amount"] for i in range(8)]  # writer 0's
@@ -316,15 +317,15 @@ def test_forced_interleaving_never_resurrects(pg_dsn: str, race: Race) -> None:
         assert results["second"].applied == int(race.second_applied)
         assert results["second"].stale == int(not race.second_applied)
 
-        rows = {str(r["Id"]): r for r in setup.table_rows("account")}
+        rows = {str(r["Id"]): r for r in table_rows(setup, "account")}
         if race.row_version is None:
             assert R not in rows, f"deleted record came back: {rows.get(R)}"
         else:
             assert rows[R]["versionnumber"] == race.row_version
             assert rows[R]["name"] == f"v{race.row_version}"
-        stones = {str(r["RecordId"]): r["VersionNumber"] for r in setup.table_rows("_des_tombstones")}
+        stones = {str(r["RecordId"]): r["VersionNumber"] for r in table_rows(setup, "_des_tombstones")}
         assert stones.get(R) == race.tombstone
-        logged = sorted(int(str(r["VersionNumber"])) for r in setup.table_rows("DeleteLog") if str(r["RecordId"]) == R)
+        logged = sorted(int(str(r["VersionNumber"])) for r in table_rows(setup, "DeleteLog") if str(r["RecordId"]) == R)
         sent = [(json.loads(race.first), results["first"]), (json.loads(race.second), results["second"])]
         applied_deletes = sorted(n["version"] for n, res in sent if n["changeType"] == "delete" and res.applied)
         assert logged == applied_deletes
@@ -419,7 +420,7 @@ def test_a_deadlock_is_retried_by_the_engine(pg_dsn: str, caplog: pytest.LogCapt
         assert any("transient" in r.getMessage() and "deadlock" in r.getMessage() for r in caplog.records), [
             r.getMessage() for r in caplog.records
         ]
-        assert {str(r["Id"]): r["versionnumber"] for r in dest.table_rows("account")} == {a: 2, b: 2}
+        assert {str(r["Id"]): r["versionnumber"] for r in table_rows(dest, "account")} == {a: 2, b: 2}
     finally:
         dest.close()
 
@@ -455,7 +456,7 @@ def test_a_lost_connection_is_retried_and_a_batch_is_all_or_nothing(pg_dsn: str)
             other.commit()
             t.join(timeout=30)
             (outcome,) = results
-            rows = {str(r["Id"]): r["versionnumber"] for r in dest.table_rows("account")}
+            rows = {str(r["Id"]): r["versionnumber"] for r in table_rows(dest, "account")}
             if survives:
                 assert isinstance(outcome, BatchResult)
                 assert outcome.applied == 2
@@ -488,6 +489,6 @@ def test_sqlite_lock_timeout_is_transient(tmp_path: Path) -> None:
             holder.close()
         # Redelivered once the other writer is done, the batch applies.
         assert engine.apply_bodies([up(2, "v2")]).applied == 1
-        assert [r["versionnumber"] for r in dest.table_rows("account")] == [2]
+        assert [r["versionnumber"] for r in table_rows(dest, "account")] == [2]
     finally:
         dest.close()

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.destinations import Destination, Layout, open_destination
+from shared.destinations.inspect import table_rows
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from tests.support.histories import (
@@ -62,7 +63,7 @@ def pg_module_dsn() -> Iterator[str]:
 
 def check_converged(dest: Destination, model: ReferenceModel, layout: Layout) -> None:
     tombstones: dict[tuple[str, str], int] = {}
-    for row in dest.table_rows(layout.tombstone_table):
+    for row in table_rows(dest, layout.tombstone_table):
         rid = canon(row["RecordId"])
         version = row["VersionNumber"]
         assert isinstance(rid, str)
@@ -70,7 +71,7 @@ def check_converged(dest: Destination, model: ReferenceModel, layout: Layout) ->
         tombstones[(str(row["EntityName"]), rid)] = version
     for entity in sorted(model.entities):
         table = layout.entity_table(entity)
-        actual = table_state(dest.table_rows(table))
+        actual = table_state(table_rows(dest, table))
         expected = expected_state(model, entity)
         problems = list(diff(expected, actual))
         assert not problems, f"{table} differs from the model:\n" + "\n".join(problems)

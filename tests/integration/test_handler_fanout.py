@@ -42,6 +42,7 @@ import function_app
 from shared import settings as S
 from shared.bootstrap import Container, bootstrap_from_env, bootstrap_profiles, reset_container
 from shared.destinations import ConnectionFailed, Layout, TransientDestinationError, open_destination
+from shared.destinations.inspect import table_rows
 from shared.engine.outcomes import BatchResult
 from shared.handlers import handle_notifications, handle_retry_blob, handle_retry_sweep
 from shared.profiles.fanout import UNROUTED_FOLDER, FanOutResult
@@ -399,7 +400,7 @@ def test_entity_metadata_fans_out_and_is_parked_and_retried(world: World) -> Non
     for dsn, layout in ((f"sqlite:///{w.sqlite_path}", Layout()), (w.pg.dsn, Layout(prefix="crm"))):
         dest = open_destination(dsn, layout)
         try:
-            names = {r["EntityName"] for r in dest.table_rows(layout.metadata_table("AttributeMetadata"))}
+            names = {r["EntityName"] for r in table_rows(dest, layout.metadata_table("AttributeMetadata"))}
         finally:
             dest.close()
         assert names == {"account"}

@@ -31,8 +31,8 @@ import psycopg
 import pytest
 
 from shared.destinations import Layout, open_destination
-from shared.destinations.base import METADATA_TABLES
 from shared.engine.engine import SyncEngine
+from shared.engine.ports import METADATA_TABLES
 from tests.conftest import DestinationFactory
 from tests.support.metadata_scenarios import (
     METADATA_CASES,

@@ -14,6 +14,7 @@ import pytest
 
 from shared.cli import EXIT_CONNECTION, EXIT_USAGE
 from shared.destinations import open_destination
+from shared.destinations.inspect import table_rows
 from shared.rejects import FAILURE_LOG_COLUMNS
 from tests.support.model import Change, ReferenceModel, diff, envelope, expected_state, table_state
 
@@ -112,9 +113,9 @@ def test_replay_applies_a_file(tmp_path: Path, dsn: str, batch_size: str) -> Non
     dest = open_destination(dsn)
     try:
         for entity in ("account", "contact"):
-            problems = list(diff(expected_state(model, entity), table_state(dest.table_rows(f"rp_{entity}"))))
+            problems = list(diff(expected_state(model, entity), table_state(table_rows(dest, f"rp_{entity}"))))
             assert not problems, problems
-        logged = sorted((str(r["EntityName"]), str(r["RecordId"])) for r in dest.table_rows("rp_DeleteLog"))
+        logged = sorted((str(r["EntityName"]), str(r["RecordId"])) for r in table_rows(dest, "rp_DeleteLog"))
         assert logged == [("account", rid(4)), ("contact", rid(9))]
     finally:
         dest.close()

@@ -15,6 +15,7 @@ import function_app
 from shared.bootstrap import Container, bootstrap
 from shared.contract.parse import parse_bodies
 from shared.destinations import Layout
+from shared.destinations.inspect import table_rows
 from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.handlers import handle_blob_poison, handle_retry_blob, handle_retry_sweep
 from shared.retry import POISON_THRESHOLD, RetryPolicy, park_batch
@@ -70,7 +71,7 @@ def receipt(name: str) -> str:
 def test_the_blob_trigger_applies_a_parked_batch(app: Container, storage: Storage) -> None:
     name = park(app)
     assert handle_retry_blob(f"{RETRY}/{name}", app) == "resolved"
-    assert {str(r["Id"]) for r in app.destination.table_rows("account")} == {rid(1), rid(2), rid(3)}
+    assert {str(r["Id"]) for r in table_rows(app.destination, "account")} == {rid(1), rid(2), rid(3)}
     assert list(storage.stores.names(RETRY)) == []
     assert handle_retry_blob(f"{RETRY}/{name}", app) == "gone"  # a duplicate event is harmless
     metrics = app.metrics

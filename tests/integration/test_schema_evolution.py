@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from shared.destinations import Destination, Layout
+from shared.destinations.inspect import table_rows
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType
 from shared.engine.engine import SyncEngine
@@ -43,7 +44,7 @@ def columns(dest: Destination, table: str = "account") -> dict[str, ColumnType]:
 
 
 def rows(dest: Destination, table: str = "account") -> dict[str, dict[str, object]]:
-    return {str(r["Id"]): r for r in dest.table_rows(table)}
+    return {str(r["Id"]): r for r in table_rows(dest, table)}
 
 
 def apply(engine: SyncEngine, *bodies: str) -> BatchResult:
@@ -229,9 +230,9 @@ def test_deletes_and_delete_log(open_dest: DestinationFactory) -> None:
     result = apply(engine, delete(R1, 2), delete(R2, 1), delete(R3, 5))  # R2's delete is stale
     assert (result.applied, result.stale) == (2, 1)
     assert set(rows(dest, "log_account")) == {R2}
-    logged = sorted((str(r["RecordId"]), r["VersionNumber"]) for r in dest.table_rows("log_DeleteLog"))
+    logged = sorted((str(r["RecordId"]), r["VersionNumber"]) for r in table_rows(dest, "log_DeleteLog"))
     assert logged == sorted([(R1, 2), (R3, 5)])
-    assert {r["EntityName"] for r in dest.table_rows("log_DeleteLog")} == {"account"}
+    assert {r["EntityName"] for r in table_rows(dest, "log_DeleteLog")} == {"account"}
     # An update not newer than the tombstone never brings the record back; a newer one re-creates it.
     stale = apply(engine, upsert(R1, 2, {"name": "zombie"}), upsert(R3, 4, {"name": "zombie"}))
     assert (stale.applied, stale.stale) == (0, 2)
@@ -247,7 +248,7 @@ def test_system_columns_record_sink_times(open_dest: DestinationFactory) -> None
     engine = SyncEngine(dest, clock=lambda: next(times))
 
     def stamps() -> tuple[datetime, datetime]:
-        (row,) = [r for r in dest.table_rows("account") if str(r["Id"]) == R1]
+        (row,) = [r for r in table_rows(dest, "account") if str(r["Id"]) == R1]
         return as_utc(row["SinkCreatedOn"]), as_utc(row["SinkModifiedOn"])
 
     clean(apply(engine, upsert(R1, 1, {"name": "a"})))  # minute 0

@@ -13,6 +13,7 @@ import pytest
 
 from shared.bootstrap import Container, bootstrap
 from shared.destinations import Layout
+from shared.destinations.inspect import table_rows
 from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.handlers import handle_notifications
 from shared.publisher import NotificationPublisher
@@ -42,7 +43,7 @@ def app(tmp_path: Path, storage: Storage) -> Iterator[Container]:
 
 
 def rows(c: Container) -> dict[str, dict[str, object]]:
-    return {str(r["Id"]): r for r in c.destination.table_rows("account")}
+    return {str(r["Id"]): r for r in table_rows(c.destination, "account")}
 
 
 def mixed_stream() -> list[dict[str, object]]:

@@ -27,11 +27,12 @@ from typing import Any
 
 from shared.contract.metadata import MetadataNotification, validate_metadata
 from shared.destinations import Destination, Layout
-from shared.destinations.base import METADATA_TABLES, MetadataTable
+from shared.destinations.inspect import table_rows
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
+from shared.engine.ports import METADATA_TABLES, MetadataTable
 from tests.support.model import Change, Lookup, Value
 from tests.support.scenarios import ORG, record_id, rm, up
 
@@ -152,12 +153,12 @@ class Ctx:
             return tx.columns(self.table(entity)) is not None
 
     def rows(self, entity: str) -> dict[str, dict[str, object]]:
-        return {as_guid(r["Id"]): r for r in self.dest.table_rows(self.table(entity))}
+        return {as_guid(r["Id"]): r for r in table_rows(self.dest, self.table(entity))}
 
     def meta(self, t: MetadataTable, entity: str | None = None) -> list[tuple[object, ...]]:
         """A metadata table's rows (in insert-column order, normalised, sorted), optionally one entity's."""
         out = []
-        for r in self.dest.table_rows(self.layout.metadata_table(t.name)):
+        for r in table_rows(self.dest, self.layout.metadata_table(t.name)):
             if entity is not None and r.get("EntityName") != entity:
                 continue
             row = tuple(
@@ -169,7 +170,7 @@ class Ctx:
 
     def state(self) -> dict[str, int]:
         """Applied metadata version per entity (the support table)."""
-        rows = self.dest.table_rows(self.layout.metadata_state_table)
+        rows = table_rows(self.dest, self.layout.metadata_state_table)
         return {str(r["EntityName"]): int(str(r["VersionNumber"])) for r in rows}
 
 
@@ -741,7 +742,7 @@ def _tables_case() -> MetadataCase:
         assert by_name["name"][7] is None
         assert by_name["industrycode"][6] == "0f8fad5b-d9cb-469f-a165-70867728950e"
         assert by_name["industrycode"][5] == datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
-        ids = [r["Id"] for r in ctx.dest.table_rows(ctx.layout.metadata_table("AttributeMetadata"))]
+        ids = [r["Id"] for r in table_rows(ctx.dest, ctx.layout.metadata_table("AttributeMetadata"))]
         assert len(set(ids)) == len(ids) == 9  # generated keys
         assert all(isinstance(i, int) for i in ids)
         _check_contact_v1(ctx)

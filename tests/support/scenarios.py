@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shared.destinations import Destination, Layout, TransientDestinationError
+from shared.destinations.inspect import table_rows
 from shared.engine.coltypes import Kind
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
@@ -151,7 +152,7 @@ def check(scenario: Scenario, out: Outcome) -> None:
     layout = out.layout
     for entity in sorted(model.entities):
         table = layout.entity_table(entity)
-        actual = table_state(out.dest.table_rows(table))
+        actual = table_state(table_rows(out.dest, table))
         problems = list(diff(expected_state(model, entity), actual))
         assert not problems, f"{scenario.name} {table} on {out.dialect}:\n" + "\n".join(problems)
         kinds = columns_of(out.dest, table)
@@ -165,13 +166,13 @@ def check(scenario: Scenario, out: Outcome) -> None:
         assert not absent, f"{scenario.name} {table}: columns {absent} should not exist"
     stones = {
         (str(r["EntityName"]), str(canon(r["RecordId"]))): int(r["VersionNumber"])  # type: ignore[call-overload]
-        for r in out.dest.table_rows(layout.tombstone_table)
+        for r in table_rows(out.dest, layout.tombstone_table)
     }
     assert stones == model.tombstones, f"{scenario.name} tombstones on {out.dialect}: {stones} != {model.tombstones}"
     if scenario.write_delete_log:
         logged = sorted(
             (str(r["EntityName"]), str(canon(r["RecordId"])), int(r["VersionNumber"]))  # type: ignore[call-overload]
-            for r in out.dest.table_rows(layout.delete_log_table)
+            for r in table_rows(out.dest, layout.delete_log_table)
         )
         assert logged == sorted(model.log), f"{scenario.name} delete log on {out.dialect}: {logged} != {model.log}"
 
@@ -390,7 +391,7 @@ def concurrent_writers(
     model = ReferenceModel()
     model.apply_in_version_order(changes)
     dest = dests[0]
-    actual = table_state(dest.table_rows(layout.entity_table("account")))
+    actual = table_state(table_rows(dest, layout.entity_table("account")))
     problems = list(diff(expected_state(model, "account"), actual))
     assert not problems, "\n".join(problems)
     # A delete that arrives after a newer re-creation is stale and leaves no tombstone, so only this
@@ -398,7 +399,7 @@ def concurrent_writers(
     # every other tombstone is older than its live row.
     stones = {
         str(canon(r["RecordId"])): int(r["VersionNumber"])  # type: ignore[call-overload]
-        for r in dest.table_rows(layout.tombstone_table)
+        for r in table_rows(dest, layout.tombstone_table)
     }
     deleted = model.deleted("account")
     assert {rid: stones.get(rid) for rid in deleted} == deleted

@@ -24,21 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "shared"
 TOOLS = "shared.tools"
 
-# Cycles on main today that other issue-8 work removes ("removed by issue 8 arch-root/arch-dest"); the
-# lead empties these after merging that work. Each entry is the set of nodes of one strongly connected
-# component that may stay: modules for KNOWN_MODULE_CYCLES, top-level parts of shared for
-# KNOWN_PACKAGE_CYCLES. (bootstrap <-> retry needs no entry: retry imports bootstrap only under
-# TYPE_CHECKING, which this graph leaves out.)
-KNOWN_MODULE_CYCLES: tuple[frozenset[str], ...] = (
-    # removed by issue 8 arch-dest: destinations/__init__ picks a dialect by scheme (lazy imports) and the
-    # SQL Server dialect imports UnsupportedDestination back from it; destinations/registry.py replaces it.
-    frozenset({"shared.destinations", "shared.destinations.mssql.connect", "shared.destinations.mssql.dialect"}),
-)
-KNOWN_PACKAGE_CYCLES: tuple[frozenset[str], ...] = (
-    # removed by issue 8 arch-dest: engine <-> destinations (the engine's port lives in destinations/base.py,
-    # which imports engine/coltypes; the port moves to engine/ports.py).
-    frozenset({"shared.engine", "shared.destinations"}),
-)
+# Cycles allowed to stay: none. Each entry would be the set of nodes of one strongly connected component
+# (modules for KNOWN_MODULE_CYCLES, top-level parts of shared for KNOWN_PACKAGE_CYCLES).
+KNOWN_MODULE_CYCLES: tuple[frozenset[str], ...] = ()
+KNOWN_PACKAGE_CYCLES: tuple[frozenset[str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from shared.contract.metadata import AttributeType, MetadataNotification, validate_metadata
 from shared.destinations import Layout, open_destination
+from shared.destinations.inspect import table_rows
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.engine import SyncEngine
@@ -273,10 +274,10 @@ def test_every_metadata_notification_has_one_outcome_and_the_newest_wins(
             for e, _v in batch:
                 assert result.entity(e).received == sum(1 for x, _ in batch if x == e)
         if newest:
-            state = {str(r["EntityName"]): int(str(r["VersionNumber"])) for r in dest.table_rows("p__des_metadata")}
+            state = {str(r["EntityName"]): int(str(r["VersionNumber"])) for r in table_rows(dest, "p__des_metadata")}
             assert state == newest
         for e, v in newest.items():
-            names = [r for r in dest.table_rows("p_AttributeMetadata") if r["EntityName"] == e]
+            names = [r for r in table_rows(dest, "p_AttributeMetadata") if r["EntityName"] == e]
             assert {int(str(r["Version"])) for r in names} == {v}
             assert len(names) == 2
             with dest.transaction() as tx:

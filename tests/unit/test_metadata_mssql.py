@@ -22,7 +22,6 @@ import sqlglot
 from sqlglot import exp
 
 from shared.destinations import Layout
-from shared.destinations.base import METADATA_TABLES, MetadataRows
 from shared.destinations.mssql.dialect import (
     SQL_BIGINT,
     SQL_BIT,
@@ -32,6 +31,7 @@ from shared.destinations.mssql.dialect import (
     MssqlDestination,
     _metadata_plan,
 )
+from shared.engine.ports import METADATA_TABLES, MetadataRows
 from tests.support.metadata_scenarios import (
     METADATA_CASES,
     MetadataCase,

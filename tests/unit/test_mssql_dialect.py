@@ -41,7 +41,6 @@ from hypothesis import strategies as st
 from sqlglot import exp
 
 from shared.destinations import ConnectionFailed, Layout, UnsupportedDestination, open_destination, redact
-from shared.destinations.base import WriteSet
 from shared.destinations.mssql import connect, errors
 from shared.destinations.mssql.dialect import (
     CHUNK_MAX_BYTES,
@@ -65,6 +64,7 @@ from shared.destinations.mssql.dialect import (
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.engine import SyncEngine
+from shared.engine.ports import WriteSet
 from tests.support.postgres import fresh_database
 from tests.support.scenarios import HOSTILE_TEXTS, SCENARIOS, Scenario, run, up
 

@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 from shared.contract.parse import parse_bodies
 from shared.contract.schema import load_schema
 from shared.destinations import Layout, open_destination
+from shared.destinations.inspect import table_rows
 from shared.engine.engine import SyncEngine
 from shared.replay import replay
 from shared.tools.crm_simulator import (
@@ -289,7 +290,7 @@ def test_bench_file_replays_cleanly_into_sqlite(tmp_path: Path) -> None:
     dest = open_destination(f"sqlite:///{tmp_path / 'bench.db'}", Layout())
     try:
         report = replay(path, SyncEngine(dest), batch_size=1000)
-        rows = sum(1 for _ in dest.table_rows("account"))
+        rows = sum(1 for _ in table_rows(dest, "account"))
     finally:
         dest.close()
     result = report.result

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from shared.destinations import UnsupportedDestination
-from shared.destinations.base import ConnectionFailed
+from shared.engine.ports import ConnectionFailed, UnsupportedDestination
 
 if TYPE_CHECKING:
     import pyodbc  # type: ignore[import-not-found]
@@ -158,6 +157,37 @@ def redact_dsn(dsn: str) -> str:
     if parts.password:
         return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
     return dsn
+
+
+def dsn_secrets(dsn: str) -> list[str]:
+    """The secrets of a SQL Server DSN in either form: URL password, and PWD/AccessToken of odbc_connect."""
+    found: list[str] = []
+    try:
+        parts = urlsplit(dsn)
+        if parts.password:
+            found += [parts.password, unquote(parts.password)]
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        found += [v for k, v in query if re.search(r"pass|pwd|secret|token|key", k, re.I) and v]
+        raw = dict(query).get("odbc_connect")
+        if raw:
+            found += [v for k, v in parse_odbc(raw) if k.lower() in _SECRET_KEYS and v]
+    except ValueError:  # DsnError included: an unparsable string is never echoed anyway
+        pass
+    return found
+
+
+def describe_dsn(dsn: str) -> str:
+    """Where a SQL Server DSN points, rebuilt from server and database only (never a credential)."""
+    parts = urlsplit(dsn)
+    if parts.scheme.lower() == "mssql+odbc":
+        raw = dict(parse_qsl(parts.query, keep_blank_values=True)).get("odbc_connect", "")
+        pairs = {k.lower(): v for k, v in parse_odbc(raw)}
+        server = pairs.get("server", "?")
+        database = pairs.get("database", "")
+        return f"mssql+odbc://{server}/{database} (literal connection string; credentials hidden)"
+    user = f"{unquote(parts.username)}@" if parts.username else ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"mssql://{user}{parts.hostname or ''}{port}{parts.path} (literal connection string; credentials hidden)"
 
 
 # ------------------------------------------------------------------------------- DSN parsing

@@ -35,7 +35,11 @@ from decimal import Decimal
 from itertools import count, islice
 from typing import Any, Protocol
 
-from shared.destinations.base import (
+from shared.destinations.mssql import errors
+from shared.destinations.mssql.connect import connector, parse_dsn, target_from_odbc
+from shared.engine import coltypes
+from shared.engine.coltypes import ColumnType, Kind
+from shared.engine.ports import (
     CREATED,
     ID,
     METADATA_TABLES,
@@ -51,10 +55,6 @@ from shared.destinations.base import (
     MetaKind,
     WriteSet,
 )
-from shared.destinations.mssql import errors
-from shared.destinations.mssql.connect import connector, parse_dsn, target_from_odbc
-from shared.engine import coltypes
-from shared.engine.coltypes import ColumnType, Kind
 
 log = logging.getLogger(__name__)
 

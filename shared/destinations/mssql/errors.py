@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from shared.destinations.base import TransientDestinationError
+from shared.engine.ports import TransientDestinationError
 
 TRANSIENT_NATIVE_ERRORS: frozenset[int] = frozenset(
     {

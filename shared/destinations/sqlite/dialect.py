@@ -1,6 +1,7 @@
 """SQLite destination (standard library driver): the embedded default.
 
-All SQL text and type mapping for SQLite lives here. Writers serialize on ``BEGIN IMMEDIATE``, so
+Statement text and type mapping live in :mod:`shared.destinations.sqlite.sqltext`; this module
+orchestrates them. Writers serialize on ``BEGIN IMMEDIATE``, so
 the version guard is computed from a read inside the write transaction and is exact; several
 processes may share one file (WAL mode, busy timeout).
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,64 +17,25 @@ from datetime import datetime
 from itertools import count
 from typing import cast
 
-from shared.destinations.base import (
-    CREATED,
-    ID,
+from shared.destinations.sqlite.sqltext import SqliteSql, column_type, declared_type, quote
+from shared.engine import coltypes
+from shared.engine.coltypes import ColumnType, Kind
+from shared.engine.ports import (
     METADATA_TABLES,
-    MODIFIED,
     SYSTEM_COLUMNS,
-    VERSION,
     Applied,
     ConnectionFailed,
     Layout,
     LayoutError,
     MetadataRows,
-    MetaKind,
     WriteSet,
 )
-from shared.engine import coltypes
-from shared.engine.coltypes import ColumnType, Kind
+
+__all__ = ["SqliteDestination", "SqliteTransaction", "column_type", "declared_type", "quote"]
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 60.0
-
-_DECLARED = {
-    Kind.BOOLEAN: "BOOLEAN",
-    Kind.INTEGER: "INTEGER",
-    Kind.FLOAT: "REAL",
-    Kind.DECIMAL: "NUMERIC",
-    Kind.TEXT: "TEXT",
-    Kind.GUID: "GUID TEXT",  # TEXT affinity, and the catalog still says it is a GUID
-    Kind.DATETIME: "DATETIME TEXT",
-}
-_VARCHAR = re.compile(r"^VARCHAR\((\d+)\)$")
-
-
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def declared_type(t: ColumnType) -> str:
-    if t.kind is Kind.TEXT and t.length is not None:
-        return f"VARCHAR({t.length})"
-    if t.kind is Kind.DECIMAL and t.precision is not None:
-        return f"DECIMAL({t.precision},{t.scale or 0})"
-    return _DECLARED[t.kind]
-
-
-def column_type(declared: str) -> ColumnType:
-    d = declared.upper().strip()
-    for kind, name in _DECLARED.items():
-        if d == name:
-            return ColumnType(kind)
-    m = _VARCHAR.match(d)
-    if m:
-        return ColumnType(Kind.TEXT, int(m.group(1)))
-    if d.startswith("DECIMAL"):
-        p, _, sc = d[d.index("(") + 1 : d.index(")")].partition(",")
-        return ColumnType(Kind.DECIMAL, precision=int(p), scale=int(sc or 0))
-    return coltypes.TEXT  # a column someone else made: treat its values as text
 
 
 def sink_time(now: datetime) -> str:
@@ -93,14 +54,14 @@ class SqliteTransaction:
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         name = f"des_sp_{next(self._sp)}"
-        self.conn.execute(f"SAVEPOINT {name}")
+        self.conn.execute(SqliteSql.savepoint(name))
         try:
             yield
         except BaseException:
-            self.conn.execute(f"ROLLBACK TO {name}")
-            self.conn.execute(f"RELEASE {name}")
+            self.conn.execute(SqliteSql.rollback_to(name))
+            self.conn.execute(SqliteSql.release(name))
             raise
-        self.conn.execute(f"RELEASE {name}")
+        self.conn.execute(SqliteSql.release(name))
 
     def _versions(self, sql: str, head: Sequence[object], ids: Sequence[str]) -> dict[str, int]:
         """id -> version for the given ids: one query, the ids passed as one JSON array parameter."""
@@ -109,19 +70,10 @@ class SqliteTransaction:
         return dict(self.conn.execute(sql, (*head, json.dumps(ids))).fetchall())
 
     def write(self, ws: WriteSet) -> Applied:
-        q = quote
-        table = q(ws.table)
-        tomb = q(self.dest.layout.tombstone_table)
+        sql = self.dest.sql
         ids = cast(list[str], [r[0] for r in ws.upserts]) + [d[0] for d in ws.deletes]
-        live = self._versions(
-            f"SELECT {q(ID)}, {q(VERSION)} FROM {table} WHERE {q(ID)} IN (SELECT value FROM json_each(?))", (), ids
-        )
-        dead = self._versions(
-            f'SELECT "RecordId", "VersionNumber" FROM {tomb} WHERE "EntityName" = ? '
-            'AND "RecordId" IN (SELECT value FROM json_each(?))',
-            (ws.entity,),
-            ids,
-        )
+        live = self._versions(sql.live_versions(ws.table), (), ids)
+        dead = self._versions(sql.tombstone_versions(), (ws.entity,), ids)
         now = sink_time(ws.now)
         up = [
             (r[0], now, now, *r[1:])
@@ -129,28 +81,14 @@ class SqliteTransaction:
             if r[1] > live.get(r[0], -1) and r[1] > dead.get(r[0], -1)  # type: ignore[call-overload,operator]
         ]
         if up:
-            cols = [ID, CREATED, MODIFIED, VERSION, *ws.columns]
-            updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in [MODIFIED, VERSION, *ws.columns])
-            self.conn.executemany(
-                f"INSERT INTO {table} ({', '.join(map(q, cols))}) VALUES ({', '.join('?' * len(cols))}) "
-                f"ON CONFLICT ({q(ID)}) DO UPDATE SET {updates} "
-                f"WHERE excluded.{q(VERSION)} > {table}.{q(VERSION)}",
-                up,
-            )
+            self.conn.executemany(sql.upsert(ws.table, ws.columns), up)
         gone = [d for d in ws.deletes if d[1] > live.get(d[0], -1) and d[1] > dead.get(d[0], -1)]
         if gone:
-            self.conn.executemany(f"DELETE FROM {table} WHERE {q(ID)} = ? AND {q(VERSION)} < ?", gone)
+            self.conn.executemany(sql.delete_older(ws.table), gone)
             stones = [(ws.entity, rid, v, now) for rid, v in gone]
-            self.conn.executemany(
-                f"INSERT INTO {tomb} VALUES (?, ?, ?, ?) ON CONFLICT (\"EntityName\", \"RecordId\") DO UPDATE "
-                'SET "VersionNumber" = excluded."VersionNumber", "SinkDeleteTime" = excluded."SinkDeleteTime" '
-                'WHERE excluded."VersionNumber" > "VersionNumber"',
-                stones,
-            )
+            self.conn.executemany(sql.upsert_tombstones(), stones)
             if self.dest.layout.write_delete_log:
-                self.conn.executemany(
-                    f"INSERT INTO {q(self.dest.layout.delete_log_table)} VALUES (?, ?, ?, ?)", stones
-                )
+                self.conn.executemany(sql.insert_delete_log(), stones)
         return Applied(frozenset(r[0] for r in up), frozenset(d[0] for d in gone))  # type: ignore[misc]
 
 
@@ -164,6 +102,7 @@ class SqliteDestination:
         if self.layout.schema is not None:
             raise LayoutError("SQLite destinations have no schemas; leave the schema unset")
         self.path = path
+        self.sql = SqliteSql(self.layout)
         self.conn = self._connect()
         self._support_ready = False
 
@@ -172,15 +111,15 @@ class SqliteDestination:
             conn = sqlite3.connect(
                 self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            for statement in SqliteSql.SESSION:
+                conn.execute(statement)
         except sqlite3.Error as exc:
             raise ConnectionFailed(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         return conn
 
     # ------------------------------------------------------------------------------ catalog/DDL
     def read_columns(self, table: str) -> dict[str, ColumnType] | None:
-        rows = self.conn.execute(f"PRAGMA table_info({quote(table)})").fetchall()
+        rows = self.conn.execute(SqliteSql.table_info(table)).fetchall()
         if not rows:
             return None
         return {r[1]: column_type(r[2]) for r in rows if r[1] not in SYSTEM_COLUMNS}
@@ -188,67 +127,46 @@ class SqliteDestination:
     def _ensure_support(self) -> None:
         if self._support_ready:
             return
-        q = quote
-        self.conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {q(self.layout.tombstone_table)} ("
-            '"EntityName" TEXT NOT NULL, "RecordId" GUID TEXT NOT NULL, "VersionNumber" INTEGER NOT NULL, '
-            '"SinkDeleteTime" DATETIME TEXT NOT NULL, PRIMARY KEY ("EntityName", "RecordId")) WITHOUT ROWID'
-        )
+        self.conn.execute(self.sql.create_tombstones())
         if self.layout.write_delete_log:
-            self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {q(self.layout.delete_log_table)} ("
-                '"EntityName" TEXT NOT NULL, "RecordId" GUID TEXT NOT NULL, "VersionNumber" INTEGER NOT NULL, '
-                '"SinkDeleteTime" DATETIME TEXT NOT NULL)'
-            )
+            self.conn.execute(self.sql.create_delete_log())
         self._support_ready = True
 
     def ensure_table(self, table: str, wanted: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
-        q = quote
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute(SqliteSql.BEGIN)
         try:
             self._ensure_support()
             current = self.read_columns(table)
             if current is None:
-                cols = ", ".join(f"{q(c)} {declared_type(t)}" for c, t in wanted.items())
-                self.conn.execute(
-                    f"CREATE TABLE {q(table)} ({q(ID)} GUID TEXT NOT NULL PRIMARY KEY, "
-                    f"{q(CREATED)} DATETIME TEXT NOT NULL, {q(MODIFIED)} DATETIME TEXT NOT NULL, "
-                    f"{q(VERSION)} INTEGER NOT NULL{', ' + cols if cols else ''})"
-                )
+                self.conn.execute(SqliteSql.create_table(table, wanted))
             else:
                 widen = {}
                 for c, t in wanted.items():
                     cur = current.get(c)
                     if cur is None:
-                        self.conn.execute(f"ALTER TABLE {q(table)} ADD COLUMN {q(c)} {declared_type(t)}")
+                        self.conn.execute(SqliteSql.add_column(table, c, t))
                     elif cur != t and coltypes.join(cur, t) == t and self.can_widen(cur, t):
                         widen[c] = t
                 if widen:
                     self._rebuild(table, widen)
             result = self.read_columns(table)
-            self.conn.execute("COMMIT")
+            self.conn.execute(SqliteSql.COMMIT)
         except BaseException:
             if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+                self.conn.execute(SqliteSql.ROLLBACK)
             raise
         assert result is not None
         return result
 
     def _rebuild(self, table: str, widen: Mapping[str, ColumnType]) -> None:
         """SQLite cannot change a column's type in place: copy into a new table and swap."""
-        q = quote
-        info = self.conn.execute(f"PRAGMA table_info({q(table)})").fetchall()
-        defs = []
-        for _cid, name, decl, notnull, _default, pk in info:
-            decl = declared_type(widen[name]) if name in widen else decl
-            defs.append(f"{q(name)} {decl}{' NOT NULL' if notnull else ''}{' PRIMARY KEY' if pk else ''}")
-        tmp = f"_des_rebuild_{table}"
-        names = ", ".join(q(r[1]) for r in info)
-        self.conn.execute(f"DROP TABLE IF EXISTS {q(tmp)}")
-        self.conn.execute(f"CREATE TABLE {q(tmp)} ({', '.join(defs)})")
-        self.conn.execute(f"INSERT INTO {q(tmp)} ({names}) SELECT {names} FROM {q(table)}")
-        self.conn.execute(f"DROP TABLE {q(table)}")
-        self.conn.execute(f"ALTER TABLE {q(tmp)} RENAME TO {q(table)}")
+        info = self.conn.execute(SqliteSql.table_info(table)).fetchall()
+        defs = [
+            SqliteSql.column_definition(name, declared_type(widen[name]) if name in widen else decl, notnull, pk)
+            for _cid, name, decl, notnull, _default, pk in info
+        ]
+        for statement in SqliteSql.rebuild(table, defs, [r[1] for r in info]):
+            self.conn.execute(statement)
         log.info("widened %s in %s", dict(widen), table)
 
     def can_widen(self, current: ColumnType, wider: ColumnType) -> bool:
@@ -267,14 +185,14 @@ class SqliteDestination:
     @contextmanager
     def transaction(self) -> Iterator[SqliteTransaction]:
         self._ensure_support()
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute(SqliteSql.BEGIN)
         try:
             yield SqliteTransaction(self)
         except BaseException:
             if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+                self.conn.execute(SqliteSql.ROLLBACK)
             raise
-        self.conn.execute("COMMIT")
+        self.conn.execute(SqliteSql.COMMIT)
 
     def is_transient(self, exc: BaseException) -> bool:
         if isinstance(exc, sqlite3.OperationalError):
@@ -289,7 +207,7 @@ class SqliteDestination:
             self.conn = self._connect()
 
     def table_rows(self, table: str) -> Iterator[dict[str, object]]:
-        cur = self.conn.execute(f"SELECT * FROM {quote(table)}")
+        cur = self.conn.execute(SqliteSql.select_all(table))
         names = [d[0] for d in cur.description]
         for row in cur:
             yield dict(zip(names, row, strict=True))
@@ -300,74 +218,35 @@ class SqliteDestination:
     # ------------------------------------------------ entity metadata: DES's tables (engine/metadata.py)
     _metadata_ready = False
 
-    def _ensure_metadata_tables(self) -> None:
-        q = quote
-        for t in METADATA_TABLES:
-            cols = ", ".join(
-                f"{q(c)} {_META_SQL[kind]}{'' if nullable or kind == 'identity' else ' NOT NULL'}"
-                for c, kind, nullable in t.columns
-            )
-            self.conn.execute(f"CREATE TABLE IF NOT EXISTS {q(self.layout.metadata_table(t.name))} ({cols})")
-        self.conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {q(self.layout.metadata_state_table)} ("
-            '"EntityName" TEXT NOT NULL PRIMARY KEY, "VersionNumber" INTEGER NOT NULL, "Columns" TEXT NOT NULL, '
-            '"SinkModifiedOn" DATETIME TEXT NOT NULL) WITHOUT ROWID'
-        )
-
     def metadata_state(self, entity: str) -> tuple[int, str] | None:
-        table = self.layout.metadata_state_table
         if not self._metadata_ready:
-            found = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+            found = self.conn.execute(SqliteSql.TABLE_EXISTS, (self.layout.metadata_state_table,))
             if found.fetchone() is None:
                 return None
-        row = self.conn.execute(
-            f'SELECT "VersionNumber", "Columns" FROM {quote(table)} WHERE "EntityName" = ?', (entity,)
-        ).fetchone()
+        row = self.conn.execute(self.sql.select_metadata_state(), (entity,)).fetchone()
         return None if row is None else (int(row[0]), str(row[1]))
 
     def replace_metadata(self, rows: MetadataRows) -> bool:
-        q = quote
-        state = q(self.layout.metadata_state_table)
-        self.conn.execute("BEGIN IMMEDIATE")
+        sql = self.sql
+        self.conn.execute(SqliteSql.BEGIN)
         try:
-            self._ensure_metadata_tables()
-            row = self.conn.execute(
-                f'SELECT "VersionNumber" FROM {state} WHERE "EntityName" = ?', (rows.entity,)
-            ).fetchone()
+            for statement in sql.create_metadata_tables():
+                self.conn.execute(statement)
+            row = self.conn.execute(sql.select_metadata_state(), (rows.entity,)).fetchone()
             if row is not None and row[0] >= rows.version:
-                self.conn.execute("COMMIT")
+                self.conn.execute(SqliteSql.COMMIT)
                 return False
             for t in METADATA_TABLES:
-                table = q(self.layout.metadata_table(t.name))
                 keys = [(rows.entity,)] if t.scope == "EntityName" else [(n,) for n in rows.global_option_sets]
-                self.conn.executemany(f"DELETE FROM {table} WHERE {q(t.scope)} = ?", keys)
-                cols = t.insert_columns
-                self.conn.executemany(
-                    f"INSERT INTO {table} ({', '.join(map(q, cols))}) VALUES ({', '.join('?' * len(cols))})",
-                    rows.rows.get(t.name, ()),
-                )
+                self.conn.executemany(sql.delete_metadata(t), keys)
+                self.conn.executemany(sql.insert_metadata(t), rows.rows.get(t.name, ()))
             self.conn.execute(
-                f"INSERT INTO {state} VALUES (?, ?, ?, ?) ON CONFLICT (\"EntityName\") DO UPDATE SET "
-                '"VersionNumber" = excluded."VersionNumber", "Columns" = excluded."Columns", '
-                '"SinkModifiedOn" = excluded."SinkModifiedOn"',
-                (rows.entity, rows.version, rows.columns, sink_time(rows.now)),
+                sql.upsert_metadata_state(), (rows.entity, rows.version, rows.columns, sink_time(rows.now))
             )
-            self.conn.execute("COMMIT")
+            self.conn.execute(SqliteSql.COMMIT)
         except BaseException:
             if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+                self.conn.execute(SqliteSql.ROLLBACK)
             raise
         self._metadata_ready = True
         return True
-
-
-_META_SQL: dict[MetaKind, str] = {
-    "name": "TEXT",
-    "text": "TEXT",
-    "int": "INTEGER",
-    "bigint": "INTEGER",
-    "bool": "BOOLEAN",
-    "datetime": "DATETIME TEXT",
-    "guid": "GUID TEXT",
-    "identity": "INTEGER PRIMARY KEY",  # the rowid: numbered by SQLite
-}

@@ -1,14 +1,16 @@
-"""The interface every destination dialect implements, and the destination layout (names).
+"""The engine's destination port: what every destination dialect implements, and the layout (names).
 
-The engine owns orchestration (reduction, type decisions, outcomes, retries); a dialect owns all
-SQL text, type mapping, locking and error classification for one database. SQLite, PostgreSQL and
-SQL Server implement the same :class:`Destination`.
+The engine owns orchestration (reduction, type decisions, outcomes, retries) and this port; a
+dialect (``shared/destinations/<dialect>/``) owns all SQL text, type mapping, locking and error
+classification for one database and depends on the engine, never the reverse. SQLite, PostgreSQL
+and SQL Server implement the same :class:`Destination`; the registry
+(``shared/destinations/registry.py``) picks one by DSN scheme.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +28,10 @@ SYSTEM_COLUMNS = (ID, CREATED, MODIFIED, VERSION)
 
 class LayoutError(ValueError):
     """A schema or prefix that cannot be used (bad profile field)."""
+
+
+class UnsupportedDestination(ValueError):
+    """A DSN no destination accepts (unknown scheme, malformed for its dialect)."""
 
 
 class DestinationError(Exception):
@@ -230,9 +236,6 @@ class Destination(Protocol):
 
     def reset(self) -> None:
         """Drop and reopen the connection after a transient failure."""
-
-    def table_rows(self, table: str) -> Iterator[dict[str, object]]:
-        """Every row of a table (tests, the demo's convergence check)."""
 
     def close(self) -> None: ...
 
