@@ -65,6 +65,10 @@ var appSettings = {
   // Admin store in Azure SQL through the identity (the user name is its client id)
   DES_ADMIN_STORE: 'mssql://${identityClientId}@${sqlServerFqdn}:1433/${sqlDatabaseName}?authentication=ActiveDirectoryManagedIdentity&encrypt=yes'
   DES_ADMIN_ROLE: adminRole
+  // Explicit, never guessed from the platform's variables (shared/hosting.py): Azure rules apply
+  // (no SQLite admin store), and who may call the admin API.
+  DES_HOSTING: 'azure'
+  DES_AUTH_MODE: authMode
   // Key Vault secrets of profile destinations, read as the user-assigned identity
   DES_MANAGED_IDENTITY_CLIENT_ID: identityClientId
   // azure-identity's DefaultAzureCredential picks the user-assigned identity by this

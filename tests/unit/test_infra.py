@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from shared.hosting import AuthMode
 from shared.storage.blobs import CONTAINERS, FAILURELOG, RETRY
 from tests.support.infra import (
     INFRA,
@@ -343,6 +344,14 @@ def test_every_bicep_setting_is_one_the_code_or_the_platform_reads() -> None:
         else:
             assert name in code or name in PLATFORM_SETTINGS, f"{name} is set in the Bicep but read by nothing"
             assert name not in PROVIDED_BY_PLATFORM, f"{name} is the platform's to set"
+
+
+def test_hosting_and_auth_mode_are_explicit_settings() -> None:
+    settings = bicep_app_settings()
+    assert settings["DES_HOSTING"] == "azure"
+    assert settings["DES_AUTH_MODE"] == "authMode"
+    # The Bicep's choices are the code's auth modes, value for value.
+    assert set(param_allowed(MAIN, "authMode")) <= {m.value for m in AuthMode}
 
 
 def test_des_api_url_output_for_the_cli() -> None:
