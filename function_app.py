@@ -5,7 +5,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared.api import build_app
-from shared.bootstrap import container
+from shared.config import BLOB_POISON_QUEUE, RETRY_SWEEP_SCHEDULE
 from shared.handlers import (
     handle_blob_poison,
     handle_notifications,
@@ -13,12 +13,12 @@ from shared.handlers import (
     handle_retry_blob,
     handle_retry_sweep,
 )
-from shared.profiles.runtime import runtime
-from shared.settings import BLOB_POISON_QUEUE, RETRY_SWEEP_SCHEDULE
+from shared.root import root
 
 # The v2 model allows one FunctionApp object: the admin HTTP API (FastAPI, every route behind the
 # host's function keys) is this app's HTTP function, and the other functions register on it too.
-app = func.AsgiFunctionApp(app=build_app(hosted=True, runtime=runtime), http_auth_level=func.AuthLevel.FUNCTION)
+# Every function gets the one process-wide composition root (shared/root.py), built on first use.
+app = func.AsgiFunctionApp(app=build_app(root, hosted=True), http_auth_level=func.AuthLevel.FUNCTION)
 
 
 @app.function_name("sync_notifications")
@@ -32,32 +32,32 @@ def sync_notifications(messages: list[func.ServiceBusMessage]) -> None:
     """Record-change notifications into every matching profile's destination (profile mode) or the
     one destination of ``DES_DESTINATION_DSN`` (single-destination mode); raising makes the host
     redeliver the batch."""
-    handle_notifications([m.get_body() for m in messages], container())
+    handle_notifications([m.get_body() for m in messages], root())
 
 
-# Retries through blobs (shared/retry.py). Event Grid source: works on Flex Consumption; locally
+# Retries through blobs (shared/retry/). Event Grid source: works on Flex Consumption; locally
 # (Azurite has no Event Grid) the retry sweeper below is the polling mode (docs/storage.md).
 @app.function_name("retry_blobs")
 @app.blob_trigger(
     arg_name="blob", path="%DES_RETRY_BLOB_PATH%", connection="AzureWebJobsStorage", source=func.BlobSource.EVENT_GRID
 )
 def retry_blobs(blob: func.InputStream) -> None:
-    handle_retry_blob(blob.name or "", container())
+    handle_retry_blob(blob.name or "", root())
 
 
 @app.function_name("retry_sweeper")
 @app.timer_trigger(arg_name="timer", schedule=RETRY_SWEEP_SCHEDULE)
 def retry_sweeper(timer: func.TimerRequest) -> None:
-    handle_retry_sweep(container())
+    handle_retry_sweep(root())
 
 
 @app.function_name("retry_poison")
 @app.queue_trigger(arg_name="message", queue_name=BLOB_POISON_QUEUE, connection="AzureWebJobsStorage")
 def retry_poison(message: func.QueueMessage) -> None:
-    handle_blob_poison(message.get_body().decode("utf-8", errors="replace"), container())
+    handle_blob_poison(message.get_body().decode("utf-8", errors="replace"), root())
 
 
 @app.function_name("blob_retention")
 @app.timer_trigger(arg_name="timer", schedule="0 30 3 * * *")
 def blob_retention(timer: func.TimerRequest) -> None:
-    handle_retention(container())
+    handle_retention(root())

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared import settings as S
+from shared import config as S
 from shared.destinations import (
     ConnectionFailed,
     Layout,
@@ -129,6 +129,15 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _simulate_dataverse(args: argparse.Namespace) -> int:
+    from shared.tools.dataverse_sim.cli import main as simulator_main
+
+    return simulator_main(list(args.rest))
+
+
+_PASS_THROUGH = ("simulate", "dataverse")
+
+
 def _schema(args: argparse.Namespace) -> int:
     from shared.contract.schema import schema_json
 
@@ -178,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("schema", help="print the JSON Schema of the wire contract")
     s.set_defaults(func=_schema)
+
+    sim = sub.add_parser("simulate", help="serve a simulator of a source (named as one), for tests and the demo")
+    sims = sim.add_subparsers(dest="simulator", required=True)
+    dv = sims.add_parser(
+        "dataverse", help="a simulated Dataverse Web API (docs/dataverse-simulator.md)", add_help=False
+    )
+    dv.set_defaults(func=_simulate_dataverse)  # main() hands every later argument to the simulator's own parser
 
     _add_admin_commands(sub)
     return parser
@@ -257,6 +273,9 @@ def _add_admin_commands(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if tuple(argv[:2]) == _PASS_THROUGH:
+        return _simulate_dataverse(argparse.Namespace(rest=argv[2:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("replay", "demo", "bench"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch
 from azure.servicebus.exceptions import MessageSizeExceededError
 
+from shared.config import SERVICE_BUS_CONNECTION, SERVICE_BUS_NAMESPACE, ServiceBusConfig
 from shared.contract.models import Notification
 from shared.storage.blobs import PayloadStore
 
@@ -182,25 +182,22 @@ class NotificationPublisher:
         return report
 
 
-def open_client(connection_setting: str, env: Mapping[str, str] | None = None) -> Any:
-    """A ``ServiceBusClient``: a connection string (the emulator's included) in the setting, or
-    identity-based ``<setting>__fullyQualifiedNamespace`` with managed identity. Use it in ``with``,
+def open_client(config: ServiceBusConfig) -> Any:
+    """A ``ServiceBusClient``: the connection string (the emulator's included), or identity-based
+    (``ServiceBusConnection__fullyQualifiedNamespace``) with managed identity. Use it in ``with``,
     and ``client.get_queue_sender(queue)`` for the sender."""
     from azure.servicebus import ServiceBusClient
 
-    env = os.environ if env is None else env
-    conn = env.get(connection_setting, "").strip()
-    if conn:
-        return ServiceBusClient.from_connection_string(conn)
-    namespace = env.get(f"{connection_setting}__fullyQualifiedNamespace", "").strip()
-    if not namespace:
+    if config.connection_string:
+        return ServiceBusClient.from_connection_string(config.connection_string)
+    if not config.namespace:
         raise PublishError(
-            f"setting {connection_setting} (a connection string) or "
-            f"{connection_setting}__fullyQualifiedNamespace (managed identity) is required"
+            f"setting {SERVICE_BUS_CONNECTION} (a connection string) or {SERVICE_BUS_NAMESPACE} (managed identity) "
+            "is required"
         )
     from shared.storage.crypto import default_credential
 
-    return ServiceBusClient(namespace, default_credential())
+    return ServiceBusClient(config.namespace, default_credential())
 
 
 class _CollectingBatch(ServiceBusMessageBatch):

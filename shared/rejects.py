@@ -1,4 +1,5 @@
-"""Local sinks for what could not be applied: failure-log CSV and unprocessable bodies (JSONL).
+"""Where what could not be applied goes (:class:`RejectSink`), and the local sinks: failure-log CSV and
+unprocessable bodies (JSONL).
 
 The command line uses these; the function app uses the Blob storage sinks (same columns).
 """
@@ -8,15 +9,23 @@ from __future__ import annotations
 import csv
 import fcntl
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from shared.contract.parse import Unprocessable
+from shared.engine.failure_schema import COLUMNS as FAILURE_LOG_COLUMNS
 from shared.engine.outcomes import RecordFailure
 
-FAILURE_LOG_COLUMNS = ["Entity", "RecordId", "NotificationTime", "ChangeType", "Version", "FailureReason"]
+
+class RejectSink(Protocol):
+    """Where failed records (the failure log) and unprocessable bodies are kept."""
+
+    def failures(self, items: list[RecordFailure]) -> None: ...
+
+    def unprocessable(self, items: list[Unprocessable]) -> None: ...
 
 
 class RejectFiles:
@@ -92,3 +101,26 @@ class RejectFiles:
         for fh in (self._failures, self._unprocessable):
             if fh is not None:
                 fh.close()
+
+
+class LocalRejects:
+    """Profile mode without Blob storage: ``<rejects dir>/<profile>/`` per profile (``unrouted/``
+    for what belongs to none), in the replay CLI's file formats."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._sinks: dict[str, RejectFiles] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, profile_id: str) -> RejectSink:
+        with self._lock:
+            sink = self._sinks.get(profile_id)
+            if sink is None:
+                sink = self._sinks[profile_id] = RejectFiles(self.directory / profile_id)
+            return sink
+
+    def close(self) -> None:
+        with self._lock:
+            for sink in self._sinks.values():
+                sink.close()
+            self._sinks.clear()

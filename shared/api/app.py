@@ -9,60 +9,34 @@ nothing but 401/403. OpenAPI is at ``/openapi.json`` and Swagger UI at ``/docs``
 
 Request bodies are limited in size (413); the destination's secret is never in a response, an
 error message or a log line (access lines are logged without query strings).
+
+The routes are in :mod:`shared.api.routers` (health, profiles, metrics, failures), the request and
+response models in :mod:`shared.api.schemas`, the guard in :mod:`shared.api.middleware`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-import re
-import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Any
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.api.auth import AuthConfig, AuthError
-from shared.api.schemas import (
-    CheckOut,
-    DeletedOut,
-    EntityMetricsOut,
-    FailureOut,
-    HealthOut,
-    LinkOut,
-    LinksOut,
-    MetricsOut,
-    Problem,
-    ResyncIn,
-    ResyncOut,
-    ServiceMetricsOut,
-    ValidationItem,
-    ValidationOut,
-)
-from shared.contract.models import GUID_PATTERN
-from shared.profiles.model import ProfileCreate, ProfileOut, ProfileState, ProfileUpdate
-from shared.profiles.ports import FAILURE_COLUMNS, FailureEntry
-from shared.profiles.service import ProfileError, ProfileService, ResyncSelection
-from shared.settings import DEFAULT_API_MAX_BODY_BYTES
-from shared.store.base import UNROUTED, EntityMetrics, Store, StoreError, StoreUnavailable
+from shared.api.deps import ApiServices, Lazy
+from shared.api.middleware import ANONYMOUS_PATHS, GuardMiddleware
+from shared.api.routers import failures, health, metrics, profiles
+from shared.api.schemas import CheckOut, FailureOut, Problem, ValidationItem
+from shared.profiles.service import ProfileError
+from shared.store.base import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("shared.api.access")
 
 VERSION = "1.0.0"
-ANONYMOUS_PATHS = frozenset({"/health"})
-DEFAULT_FAILURE_WINDOW = timedelta(hours=24)
-MAX_FAILURE_WINDOW = timedelta(days=31)
 
 # Friendlier words for pattern mismatches of known fields (the schema keeps the exact patterns).
 _PATTERN_MESSAGES = {
@@ -78,172 +52,6 @@ _PATTERN_MESSAGES = {
 }
 
 
-@dataclass
-class ApiServices:
-    store: Store
-    profiles: ProfileService
-    auth: AuthConfig
-    max_body_bytes: int = DEFAULT_API_MAX_BODY_BYTES
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-
-
-class _Lazy:
-    """The services, built on first use (never at import time: the function app indexes first)."""
-
-    def __init__(self, source: ApiServices | Callable[[], ApiServices]) -> None:
-        self._source = source
-        self._value: ApiServices | None = source if isinstance(source, ApiServices) else None
-        self._lock = threading.Lock()
-
-    def get(self) -> ApiServices:
-        if self._value is None:
-            with self._lock:
-                if self._value is None:
-                    assert callable(self._source)
-                    self._value = self._source()
-        return self._value
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem, "description": "Bad request"},
-    401: {"model": Problem, "description": "No or invalid admin credential"},
-    403: {"model": Problem, "description": "Signed in without the admin app role"},
-    404: {"model": Problem, "description": "No such profile"},
-    409: {"model": Problem, "description": "Duplicate name or id, or a state that does not allow it"},
-    412: {"model": Problem, "description": "The profile changed (If-Match revision)"},
-    413: {"model": Problem, "description": "Request body too large"},
-    422: {"model": Problem, "description": "Invalid fields, or the destination check failed"},
-    503: {"model": Problem, "description": "Store, Blob storage or destination unavailable"},
-}
-
-ProfileId = Annotated[str, Path(pattern=GUID_PATTERN, description="The profile's GUID.")]
-
-
-def _services(request: Request) -> ApiServices:
-    lazy: _Lazy = request.app.state.services
-    return lazy.get()
-
-
-Svc = Annotated[ApiServices, Depends(_services)]
-Guid = Annotated[str | None, Query(pattern=GUID_PATTERN)]
-
-
-# ---------------------------------------------------------------------------------- middleware
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-async def _send_json(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
-
-
-class GuardMiddleware:
-    """Authentication, then the body size limit, then an access line (no query string)."""
-
-    def __init__(self, app: ASGIApp, services: _Lazy) -> None:
-        self.app = app
-        self.services = services
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = {"code": 0}
-
-        async def send_logged(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self._guarded(scope, receive, send_logged)
-        finally:
-            access_log.info(
-                "%s %s %s %.1fms", scope.get("method"), scope.get("path"), status["code"],
-                (time.perf_counter() - started) * 1000,
-            )  # fmt: skip
-
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        try:
-            svc = self.services.get()
-        except Exception as exc:  # the store cannot be opened (yet): say so, try again next request
-            log.error("admin API cannot start its services: %s: %s", type(exc).__name__, exc)
-            if path in ANONYMOUS_PATHS:
-                await _send_json(send, 503, {"status": "unavailable", "store": "unavailable"})
-            else:
-                await _send_json(send, 503, {"detail": "the admin API is not ready (its store is unavailable)"})
-            return
-        if path not in ANONYMOUS_PATHS:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            try:
-                scope.setdefault("state", {})
-                who = svc.auth.authorize(headers)
-            except AuthError as exc:
-                extra = [(b"www-authenticate", b'Bearer realm="des-admin"')] if exc.status == 401 else []
-                await _send_json(send, exc.status, {"detail": exc.detail}, extra)
-                return
-            if scope["state"] is not None:
-                scope["state"]["caller"] = who
-        limit = svc.max_body_bytes
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None:
-            try:
-                too_big = int(declared) > limit
-            except ValueError:
-                await _send_json(send, 400, {"detail": "Content-Length is not a number"})
-                return
-            if too_big:
-                await _send_json(send, 413, {"detail": f"request body larger than {limit} bytes"})
-                return
-            await self.app(scope, receive, send)
-            return
-        # No Content-Length (chunked): read up to the limit, then replay.
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            body = message.get("body", b"")
-            size += len(body)
-            if size > limit:
-                await _send_json(send, 413, {"detail": f"request body larger than {limit} bytes"})
-                return
-            chunks.append(body)
-            more = message.get("more_body", False)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-# ------------------------------------------------------------------------------------ helpers
 def _problem(status: int, detail: Any, checks: list[CheckOut] | None = None) -> JSONResponse:
     body = Problem(detail=detail, checks=checks).model_dump(exclude_none=True)
     return JSONResponse(jsonable_encoder(body), status_code=status)
@@ -268,87 +76,10 @@ def _clean_errors(errors: Any) -> list[ValidationItem]:
     return out
 
 
-def _aware(value: datetime | None, default: datetime) -> datetime:
-    if value is None:
-        return default
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _window(start: datetime | None, end: datetime | None, now: datetime) -> tuple[datetime, datetime]:
-    try:
-        e = _aware(end, now)
-        s = _aware(start, e - DEFAULT_FAILURE_WINDOW)
-    except (OverflowError, ValueError) as exc:
-        raise ProfileErrorBadRequest("start and end must be dates between the years 1 and 9999") from exc
-    if s >= e:
-        raise ProfileErrorBadRequest("start must be before end")
-    if e - s > MAX_FAILURE_WINDOW:
-        raise ProfileErrorBadRequest("the time range may cover at most 31 days")
-    return s, e
-
-
-class ProfileErrorBadRequest(ProfileError):
-    status = 400
-
-
-def _revision(if_match: str | None) -> int | None:
-    if if_match is None or if_match.strip() in ("", "*"):
-        return None
-    m = re.fullmatch(r'\s*(?:W/)?"?(\d{1,9})"?\s*', if_match)
-    if m is None:
-        raise ProfileErrorBadRequest('If-Match must be the profile revision, for example "3"')
-    return int(m.group(1))
-
-
-def _entity_out(e: EntityMetrics, now: datetime) -> EntityMetricsOut:
-    lag = (now - e.last_changed_on).total_seconds() if e.last_changed_on else None
-    return EntityMetricsOut(
-        entity=e.entity,
-        TotalNotifications=e.total,
-        SuccessNotifications=e.success,
-        FailureNotifications=e.failure,
-        StaleNotifications=e.stale,
-        UnprocessableNotifications=e.unprocessable,
-        SkippedNotifications=e.skipped,
-        LastExportDate=e.last_export_date,
-        LastExportStatus=e.last_export_status,
-        InitialSyncState=e.initial_sync_state,
-        lastChangedOn=e.last_changed_on,
-        lagSeconds=None if lag is None else max(0.0, round(lag, 3)),
-    )
-
-
-def _stream_failures(first: FailureEntry | None, rest: Iterator[FailureEntry], as_csv: bool) -> Iterator[bytes]:
-    if as_csv:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, FAILURE_COLUMNS, lineterminator="\r\n")
-        writer.writeheader()
-        yield buf.getvalue().encode()
-        if first is None:
-            return
-        for entry in _chain(first, rest):
-            buf.seek(0)
-            buf.truncate()
-            writer.writerow(entry.row())
-            yield buf.getvalue().encode()
-        return
-    yield b"["
-    if first is not None:
-        sep = b""
-        for entry in _chain(first, rest):
-            yield sep + json.dumps(entry.row(), ensure_ascii=False).encode()
-            sep = b","
-    yield b"]"
-
-
-def _chain(first: FailureEntry, rest: Iterator[FailureEntry]) -> Iterator[FailureEntry]:
-    yield first
-    yield from rest
-
 
 # ---------------------------------------------------------------------------------------- app
 def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
-    lazy = _Lazy(services)
+    lazy = Lazy(services)
     app = FastAPI(
         title="DES replacement admin API",
         version=VERSION,
@@ -396,176 +127,8 @@ def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
         log.error("admin API: unexpected %s", type(exc).__name__, exc_info=exc)
         return _problem(500, "internal error; see the service log")
 
-    # --------------------------------------------------------------------------------- health
-    @app.get("/health", response_model=HealthOut, tags=["service"], responses={503: {"model": HealthOut}})
-    def health(s: Svc) -> Any:
-        """Readiness: the admin store answers. The only anonymous route."""
-        try:
-            s.store.ping()
-            version = s.store.schema_version()
-        except Exception as exc:
-            log.warning("health: admin store unavailable: %s", type(exc).__name__)
-            return JSONResponse(HealthOut(status="unavailable", store="unavailable").model_dump(), status_code=503)
-        return HealthOut(status="ok", store="ok", schemaVersion=version)
-
-    # ------------------------------------------------------------------------------- profiles
-    @app.get("/profiles", response_model=list[ProfileOut], tags=["profiles"], responses=ERRORS)
-    def list_profiles(
-        s: Svc,
-        organizationId: Guid = None,
-        state: Annotated[ProfileState | None, Query()] = None,
-    ) -> Any:
-        """All profiles, by name; optionally of one organization or in one state."""
-        return [ProfileOut.of(p) for p in s.profiles.list_profiles(organization_id=organizationId, state=state)]
-
-    @app.post("/profiles", response_model=ProfileOut, status_code=201, tags=["profiles"], responses=ERRORS)
-    def create_profile(
-        s: Svc,
-        body: ProfileCreate,
-        response: Response,
-        check: Annotated[bool, Query(description="Check the destination before 'create and activate'.")] = True,
-    ) -> Any:
-        """Create a profile (draft), or create and activate it (``state: active``)."""
-        p = s.profiles.create(body, check=check)
-        response.headers["Location"] = f"/profiles/{p.id}"
-        response.headers["ETag"] = f'"{p.revision}"'
-        return ProfileOut.of(p)
-
-    @app.post("/profiles/validate", response_model=ValidationOut, tags=["profiles"], responses=ERRORS)
-    def validate_profile(s: Svc, body: ProfileCreate) -> Any:
-        """Check a profile before creating it: the fields, the name, and the destination live
-        (secret, connect, schema, create and drop a table); each failure named."""
-        return ValidationOut.of(s.profiles.validate(body))
-
-    @app.get("/profiles/{profile_id}", response_model=ProfileOut, tags=["profiles"], responses=ERRORS)
-    def get_profile(s: Svc, profile_id: ProfileId, response: Response) -> Any:
-        p = s.profiles.get(profile_id)
-        response.headers["ETag"] = f'"{p.revision}"'
-        return ProfileOut.of(p)
-
-    @app.put("/profiles/{profile_id}", response_model=ProfileOut, tags=["profiles"], responses=ERRORS)
-    def update_profile(
-        s: Svc,
-        profile_id: ProfileId,
-        body: ProfileUpdate,
-        response: Response,
-        if_match: Annotated[str | None, Header(alias="If-Match", max_length=40)] = None,
-    ) -> Any:
-        """Replace the profile's fields (entities and relationships may be added or removed; nothing
-        is dropped in the destination). Send ``If-Match: "<revision>"`` to update safely."""
-        p = s.profiles.update(profile_id, body, if_match=_revision(if_match))
-        response.headers["ETag"] = f'"{p.revision}"'
-        return ProfileOut.of(p)
-
-    @app.delete("/profiles/{profile_id}", response_model=DeletedOut, tags=["profiles"], responses=ERRORS)
-    def delete_profile(s: Svc, profile_id: ProfileId) -> Any:
-        """Delete the profile, its metrics, failure logs, parked and retry blobs; never the destination's tables."""
-        removed = s.profiles.delete(profile_id)
-        return DeletedOut(id=profile_id.lower(), blobsDeleted=removed)
-
-    @app.post("/profiles/{profile_id}/activate", response_model=ProfileOut, tags=["profiles"], responses=ERRORS)
-    def activate_profile(
-        s: Svc,
-        profile_id: ProfileId,
-        check: Annotated[bool, Query(description="Check the destination first.")] = True,
-    ) -> Any:
-        """Start applying notifications to the profile's destination."""
-        return ProfileOut.of(s.profiles.activate(profile_id, check=check))
-
-    @app.post("/profiles/{profile_id}/deactivate", response_model=ProfileOut, tags=["profiles"], responses=ERRORS)
-    def deactivate_profile(s: Svc, profile_id: ProfileId) -> Any:
-        """Stop applying: notifications are completed and counted as skipped for this profile."""
-        return ProfileOut.of(s.profiles.deactivate(profile_id))
-
-    @app.get("/profiles/{profile_id}/test", response_model=ValidationOut, tags=["profiles"], responses=ERRORS)
-    def test_profile(s: Svc, profile_id: ProfileId) -> Any:
-        """Live check of the stored profile's destination; each failure named."""
-        return ValidationOut.of(s.profiles.test(profile_id))
-
-    # -------------------------------------------------------------------------------- metrics
-    @app.get("/profiles/{profile_id}/metrics", response_model=MetricsOut, tags=["metrics"], responses=ERRORS)
-    def profile_metrics(s: Svc, profile_id: ProfileId) -> Any:
-        """Per entity: notifications total, succeeded, failed, stale, unprocessable, skipped; last
-        export date and status; initial sync state; lag (now minus changedOn of the last applied)."""
-        p, m = s.profiles.metrics(profile_id)
-        now = s.clock()
-        entities = [_entity_out(e, now) for e in m.entities]
-        totals = {
-            "TotalNotifications": sum(e.total for e in m.entities),
-            "SuccessNotifications": sum(e.success for e in m.entities),
-            "FailureNotifications": sum(e.failure for e in m.entities),
-            "StaleNotifications": sum(e.stale for e in m.entities),
-            "UnprocessableNotifications": sum(e.unprocessable for e in m.entities),
-            "SkippedNotifications": sum(e.skipped for e in m.entities),
-        }
-        return MetricsOut(
-            profileId=p.id, state=p.state, pendingRetry=m.pending_retry, lastBatchAt=m.last_batch_at,
-            totals=totals, entities=entities,
-        )  # fmt: skip
-
-    @app.get("/metrics", response_model=ServiceMetricsOut, tags=["metrics"], responses=ERRORS)
-    def service_metrics(s: Svc) -> Any:
-        """Profiles per state, and notifications that matched no profile (skipped), per entity."""
-        counts = {st.value: 0 for st in ProfileState}
-        for p in s.profiles.list_profiles():
-            counts[p.state.value] += 1
-        now = s.clock()
-        unrouted = [_entity_out(e, now) for e in s.store.metrics(UNROUTED).entities]
-        return ServiceMetricsOut(profiles=counts, unrouted=unrouted)
-
-    # ------------------------------------------------------------------------------- failures
-    failure_responses: dict[int | str, dict[str, Any]] = {
-        **ERRORS,
-        200: {
-            "description": "Failure-log entries, oldest first (JSON array, or CSV with Accept: text/csv)",
-            "content": {
-                "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/FailureOut"}}},
-                "text/csv": {"schema": {"type": "string"}},
-            },
-        },
-    }
-
-    @app.get(
-        "/profiles/{profile_id}/failures",
-        tags=["failures"],
-        responses=failure_responses,
-        response_class=StreamingResponse,
-    )
-    def failures(
-        s: Svc,
-        profile_id: ProfileId,
-        start: Annotated[datetime | None, Query(description="From (default: end minus 24 hours).")] = None,
-        end: Annotated[datetime | None, Query(description="Until (default: now).")] = None,
-        accept: Annotated[str | None, Header(max_length=1000)] = None,
-    ) -> Any:
-        """The profile's failure log by time range (at most 31 days), streamed."""
-        lo, hi = _window(start, end, s.clock())
-        entries = iter(s.profiles.failures(profile_id, lo, hi))
-        first = next(entries, None)  # errors surface before the response starts
-        as_csv = "text/csv" in (accept or "").lower()
-        media = "text/csv; charset=utf-8" if as_csv else "application/json"
-        return StreamingResponse(_stream_failures(first, entries, as_csv), media_type=media)
-
-    @app.get("/profiles/{profile_id}/failures/links", response_model=LinksOut, tags=["failures"], responses=ERRORS)
-    def failure_links(
-        s: Svc,
-        profile_id: ProfileId,
-        start: Annotated[datetime | None, Query()] = None,
-        end: Annotated[datetime | None, Query()] = None,
-    ) -> Any:
-        """Read-only user-delegation SAS URLs (valid 24 hours) of the failure-log blobs in range (Azure)."""
-        lo, hi = _window(start, end, s.clock())
-        links = s.profiles.failure_links(profile_id, lo, hi)
-        if links is None:
-            raise _Unavailable("SAS links need Microsoft Entra access to the storage account (Azure only)")
-        return LinksOut(links=[LinkOut(blob=x.blob, url=x.url, expiresOn=x.expires_on) for x in links])
-
-    @app.post("/profiles/{profile_id}/failures/resync", response_model=ResyncOut, tags=["failures"], responses=ERRORS)
-    def resync(s: Svc, profile_id: ProfileId, body: ResyncIn) -> Any:
-        """Re-apply the selected failed records from their parked notifications (what became stale is skipped)."""
-        lo, hi = _window(body.start, body.end, s.clock())
-        report = s.profiles.resync(profile_id, ResyncSelection(lo, hi, body.entities, body.recordIds))
-        return ResyncOut(selected=report.selected, missing=report.missing, counts=report.result.counts())
+    for area in (health, profiles, metrics, failures):
+        app.include_router(area.router)
 
     # ------------------------------------------------------------------------ OpenAPI, docs
     def openapi() -> dict[str, Any]:
@@ -594,10 +157,6 @@ def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
         return HTMLResponse(_SWAGGER_HTML)
 
     return app
-
-
-class _Unavailable(ProfileError):
-    status = 503
 
 
 _SWAGGER_HTML = """<!doctype html>

@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared import settings as S
+from shared import config as S
 
 PRINCIPAL_HEADER = "x-ms-client-principal"
 KEY_HEADER = "x-functions-key"
@@ -48,15 +48,19 @@ class AuthConfig:
         )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, hosted: bool = False) -> AuthConfig:
-        env = os.environ if env is None else env
-        in_azure = bool(env.get("WEBSITE_INSTANCE_ID"))  # set by App Service / Functions in Azure only
+    def of(cls, api: S.ApiConfig, *, hosted: bool = False) -> AuthConfig:
+        """From the configuration: in Azure (``WEBSITE_INSTANCE_ID``) the host checks function keys
+        when ``hosted``, and App Service authentication requires the app role when it is on."""
         return cls(
-            api_key=env.get(S.ADMIN_API_KEY) or None,
-            host_checks_keys=hosted and in_azure,
-            easy_auth=in_azure and (env.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true"),
-            role=env.get(S.ADMIN_ROLE) or S.DEFAULT_ADMIN_ROLE,
+            api_key=api.api_key,
+            host_checks_keys=hosted and api.in_azure,
+            easy_auth=api.in_azure and api.easy_auth_enabled,
+            role=api.role,
         )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, hosted: bool = False) -> AuthConfig:
+        return cls.of(S.ApiConfig.from_env(os.environ if env is None else env), hosted=hosted)
 
     def authorize(self, headers: Mapping[str, str]) -> str:
         """Return who the caller is, or raise :class:`AuthError` (401 unauthenticated, 403 forbidden)."""

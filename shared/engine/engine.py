@@ -95,7 +95,7 @@ class _Group:
     upserts: list[Notification]
     deletes: list[Notification]
     columns: dict[str, list[object]] = field(default_factory=dict)  # attribute column -> values
-    profiles: dict[str, _Profile] = field(default_factory=dict)
+    profiles: dict[str, _ColumnStats] = field(default_factory=dict)
     catalog: dict[str, ColumnType] = field(default_factory=dict)
 
     def fail(self, keep: list[bool], reason_at: dict[int, str], result: BatchResult) -> None:
@@ -276,7 +276,7 @@ class SyncEngine:
         catalog = self._catalog.get(g.table, {})
         wanted: dict[str, ColumnType] = {}
         for name, values in g.columns.items():
-            profile = g.profiles[name] = _Profile.of(values)
+            profile = g.profiles[name] = _ColumnStats.of(values)
             current = catalog.get(name)
             shown = profile.shown_type(values, keep, current)
             if shown is None:
@@ -439,7 +439,7 @@ _NONE = type(None)
 
 
 @dataclass(slots=True)
-class _Profile:
+class _ColumnStats:
     """What a column's values are, from one C-level pass (plus min/max when there are integers)."""
 
     pytypes: set[type]
@@ -447,7 +447,7 @@ class _Profile:
     hi: int = 0
 
     @classmethod
-    def of(cls, values: list[object]) -> _Profile:
+    def of(cls, values: list[object]) -> _ColumnStats:
         pytypes = set(map(type, values))
         pytypes.discard(_NONE)
         if int in pytypes:

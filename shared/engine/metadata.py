@@ -42,7 +42,7 @@ from shared.contract.metadata import (
 )
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
-from shared.engine.outcomes import BatchResult
+from shared.engine.outcomes import BatchResult, Outcome
 from shared.engine.ports import (
     ATTRIBUTE_METADATA,
     GLOBAL_OPTIONSET_METADATA,
@@ -201,8 +201,7 @@ def reduce_metadata(notifications: Iterable[MetadataNotification], result: Batch
         loser = cur if n.version > cur.version else n
         if loser is cur:
             best[n.entity] = n
-        result.stale += 1
-        result.entity(loser.entity).stale += 1
+        result.count(Outcome.STALE, loser.entity)
     return [best[e] for e in sorted(best)]
 
 
@@ -274,11 +273,9 @@ class MetadataApplier:
     ) -> None:
         dest = self.destination
         entity = n.entity
-        counts = result.entity(entity)
         state = dest.metadata_state(entity)
         if state is not None and state[0] >= n.version:
-            result.stale += 1
-            counts.stale += 1
+            result.count(Outcome.STALE, entity)
             return
         declared = declared_columns(n)
         limit = dest.max_identifier_length
@@ -299,10 +296,8 @@ class MetadataApplier:
                 log.warning("%s metadata v%s: columns keep their type (only lossless changes), (column, declared): %s",
                             entity, n.version, kept)  # fmt: skip
         if dest.replace_metadata(metadata_rows(n, declared, now)):
-            result.applied += 1
-            counts.applied += 1
+            result.count(Outcome.APPLIED, entity)
             self._declared[entity] = declared
             log.info("%s metadata v%s applied: %s columns declared", entity, n.version, len(declared))
         else:
-            result.stale += 1
-            counts.stale += 1
+            result.count(Outcome.STALE, entity)

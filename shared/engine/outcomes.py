@@ -10,9 +10,12 @@ from typing import Any
 
 from shared.contract.models import Notification, changed_on_iso
 from shared.contract.parse import Unprocessable
+from shared.engine import failure_schema as F
 
 
 class Outcome(str, Enum):
+    """A notification's outcome; every count goes through :meth:`BatchResult.count`."""
+
     APPLIED = "applied"
     STALE = "stale"
     FAILED = "failed"
@@ -37,12 +40,12 @@ class RecordFailure:
     def log_row(self) -> dict[str, str]:
         n = self.notification
         return {
-            "Entity": n.entity,
-            "RecordId": n.recordId.lower(),
-            "NotificationTime": changed_on_iso(n.changedOn),
-            "ChangeType": n.changeType.value,
-            "Version": str(n.version),
-            "FailureReason": self.reason,
+            F.ENTITY: n.entity,
+            F.RECORD_ID: n.recordId.lower(),
+            F.NOTIFICATION_TIME: changed_on_iso(n.changedOn),
+            F.CHANGE_TYPE: n.changeType.value,
+            F.VERSION: str(n.version),
+            F.FAILURE_REASON: self.reason,
         }
 
 
@@ -84,16 +87,24 @@ class BatchResult:
             counts = self.per_entity[name] = EntityCounts()
         return counts
 
+    def count(self, outcome: Outcome, entity: str | None, n: int = 1, *, received: bool = False) -> None:
+        """``n`` notifications of ``entity`` (None: not known) had ``outcome``; ``received``: they are
+        received by this result too (the engine counts what it received when the batch arrives)."""
+        field_name = outcome.value
+        setattr(self, field_name, getattr(self, field_name) + n)
+        if received:
+            self.received += n
+        if entity:
+            counts = self.entity(entity)
+            setattr(counts, field_name, getattr(counts, field_name) + n)
+            if received:
+                counts.received += n
+
     def add_unprocessable(self, items: Iterable[Unprocessable]) -> None:
         """Count bodies that fail the contract (received and unprocessable) and keep them."""
         for u in items:
-            self.received += 1
-            self.unprocessable += 1
+            self.count(Outcome.UNPROCESSABLE, u.entity, received=True)
             self.unprocessables.append(u)
-            if u.entity:
-                counts = self.entity(u.entity)
-                counts.received += 1
-                counts.unprocessable += 1
 
     @property
     def conserved(self) -> bool:

@@ -14,8 +14,8 @@ entity, each profile to its own destination through its own engine.
   outcome carries the error and the notifications routed to it, for the caller to park for retry.
 * Entity metadata notifications are routed like record notifications (by organization and entity).
 
-The caller (the Service Bus handler, shared/handlers.py) then parks errored profiles' notifications
-(shared/retry.py), writes failures per profile and the batch's unprocessable bodies once under
+The caller (the profile router, shared/routing.py) then parks errored profiles' notifications
+(shared/retry/), writes failures per profile and the batch's unprocessable bodies once under
 ``unrouted/``, and records every profile's metrics in one store round trip with
 :meth:`FanOutResult.metrics_entries`.
 """

@@ -2,7 +2,7 @@
 
 * :class:`FailureLogReader`: the failure log (``failurelog/<profile>/<yyyy>/<mm>/<dd>/<hh>/...``,
   CSV like DES's), read by time range, streamed; in Azure also read-only SAS links.
-* :class:`ParkedFailures`: the failed notifications themselves, kept encrypted for the retention
+* :class:`ParkedFailureReader`: the failed notifications themselves, kept encrypted for the retention
   period so a re-sync can re-apply them.
 * :class:`ProfileBlobs`: removes everything a deleted profile left in Blob storage (failure log,
   parked failures, retry blobs).
@@ -19,8 +19,7 @@ from datetime import datetime
 from typing import Protocol
 
 from shared.contract.models import Notification
-
-FAILURE_COLUMNS = ("Entity", "RecordId", "NotificationTime", "ChangeType", "Version", "FailureReason", "LoggedAt")
+from shared.engine import failure_schema as F
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +36,13 @@ class FailureEntry:
 
     def row(self) -> dict[str, str]:
         return {
-            "Entity": self.entity,
-            "RecordId": self.record_id,
-            "NotificationTime": self.notification_time,
-            "ChangeType": self.change_type,
-            "Version": "" if self.version is None else str(self.version),
-            "FailureReason": self.failure_reason,
-            "LoggedAt": self.logged_at.isoformat().replace("+00:00", "Z"),
+            F.ENTITY: self.entity,
+            F.RECORD_ID: self.record_id,
+            F.NOTIFICATION_TIME: self.notification_time,
+            F.CHANGE_TYPE: self.change_type,
+            F.VERSION: "" if self.version is None else str(self.version),
+            F.FAILURE_REASON: self.failure_reason,
+            F.LOGGED_AT: self.logged_at.isoformat().replace("+00:00", "Z"),
         }
 
     @property
@@ -67,7 +66,7 @@ class FailureLogReader(Protocol):
         the storage account has no Entra authentication (local development)."""
 
 
-class ParkedFailures(Protocol):
+class ParkedFailureReader(Protocol):
     def get(self, profile_id: str, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Notification]:
         """The newest parked failed notification per (entity, lower-case record id) found."""
 

@@ -21,7 +21,7 @@ from shared.profiles.model import (
     definition_of,
     new_profile_id,
 )
-from shared.profiles.ports import FailureEntry, FailureLogReader, ParkedFailures, ProfileBlobs, SasLink
+from shared.profiles.ports import FailureEntry, FailureLogReader, ParkedFailureReader, ProfileBlobs, SasLink
 from shared.profiles.secrets import SecretError, SecretResolver
 from shared.store.base import (
     DuplicateName,
@@ -92,7 +92,7 @@ class ProfileService:
         checker: Checker = check_destination,
         fanout: FanOut | None = None,
         failure_log: FailureLogReader | None = None,
-        parked: ParkedFailures | None = None,
+        parked: ParkedFailureReader | None = None,
         blobs: ProfileBlobs | None = None,
         on_change: Callable[[str], None] | None = None,
         clock: Callable[[], datetime] = utcnow,

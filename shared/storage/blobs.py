@@ -488,7 +488,7 @@ class UnprocessableStore:
                 yield {"blob": name, **item}
 
 
-class ParkedFailures:
+class ParkedFailureStore:
     """``failednotifications/``: the full notifications behind failure-log lines, encrypted, for re-sync."""
 
     def __init__(self, stores: BlobStores, *, clock: Any = utcnow) -> None:

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable, resolve_reference
-from shared.storage.blobs import BlobDecryptionError, BlobMissing, BlobStoreError, PayloadStore, notification_json
+from shared.storage.blobs import BlobDecryptionError, BlobMissing, BlobStoreError, notification_json
 
 log = logging.getLogger(__name__)
+
+
+class PayloadSource(Protocol):
+    """Where claim-check payloads are read (``PayloadStore`` on ``data/``, or a fake)."""
+
+    def get(self, blob: str, *, size: int | None = None, sha256: str | None = None) -> bytes: ...
 
 
 @dataclass
@@ -31,7 +37,7 @@ class Resolution:
         return notification_json(self.references.get(id(n), n))
 
 
-def resolve_references(parsed: ParsedBatch, payloads: PayloadStore | None) -> Resolution:
+def resolve_references(parsed: ParsedBatch, payloads: PayloadSource | None) -> Resolution:
     """Replace reference notifications in ``parsed`` by their payloads (in place)."""
     out = Resolution()
     if not any(n.payloadRef is not None for n in parsed.notifications):

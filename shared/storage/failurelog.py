@@ -23,20 +23,19 @@ from datetime import UTC, datetime, timedelta
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
+from shared.engine.failure_schema import LOGGED_AT, LOGGED_COLUMNS
 from shared.engine.outcomes import RecordFailure
-from shared.rejects import FAILURE_LOG_COLUMNS
 from shared.storage.blobs import FAILED, FAILURELOG, UNPROCESSABLE, BlobStores, check_profile, hour_path, iso, utcnow
 
 log = logging.getLogger(__name__)
 
-COLUMNS = [*FAILURE_LOG_COLUMNS, "LoggedAt"]
 RETENTION_DAYS = 30
 APPEND_LIMIT = 4 * 1024 * 1024  # bytes per append block (the service's limit for append blobs)
 
 
 def _csv(rows: Iterable[dict[str, str]], *, header: bool) -> bytes:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, COLUMNS, lineterminator="\r\n")
+    w = csv.DictWriter(buf, LOGGED_COLUMNS, lineterminator="\r\n")
     if header:
         w.writeheader()
     for row in rows:
@@ -62,7 +61,7 @@ class FailureLog:
         now = self.clock()
         name = f"{hour_path(profile_id, now)}/{self.writer}.csv"
         logged = iso(now)
-        rows = [{**f.log_row(), "LoggedAt": logged} for f in failures]
+        rows = [{**f.log_row(), LOGGED_AT: logged} for f in failures]
         self.stores.ensure_containers([FAILURELOG])
         blob = self.stores.plain.get_blob_client(FAILURELOG, name)
         if name not in self._created:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared import settings as S
+from shared import config as S
 
 EXIT_USAGE = 2
 EXIT_CONNECTION = 3

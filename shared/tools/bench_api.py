@@ -52,13 +52,14 @@ def run(requests: int, entities: int, store: str | None) -> dict[str, Any]:
     import uvicorn
 
     from shared.api import ApiServices, AuthConfig, create_app
+    from shared.config import ProfilesConfig
     from shared.engine.outcomes import BatchResult
-    from shared.profiles.runtime import ProfileSettings, build_runtime
+    from shared.root import build_runtime
 
     key = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="des-api-bench-") as tmp:
         dsn = store or f"sqlite:///{Path(tmp) / 'admin.db'}"
-        rt = build_runtime(ProfileSettings(store_dsn=dsn))
+        rt = build_runtime(ProfilesConfig(store_dsn=dsn))
         app = create_app(ApiServices(store=rt.store, profiles=rt.service, auth=AuthConfig(api_key=key)))
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, access_log=False, log_level="warning"))

@@ -26,16 +26,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared.bootstrap import bootstrap
+from shared.config import DestinationConfig
 from shared.contract.parse import parse_bodies
 from shared.destinations import Layout
 from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.handlers import handle_notifications
 from shared.publisher import STANDARD_MAX_MESSAGE_BYTES, InMemorySender, NotificationPublisher
-from shared.retry import RetryPolicy, Status, park_batch, process_retry_blob
-from shared.settings import Settings
+from shared.retry.attempt import Status, process_retry_blob
+from shared.retry.park import park_batch
+from shared.retry.policy import RetryPolicy
+from shared.retry.ports import RetryDeps
+from shared.root import single_destination_root
+from shared.storage.account import Storage
 from shared.storage.claimcheck import Resolution
-from shared.storage.config import Storage
 from shared.storage.crypto import KeyRing, LocalAesKek
 from shared.tools.azurite import running_azurite
 
@@ -127,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
 
         db = Path(tmp) / "bench.db"
         dest = SqliteDestination(str(db), Layout())
-        c = bootstrap(
-            Settings(destination_dsn=f"sqlite:///{db}"), destination=dest, storage=storage,
+        c = single_destination_root(
+            DestinationConfig(destination_dsn=f"sqlite:///{db}"), destination=dest, storage=storage,
             retry_policy=RetryPolicy(count=3, interval_seconds=0), profile_id="bench",
         )
+        deps = RetryDeps.of(storage, c.router)
         direct_times, park_times, retry_times = [], [], []
         for _ in range(max(3, args.rounds - 2)):
             work = batches()
@@ -141,12 +145,12 @@ def main(argv: list[str] | None = None) -> int:
             work = batches()
             started = time.perf_counter()
             for bodies in work:
-                park_batch(c, parse_bodies(bodies), Resolution(), ConnectionError("bench: destination down"))
+                park_batch(deps, parse_bodies(bodies), Resolution(), ConnectionError("bench: destination down"))
             park_times.append(time.perf_counter() - started)
             names = [s.name for s in storage.retries.states("bench")]
             started = time.perf_counter()
             for name in names:
-                if process_retry_blob(name, c).status is not Status.RESOLVED:
+                if process_retry_blob(name, deps).status is not Status.RESOLVED:
                     print(f"retry of {name} did not resolve", file=sys.stderr)
                     return 1
             retry_times.append(time.perf_counter() - started)

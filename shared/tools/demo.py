@@ -34,14 +34,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shared import settings as S
-from shared.bootstrap import Container, bootstrap_profiles
+from shared import config as S
+from shared.config import ProfilesConfig
 from shared.contract.parse import Unprocessable
 from shared.destinations import ConnectionFailed, Destination, Layout, open_destination
 from shared.destinations.sqlite.dialect import SqliteDestination, quote
 from shared.engine.outcomes import BatchResult, RecordFailure
-from shared.profiles.runtime import ProfileRuntime, ProfileSettings, build_runtime
 from shared.rejects import RejectFiles
+from shared.root import ProfileRuntime, Root, build_runtime, profiles_root
 from shared.tools.crm_simulator import ENTITIES, ConvergenceReport, CrmSimulator, DeliveryStats, check_convergence
 from shared.tools.demo_handler import handle
 
@@ -82,7 +82,7 @@ def _chunks(bodies: Iterable[str], size: int) -> Iterator[list[str]]:
 
 
 def _push(
-    c: Container,
+    c: Root,
     bodies: Iterable[str],
     phase: Phase,
     *,
@@ -313,7 +313,7 @@ def demo_runtime(admin_db: Path) -> ProfileRuntime:
     """The profile machinery on an embedded store next to the demo's database; literal destination
     connection strings allowed (the development setting)."""
     env = {S.ADMIN_STORE: f"sqlite:///{admin_db}", S.ALLOW_LITERAL_DESTINATIONS: "true"}
-    return build_runtime(ProfileSettings.from_env(env), opener=_open_demo_destination)
+    return build_runtime(ProfilesConfig.from_env(env), opener=_open_demo_destination)
 
 
 def create_demo_profile(api: DemoApi, organization_id: str, path: Path, console: Console) -> str:
@@ -400,7 +400,7 @@ class DemoRun:
     profile_id: str = ""
 
 
-def _sync(c: Container, sim: CrmSimulator, rng: random.Random, changes: int) -> list[Phase]:
+def _sync(c: Root, sim: CrmSimulator, rng: random.Random, changes: int) -> list[Phase]:
     """The initial sync, then the change stream with a few bad bodies, through the handler."""
     initial = Phase("initial sync", DeliveryStats())
     bodies = sim.deliver(sim.initial_sync(), 0.02, 20, 25, stats=initial.stream)
@@ -432,12 +432,12 @@ def _run(
     with DemoApi(rt) as api:
         console.print(
             f"Admin API on {api.url} (uvicorn, in process; admin key generated for this run; "
-            f"store {escape(rt.settings.store_dsn)})"
+            f"store {escape(rt.config.store_dsn)})"
         )
         pid = create_demo_profile(api, sim.organization_id, path, console)
         # The Service Bus function's container in profile mode, without Blob storage: failures and
         # unprocessable bodies of every profile go to the demo's rejects folder.
-        c = bootstrap_profiles(rt, rejects_for=lambda _profile: rejects)
+        c = profiles_root(rt, rejects_for=lambda _profile: rejects)
         run = DemoRun(_sync(c, sim, rng, changes), profile_id=pid)
         if blobs:
             run.blob_report = _blob_phase(rt, pid, sim, changes, path, seed)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shared.bootstrap import Container
 from shared.engine.outcomes import BatchResult
 from shared.handlers import handle_notifications
 from shared.profiles.fanout import FanOutResult
+from shared.root import Root
 
 
 def fold(out: FanOutResult) -> tuple[BatchResult, int]:
@@ -24,7 +24,7 @@ def fold(out: FanOutResult) -> tuple[BatchResult, int]:
     return result, out.skipped
 
 
-def handle(bodies: Sequence[bytes | str], c: Container) -> tuple[BatchResult, int]:
+def handle(bodies: Sequence[bytes | str], c: Root) -> tuple[BatchResult, int]:
     """The Service Bus function's handler (profile mode), folded for the demo's tables."""
     out = handle_notifications(bodies, c)
     if not isinstance(out, FanOutResult):

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.bootstrap import bootstrap_profiles
 from shared.engine.outcomes import BatchResult
-from shared.profiles.runtime import ProfileRuntime
 from shared.publisher import STANDARD_MAX_MESSAGE_BYTES, InMemorySender, NotificationPublisher
-from shared.retry import Status, run_retry_blob
+from shared.retry.attempt import Status, run_retry_blob
+from shared.retry.ports import RetryDeps
+from shared.root import ProfileRuntime, profiles_root
+from shared.storage.account import Storage
 from shared.storage.blobs import DATA, FAILURELOG, RETRY, UNPROCESSABLE
-from shared.storage.config import Storage
 from shared.storage.crypto import KeyRing, generate_local_aes_spec, parse_key_spec
 from shared.tools.azurite import running_azurite
 from shared.tools.demo_handler import handle
@@ -99,7 +99,7 @@ def run_blob_phase(
         report.kid = key.get_kid()
         storage = Storage.from_connection_string(azurite.connection_string, KeyRing(key))
         # The Service Bus function's container in profile mode, now with Blob storage.
-        c = bootstrap_profiles(rt, storage=storage)
+        c = profiles_root(rt, storage=storage)
         try:
             sender = InMemorySender()
             published = NotificationPublisher(sender, storage.payloads).publish(stream)
@@ -131,7 +131,7 @@ def run_blob_phase(
             report.parked_batches = len(states)
             report.parked_notifications = sum(s.count for s in states)
             for s in states:  # what the blob trigger does for each new retry blob
-                outcome = run_retry_blob(s.name, c)
+                outcome = run_retry_blob(s.name, RetryDeps.of(storage, c.router))
                 report.retry_status = outcome.status.value
                 report.retry_attempts = outcome.attempt
                 if outcome.result is not None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
+from dataclasses import replace
 
-from shared import settings as S
+from shared import config as S
 
 EXIT_USAGE = 2
 
@@ -24,15 +26,17 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    config = S.AppConfig.from_env()
     if args.store:
-        os.environ[S.ADMIN_STORE] = args.store
-    store = os.environ.get(S.ADMIN_STORE) or S.DEFAULT_ADMIN_STORE
+        config = replace(config, profiles=replace(config.profiles, store_dsn=args.store))
+    store = config.profiles.store_dsn
     from shared.destinations import redact
 
     print(f"des api: admin store {redact(store)}; http://{args.host}:{args.port}/docs?code=<key>", file=sys.stderr)
-    from shared.profiles.runtime import runtime
+    from shared.root import api_root
 
-    # The same process-wide runtime the function app uses: with AzureWebJobsStorage set (Azurite
+    # The profile runtime the function app would build: with AzureWebJobsStorage set (Azurite
     # locally), the failures routes and profile deletion reach Blob storage too.
-    uvicorn.run(build_app(runtime=runtime), host=args.host, port=args.port, access_log=False, log_level="info")
+    root = functools.cache(lambda: api_root(config))
+    uvicorn.run(build_app(root), host=args.host, port=args.port, access_log=False, log_level="info")
     return 0

@@ -14,8 +14,8 @@ import secrets
 
 import pytest
 
+from shared.storage.account import Storage
 from shared.storage.blobs import DATA
-from shared.storage.config import Storage
 from shared.storage.crypto import RSA_OAEP_256, KeyRing, KeyVaultKek, default_credential
 from shared.tools.azurite import Azurite
 from tests.support.azurite import clear_account

@@ -13,10 +13,10 @@ import uuid
 
 import pytest
 
+from shared.config import SERVICE_BUS_CONNECTION, SERVICE_BUS_QUEUE_NAME, AppConfig
 from shared.contract.parse import ParsedBatch, parse_body
 from shared.publisher import NotificationPublisher, open_client
-from shared.settings import SERVICE_BUS_CONNECTION, SERVICE_BUS_QUEUE_NAME
-from shared.storage.config import Storage
+from shared.storage.account import Storage
 from tests.support.metrics import note
 
 pytestmark = [
@@ -34,7 +34,7 @@ def test_publish_and_receive(storage: Storage) -> None:
     run = uuid.uuid4().hex[:8]
     notifications = [note(i, 1, "create", name=f"{run} {i}") for i in range(1, 1001)]
     notifications.append(note(5000, 1, "create", name=f"{run} big", description="x" * 300_000))
-    with open_client(SERVICE_BUS_CONNECTION) as client:
+    with open_client(AppConfig.from_env().service_bus) as client:
         with client.get_queue_sender(queue) as sender:
             report = NotificationPublisher(sender, storage.payloads).publish(notifications)
         assert report.spilled == 1

@@ -22,12 +22,13 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from shared.api import ApiServices, AuthConfig, create_app
+from shared.config import ProfilesConfig
 from shared.contract.models import Notification
 from shared.engine.outcomes import RecordFailure
-from shared.profiles.blobs import PROFILE_CONTAINERS, BlobFailureLog, BlobParkedFailures, BlobProfileBlobs
-from shared.profiles.runtime import ProfileRuntime, ProfileSettings, build_runtime
+from shared.profiles.blob_ports import PROFILE_CONTAINERS, BlobFailureLog, BlobParkedFailureReader, BlobProfileBlobs
+from shared.root import ProfileRuntime, build_runtime
+from shared.storage.account import Storage
 from shared.storage.blobs import notification_json
-from shared.storage.config import Storage
 from tests.support.admin import ADMIN_KEY, KeyVaultDouble, auth, secret_uri, vault_resolver
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -78,10 +79,10 @@ class Setup:
 def setup(storage: Storage, tmp_path: Path) -> Iterator[Setup]:
     vault = KeyVaultDouble({"dest": f"sqlite:///{tmp_path / 'dest.db'}"})
     rt = build_runtime(
-        ProfileSettings(store_dsn=f"sqlite:///{tmp_path / 'admin.db'}"),
+        ProfilesConfig(store_dsn=f"sqlite:///{tmp_path / 'admin.db'}"),
         resolver=vault_resolver(vault),
         failure_log=BlobFailureLog(storage),
-        parked=BlobParkedFailures(storage),
+        parked=BlobParkedFailureReader(storage),
         blobs=BlobProfileBlobs(storage),
     )
     app = create_app(ApiServices(store=rt.store, profiles=rt.service, auth=AuthConfig(api_key=ADMIN_KEY)))

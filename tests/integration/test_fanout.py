@@ -28,8 +28,9 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from shared.api import ApiServices, AuthConfig, create_app
+from shared.config import ProfilesConfig
 from shared.profiles.fanout import FanOutResult
-from shared.profiles.runtime import ProfileRuntime, ProfileSettings, build_runtime
+from shared.root import ProfileRuntime, build_runtime
 from tests.support.admin import ADMIN_KEY, KeyVaultDouble, auth, secret_uri, vault_resolver
 from tests.support.postgres import admin_dsn, fresh_database
 
@@ -117,7 +118,7 @@ def world(tmp_path: Path, pg_with_password: str, caplog: pytest.LogCaptureFixtur
         }
     )
     rt = build_runtime(
-        ProfileSettings(store_dsn=f"sqlite:///{tmp_path / 'admin.db'}", profile_cache_seconds=60),
+        ProfilesConfig(store_dsn=f"sqlite:///{tmp_path / 'admin.db'}", profile_cache_seconds=60),
         resolver=vault_resolver(vault),
     )
     app = create_app(ApiServices(store=rt.store, profiles=rt.service, auth=AuthConfig(api_key=ADMIN_KEY)))

@@ -39,19 +39,19 @@ import psycopg
 import pytest
 
 import function_app
-from shared import settings as S
-from shared.bootstrap import Container, bootstrap_from_env, bootstrap_profiles, reset_container
+from shared import config as S
+from shared.config import ProfilesConfig
 from shared.destinations import ConnectionFailed, Layout, TransientDestinationError, open_destination
 from shared.destinations.inspect import table_rows
 from shared.engine.outcomes import BatchResult
 from shared.handlers import handle_notifications, handle_retry_blob, handle_retry_sweep
 from shared.profiles.fanout import UNROUTED_FOLDER, FanOutResult
 from shared.profiles.model import ProfileCreate
-from shared.profiles.runtime import ProfileRuntime, ProfileSettings, build_runtime, reset_runtime
 from shared.publisher import InMemorySender, NotificationPublisher
-from shared.retry import Status, process_retry_blob
+from shared.retry.attempt import Status, process_retry_blob
+from shared.root import ProfileRuntime, Root, build_root, build_runtime, profiles_root, reset_root
+from shared.storage.account import Storage
 from shared.storage.blobs import DATA, FAILURELOG, RETRY, UNPROCESSABLE
-from shared.storage.config import Storage
 from shared.store.base import UNROUTED
 from tests.support.metadata_scenarios import attr, metadata
 from tests.support.postgres import Switch, switchable_database
@@ -101,7 +101,7 @@ def create_profile(rt: ProfileRuntime, name: str, destination: str, entities: li
 @dataclass
 class World:
     rt: ProfileRuntime
-    c: Container
+    c: Root
     storage: Storage
     admin_db: Path
     sqlite_path: Path
@@ -154,7 +154,7 @@ def conserved(counts: dict[str, int]) -> bool:
 def world(tmp_path: Path, storage: Storage, switch: Switch) -> Iterator[World]:
     admin_db = tmp_path / "admin.db"
     rt = build_runtime(
-        ProfileSettings(store_dsn=f"sqlite:///{admin_db}", allow_literal=True, profile_cache_seconds=60,
+        ProfilesConfig(store_dsn=f"sqlite:///{admin_db}", allow_literal=True, profile_cache_seconds=60,
                         write_attempts=2),
         storage=storage,
     )  # fmt: skip
@@ -163,7 +163,7 @@ def world(tmp_path: Path, storage: Storage, switch: Switch) -> Iterator[World]:
                           retryCount=3, retryIntervalSeconds=0)  # fmt: skip
     pgid = create_profile(rt, "to postgres", switch.dsn, ["account"], prefix="crm", retryCount=3,
                           retryIntervalSeconds=0)  # fmt: skip
-    c = bootstrap_profiles(rt)
+    c = profiles_root(rt)
     try:
         yield World(rt, c, storage, admin_db, sqlite_path, switch, lite, pgid)
     finally:
@@ -229,7 +229,7 @@ def test_a_down_destination_parks_only_its_profile_then_the_retry_applies_it(wor
     assert w.counts(w.pgid)["pending"] == 2
 
     # Still down: the retry is rescheduled under the profile's policy.
-    outcome = process_retry_blob(state.name, w.c)
+    outcome = process_retry_blob(state.name, w.c.retries)
     assert (outcome.status, outcome.attempt) == (Status.RESCHEDULED, 1)
     lite_before, sqlite_before = w.counts(w.lite), w.sqlite_rows("account")
 
@@ -267,8 +267,8 @@ def test_the_retry_policy_is_the_profiles_own(world: World) -> None:
     assert (w.counts(now)["failed"], w.counts(now)["pending"]) == (1, 0)
     # Retry count 1: the first retry that fails is the last; the record goes to that profile's log.
     [state] = w.retry_states(once)
-    assert w.c.policy_for(once).count == 1
-    outcome = process_retry_blob(state.name, w.c)
+    assert w.c.router.policy_for(once).count == 1
+    outcome = process_retry_blob(state.name, w.c.retries)
     assert (outcome.status, outcome.attempt) == (Status.EXHAUSTED, 1)
     [line] = list(w.storage.failure_log.rows(once))
     assert line["FailureReason"].startswith("destination unavailable after 1 retries")
@@ -277,7 +277,7 @@ def test_the_retry_policy_is_the_profiles_own(world: World) -> None:
     assert (once_counts["failed"], once_counts["pending"]) == (1, 0)
     # Retry count 3 (the first profile): still waiting.
     [state] = w.retry_states(w.pgid)
-    assert process_retry_blob(state.name, w.c).status is Status.RESCHEDULED
+    assert process_retry_blob(state.name, w.c.retries).status is Status.RESCHEDULED
     assert list(w.storage.failure_log.rows(w.pgid)) == []
 
 
@@ -319,7 +319,7 @@ def test_notifications_parked_for_a_profile_deleted_meanwhile_are_kept_under_unr
     assert w.rt.store.delete_profile(w.pgid)
     w.rt.directory.invalidate()
     w.pg.up()
-    assert process_retry_blob(state.name, w.c).status is Status.ORPHANED
+    assert process_retry_blob(state.name, w.c.retries).status is Status.ORPHANED
     assert w.retry_states() == []
     kept = list(w.storage.unprocessable.entries(UNROUTED_FOLDER))
     assert sorted(json.loads(k["body"])["recordId"] for k in kept) == [rid(1), rid(2)]
@@ -370,7 +370,7 @@ def test_a_payload_blob_goes_only_after_every_profile_committed_or_parked(
     assert len(w.retry_states()) == 1
     assert w.counts(w.pgid)["pending"] == 2
     w.pg.up()
-    assert process_retry_blob(state.name, w.c).status is Status.RESOLVED
+    assert process_retry_blob(state.name, w.c.retries).status is Status.RESOLVED
     rows = w.pg.rows("crm_account")
     assert set(rows) == {rid(1), rid(2)}
     with psycopg.connect(w.pg.admin) as conn:
@@ -396,7 +396,7 @@ def test_entity_metadata_fans_out_and_is_parked_and_retried(world: World) -> Non
     [state] = w.retry_states(w.pgid)
     assert state.count == 2
     w.pg.up()
-    assert process_retry_blob(state.name, w.c).status is Status.RESOLVED
+    assert process_retry_blob(state.name, w.c.retries).status is Status.RESOLVED
     for dsn, layout in ((f"sqlite:///{w.sqlite_path}", Layout()), (w.pg.dsn, Layout(prefix="crm"))):
         dest = open_destination(dsn, layout)
         try:
@@ -413,8 +413,8 @@ def test_without_blob_storage_a_failing_profile_makes_the_handler_raise(world: W
     w = world
     w.send(body(note("account", 2, 1, "create", numberofemployees=5)))  # an integer column
     pg_before = w.counts(w.pgid)
-    local = build_runtime(ProfileSettings(store_dsn=f"sqlite:///{w.admin_db}", allow_literal=True, write_attempts=1))
-    c = bootstrap_profiles(local, rejects_dir=tmp_path / "rejects")
+    local = build_runtime(ProfilesConfig(store_dsn=f"sqlite:///{w.admin_db}", allow_literal=True, write_attempts=1))
+    c = profiles_root(local, rejects_dir=tmp_path / "rejects")
     try:
         assert c.storage is None
         w.pg.down()
@@ -446,7 +446,7 @@ def test_the_service_bus_function_fans_out_in_profile_mode(world: World) -> None
         func.ServiceBusMessage(body=body(note("account", 1, 1, "create"), note("contact", 7, 1, "create")).encode()),
         func.ServiceBusMessage(body=b"{broken json"),
     ]
-    reset_container(w.c)
+    reset_root(w.c)
     try:
         function_app.sync_notifications(messages)
         assert w.sqlite_rows("account") == {rid(1): (1, "account 1 v1")}
@@ -462,7 +462,7 @@ def test_the_service_bus_function_fans_out_in_profile_mode(world: World) -> None
         w.pg.up()
         function_app.retry_blobs(func.blob.InputStream(data=b"(encrypted; not read)", name=f"{RETRY}/{state.name}"))
     finally:
-        reset_container(None)
+        reset_root(None)
     assert w.retry_states() == []
     assert w.pg.rows("crm_account") == {rid(1): (2, "account 1 v2")}
     [kept] = list(w.storage.unprocessable.entries(UNROUTED_FOLDER))
@@ -474,36 +474,31 @@ def test_the_service_bus_function_fans_out_in_profile_mode(world: World) -> None
     assert (w.counts(w.pgid)["received"], w.counts(w.pgid)["applied"]) == (2, 2)
 
 
-def test_the_function_app_picks_its_mode_from_the_settings(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    reset_runtime(None)
-    for suffix in ("", "__blobServiceUri", "__accountName"):
-        monkeypatch.delenv(S.STORAGE_CONNECTION + suffix, raising=False)
-    monkeypatch.setenv(S.ADMIN_STORE, f"sqlite:///{tmp_path / 'admin.db'}")
-    monkeypatch.setenv(S.REJECTS_DIR, str(tmp_path / "rejects"))
-
-    monkeypatch.setenv(S.DESTINATION_DSN, f"sqlite:///{tmp_path / 'single.db'}")
-    monkeypatch.setenv(S.PROFILE_ID, "local")
-    single = bootstrap_from_env()
+def test_the_function_app_picks_its_mode_from_the_settings(tmp_path: Path) -> None:
+    env = {
+        S.ADMIN_STORE: f"sqlite:///{tmp_path / 'admin.db'}",
+        S.REJECTS_DIR: str(tmp_path / "rejects"),
+        S.DESTINATION_DSN: f"sqlite:///{tmp_path / 'single.db'}",
+        S.PROFILE_ID: "local",
+    }
+    single = build_root(S.AppConfig.from_env(env))
     try:
-        assert (single.mode, single.runtime, single.profile_id) == ("single destination", None, "local")
+        assert (single.mode, single.runtime, single.router.default_profile_id) == ("single destination", None, "local")
+        assert single.storage is None
         result = handle_notifications([body(note("account", 1, 1, "create"))], single)
         assert not isinstance(result, FanOutResult)
         assert result.applied == 1
     finally:
         single.close()
 
-    monkeypatch.delenv(S.DESTINATION_DSN)
+    del env[S.DESTINATION_DSN]
+    profiles = build_root(S.AppConfig.from_env(env))
     try:
-        profiles = bootstrap_from_env()
         assert profiles.mode == "profiles"
         assert profiles.runtime is not None
         assert profiles.runtime.store.list_profiles() == []
         out = handle_notifications([body(note("account", 1, 1, "create"))], profiles)
         assert isinstance(out, FanOutResult)
         assert out.unrouted == {"account": 1}  # no profile yet: skipped
-        profiles.close()
     finally:
-        reset_runtime(None)
+        profiles.close()

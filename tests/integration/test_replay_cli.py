@@ -15,7 +15,7 @@ import pytest
 from shared.cli import EXIT_CONNECTION, EXIT_USAGE
 from shared.destinations import open_destination
 from shared.destinations.inspect import table_rows
-from shared.rejects import FAILURE_LOG_COLUMNS
+from shared.engine.failure_schema import COLUMNS as FAILURE_LOG_COLUMNS
 from tests.support.model import Change, ReferenceModel, diff, envelope, expected_state, table_state
 
 pytestmark = pytest.mark.integration
@@ -123,7 +123,7 @@ def test_replay_applies_a_file(tmp_path: Path, dsn: str, batch_size: str) -> Non
     # Rejects: the DES failure-log columns, and the unprocessable bodies verbatim.
     with (rejects / "failures.csv").open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
-        assert reader.fieldnames == FAILURE_LOG_COLUMNS
+        assert reader.fieldnames == list(FAILURE_LOG_COLUMNS)
         (row,) = list(reader)
     assert (row["Entity"], row["RecordId"], row["ChangeType"], row["Version"]) == ("account", rid(20), "create", "1")
     assert "employees" in row["FailureReason"]

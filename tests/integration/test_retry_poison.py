@@ -12,17 +12,19 @@ import azure.functions as func
 import pytest
 
 import function_app
-from shared.bootstrap import Container, bootstrap
+from shared.config import DestinationConfig
 from shared.contract.parse import parse_bodies
 from shared.destinations import Layout
 from shared.destinations.inspect import table_rows
 from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.handlers import handle_blob_poison, handle_retry_blob, handle_retry_sweep
-from shared.retry import POISON_THRESHOLD, RetryPolicy, park_batch
-from shared.settings import Settings
+from shared.retry.park import park_batch
+from shared.retry.policy import RetryPolicy
+from shared.retry.sweep import POISON_THRESHOLD
+from shared.root import Root, single_destination_root
+from shared.storage.account import Storage
 from shared.storage.blobs import RETRY, UNPROCESSABLE, BlobDecryptionError
 from shared.storage.claimcheck import Resolution
-from shared.storage.config import Storage
 from shared.storage.crypto import KeyRing, LocalAesKek
 from shared.tools.azurite import Azurite
 from tests.support.metrics import RecordedMetrics, note, rid
@@ -30,26 +32,26 @@ from tests.support.metrics import RecordedMetrics, note, rid
 pytestmark = pytest.mark.integration
 
 
-def app_on(tmp_path: Path, storage: Storage, metrics: RecordedMetrics) -> Container:
+def app_on(tmp_path: Path, storage: Storage, metrics: RecordedMetrics) -> Root:
     db = tmp_path / "dest.db"
-    return bootstrap(
-        Settings(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "r")),
+    return single_destination_root(
+        DestinationConfig(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "r")),
         destination=SqliteDestination(str(db), Layout()),
         storage=storage, metrics=metrics, retry_policy=RetryPolicy(count=3, interval_seconds=0), profile_id="px",
     )
 
 
 @pytest.fixture
-def app(tmp_path: Path, storage: Storage) -> Iterator[Container]:
+def app(tmp_path: Path, storage: Storage) -> Iterator[Root]:
     c = app_on(tmp_path, storage, RecordedMetrics())
     yield c
-    c.destination.close()
+    c.router.engine.destination.close()
 
 
-def park(c: Container, n: int = 3) -> str:
+def park(c: Root, n: int = 3) -> str:
     """A batch parked as after a transient error (the real parking path)."""
     bodies = [json.dumps(note(i, 1, "create", name=f"r{i}")) for i in range(1, n + 1)]
-    park_batch(c, parse_bodies(bodies), Resolution(), ConnectionError("connection refused"))
+    park_batch(c.retries, parse_bodies(bodies), Resolution(), ConnectionError("connection refused"))
     [name] = [s.name for s in c.storage.retries.states()] if c.storage else []
     return name
 
@@ -68,20 +70,20 @@ def receipt(name: str) -> str:
     })
 
 
-def test_the_blob_trigger_applies_a_parked_batch(app: Container, storage: Storage) -> None:
+def test_the_blob_trigger_applies_a_parked_batch(app: Root, storage: Storage) -> None:
     name = park(app)
     assert handle_retry_blob(f"{RETRY}/{name}", app) == "resolved"
-    assert {str(r["Id"]) for r in table_rows(app.destination, "account")} == {rid(1), rid(2), rid(3)}
+    assert {str(r["Id"]) for r in table_rows(app.router.engine.destination, "account")} == {rid(1), rid(2), rid(3)}
     assert list(storage.stores.names(RETRY)) == []
     assert handle_retry_blob(f"{RETRY}/{name}", app) == "gone"  # a duplicate event is harmless
-    metrics = app.metrics
+    metrics = app.router.metrics
     assert isinstance(metrics, RecordedMetrics)
     assert metrics.conserved()
     assert (metrics.totals.applied, metrics.pending) == (3, 0)
 
 
 def test_an_undecryptable_retry_blob_goes_to_unprocessable_via_the_poison_queue(
-    tmp_path: Path, azurite: Azurite, app: Container, storage: Storage
+    tmp_path: Path, azurite: Azurite, app: Root, storage: Storage
 ) -> None:
     name = park(app)
     before, _ = storage.stores.raw(RETRY, name)
@@ -103,10 +105,10 @@ def test_an_undecryptable_retry_blob_goes_to_unprocessable_via_the_poison_queue(
     assert "not configured" in meta["desreason"]
     assert "encryptiondata" in meta
     assert (metrics.totals.received, metrics.totals.unprocessable) == (3, 3)
-    keyless.destination.close()
+    keyless.router.engine.destination.close()
 
 
-def test_a_readable_blob_that_keeps_failing_goes_to_the_failure_log(app: Container, storage: Storage) -> None:
+def test_a_readable_blob_that_keeps_failing_goes_to_the_failure_log(app: Root, storage: Storage) -> None:
     name = park(app, 2)
     assert handle_blob_poison(receipt(name), app) == "failed"
     rows = list(storage.failure_log.rows("px"))
@@ -116,14 +118,14 @@ def test_a_readable_blob_that_keeps_failing_goes_to_the_failure_log(app: Contain
     assert handle_blob_poison(receipt(name), app) == "gone"
     assert handle_blob_poison("not a receipt", app) == "ignored"
     assert handle_blob_poison(json.dumps({"ContainerName": "other", "BlobName": "x"}), app) == "ignored"
-    metrics = app.metrics
+    metrics = app.router.metrics
     assert isinstance(metrics, RecordedMetrics)
     assert metrics.conserved()
     assert (metrics.totals.failed, metrics.pending) == (2, 0)
 
 
 def test_the_sweeper_counts_crashes_and_gives_up_at_the_threshold(
-    tmp_path: Path, azurite: Azurite, app: Container, storage: Storage
+    tmp_path: Path, azurite: Azurite, app: Root, storage: Storage
 ) -> None:
     name = park(app)
     (tmp_path / "k").mkdir()
@@ -138,7 +140,7 @@ def test_the_sweeper_counts_crashes_and_gives_up_at_the_threshold(
     assert report.given_up == 1
     assert list(storage.stores.names(RETRY)) == []
     assert len(list(storage.stores.names(UNPROCESSABLE))) == 1
-    keyless.destination.close()
+    keyless.router.engine.destination.close()
 
 
 def test_the_function_app_wires_the_blob_paths() -> None:
@@ -161,13 +163,13 @@ def test_the_function_app_wires_the_blob_paths() -> None:
     assert functions["blob_retention"].get_bindings_dict()["bindings"][0]["type"] == "timerTrigger"
 
 
-def test_the_blob_trigger_function_runs_through_the_container(app: Container, storage: Storage) -> None:
-    from shared.bootstrap import reset_container
+def test_the_blob_trigger_function_runs_through_the_container(app: Root, storage: Storage) -> None:
+    from shared.root import reset_root
 
     name = park(app)
-    reset_container(app)
+    reset_root(app)
     try:
         function_app.retry_blobs(func.blob.InputStream(data=b"(encrypted; not read)", name=f"{RETRY}/{name}"))
     finally:
-        reset_container(None)
+        reset_root(None)
     assert list(storage.stores.names(RETRY)) == []

@@ -14,14 +14,16 @@ from datetime import timedelta
 
 import pytest
 
-from shared.bootstrap import Container, bootstrap
+from shared.config import DestinationConfig
 from shared.destinations import Layout
 from shared.destinations.postgres.dialect import PostgresDestination
 from shared.handlers import handle_notifications
-from shared.retry import RetryPolicy, Status, process_retry_blob, run_retry_blob, sweep_retries
-from shared.settings import Settings
+from shared.retry.attempt import Status, process_retry_blob, run_retry_blob
+from shared.retry.policy import RetryPolicy
+from shared.retry.sweep import sweep_retries
+from shared.root import Root, single_destination_root
+from shared.storage.account import Storage
 from shared.storage.blobs import RETRY
-from shared.storage.config import Storage
 from tests.support.metrics import RecordedMetrics, note, rid
 from tests.support.postgres import Switch, switchable_database
 
@@ -34,13 +36,13 @@ def switch() -> Iterator[Switch]:
         yield sw
 
 
-def make_app(switch: Switch, storage: Storage, policy: RetryPolicy, metrics: RecordedMetrics) -> Container:
+def make_app(switch: Switch, storage: Storage, policy: RetryPolicy, metrics: RecordedMetrics) -> Root:
     dest = PostgresDestination(switch.dsn, Layout())
-    c = bootstrap(
-        Settings(destination_dsn=switch.dsn, write_attempts=2),
+    c = single_destination_root(
+        DestinationConfig(destination_dsn=switch.dsn, write_attempts=2),
         destination=dest, storage=storage, metrics=metrics, retry_policy=policy, profile_id="pg",
     )
-    c.engine.backoff_seconds = 0.01
+    c.router.engine.backoff_seconds = 0.01
     return c
 
 
@@ -75,11 +77,11 @@ def test_destination_down_then_up_every_record_once_counts_conserve(switch: Swit
     assert "connect" in state.last_error.lower() or "terminat" in state.last_error.lower()
     assert metrics.pending == 13
     # Still down: a retry is rescheduled, the blob stays.
-    outcome = process_retry_blob(state.name, app)
+    outcome = process_retry_blob(state.name, app.retries)
     assert (outcome.status, outcome.attempt) == (Status.RESCHEDULED, 1)
     assert storage.retries.state(state.name).attempt == 1
     switch.up()
-    outcome = process_retry_blob(state.name, app)
+    outcome = process_retry_blob(state.name, app.retries)
     assert outcome.status is Status.RESOLVED
     assert outcome.result is not None
     assert outcome.result.conserved
@@ -90,7 +92,7 @@ def test_destination_down_then_up_every_record_once_counts_conserve(switch: Swit
     assert metrics.pending == 0
     assert (t.received, t.unprocessable) == (51 + 13, 1)
     assert t.applied + t.stale == 50 + 13  # each notification one outcome, none counted twice
-    app.destination.close()
+    app.router.engine.destination.close()
 
 
 def test_crash_between_park_and_settle_does_not_double_count(switch: Switch, storage: Storage) -> None:
@@ -113,7 +115,7 @@ def test_crash_between_park_and_settle_does_not_double_count(switch: Switch, sto
     redelivered = handle_notifications(first, app)
     assert (redelivered.applied, redelivered.stale) == (40, 10)
     # ...then the parked copy resolves as stale: no record twice, the pending gauge back to zero.
-    report = sweep_retries(app)
+    report = sweep_retries(app.retries)
     assert report.processed == {"resolved": 1}
     t = metrics.totals
     assert metrics.conserved()
@@ -121,7 +123,7 @@ def test_crash_between_park_and_settle_does_not_double_count(switch: Switch, sto
     assert t.applied == 40  # not 80
     want = {rid(i): (2, f"v2 {i}") if i <= 10 else (1, f"v1 {i}") for i in range(1, 41)}
     assert switch.rows() == want
-    app.destination.close()
+    app.router.engine.destination.close()
 
 
 def test_retry_count_exhausted_records_go_to_the_failure_log(switch: Switch, storage: Storage) -> None:
@@ -131,8 +133,8 @@ def test_retry_count_exhausted_records_go_to_the_failure_log(switch: Switch, sto
     switch.down()
     handle_notifications(second, app)
     [state] = list(storage.retries.states())
-    assert process_retry_blob(state.name, app).status is Status.RESCHEDULED
-    outcome = process_retry_blob(state.name, app)
+    assert process_retry_blob(state.name, app.retries).status is Status.RESCHEDULED
+    outcome = process_retry_blob(state.name, app.retries)
     assert (outcome.status, outcome.attempt) == (Status.EXHAUSTED, 2)
     assert list(storage.stores.names(RETRY)) == []
     log_rows = list(storage.failure_log.rows("pg"))
@@ -147,7 +149,7 @@ def test_retry_count_exhausted_records_go_to_the_failure_log(switch: Switch, sto
     assert metrics.pending == 0
     assert metrics.totals.failed == 13
     switch.up()
-    app.destination.close()
+    app.router.engine.destination.close()
 
 
 def test_retry_count_zero_logs_at_once(switch: Switch, storage: Storage) -> None:
@@ -159,7 +161,7 @@ def test_retry_count_zero_logs_at_once(switch: Switch, storage: Storage) -> None
     assert list(storage.stores.names(RETRY)) == []
     assert "retry count 0" in next(iter(storage.failure_log.rows("pg")))["FailureReason"]
     switch.up()
-    app.destination.close()
+    app.router.engine.destination.close()
 
 
 def test_long_intervals_are_not_waited_for_in_a_worker(switch: Switch, storage: Storage) -> None:
@@ -169,12 +171,12 @@ def test_long_intervals_are_not_waited_for_in_a_worker(switch: Switch, storage: 
     handle_notifications([json.dumps(note(1, 1, "create", name="later"))], app)
     [state] = list(storage.retries.states())
     slept: list[float] = []
-    outcome = run_retry_blob(state.name, app, sleep=slept.append)
+    outcome = run_retry_blob(state.name, app.retries, sleep=slept.append)
     assert outcome.status is Status.NOT_DUE  # 10 minutes away: returns at once
     assert slept == []
-    assert sweep_retries(app).seen == 0  # not due for the sweeper either
+    assert sweep_retries(app.retries).seen == 0  # not due for the sweeper either
     switch.up()
     due = state.not_before + timedelta(seconds=1)
-    assert sweep_retries(app, now=due).processed == {"resolved": 1}
+    assert sweep_retries(app.retries, now=due).processed == {"resolved": 1}
     assert switch.rows() == {rid(1): (1, "later")}
-    app.destination.close()
+    app.router.engine.destination.close()

@@ -11,16 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from shared.bootstrap import Container, bootstrap
+from shared.config import DestinationConfig
 from shared.destinations import Layout
 from shared.destinations.inspect import table_rows
 from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.handlers import handle_notifications
 from shared.publisher import NotificationPublisher
-from shared.retry import RetryPolicy, Status, process_retry_blob
-from shared.settings import Settings
+from shared.retry.attempt import Status, process_retry_blob
+from shared.retry.policy import RetryPolicy
+from shared.root import Root, single_destination_root
+from shared.storage.account import Storage
 from shared.storage.blobs import DATA, RETRY
-from shared.storage.config import Storage
 from tests.support.metrics import RecordedMetrics, note, rid
 from tests.unit.test_publisher import RecordingSender
 
@@ -30,11 +31,11 @@ LIMIT = 16 * 1024
 
 
 @pytest.fixture
-def app(tmp_path: Path, storage: Storage) -> Iterator[Container]:
+def app(tmp_path: Path, storage: Storage) -> Iterator[Root]:
     db = tmp_path / "dest.db"
     dest = SqliteDestination(str(db), Layout(), busy_timeout=0.05)
-    c = bootstrap(
-        Settings(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "rejects"), write_attempts=1),
+    c = single_destination_root(
+        DestinationConfig(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "rejects"), write_attempts=1),
         destination=dest, storage=storage, metrics=RecordedMetrics(),
         retry_policy=RetryPolicy(count=3, interval_seconds=0), profile_id="claims",
     )
@@ -42,8 +43,8 @@ def app(tmp_path: Path, storage: Storage) -> Iterator[Container]:
     dest.close()
 
 
-def rows(c: Container) -> dict[str, dict[str, object]]:
-    return {str(r["Id"]): r for r in table_rows(c.destination, "account")}
+def rows(c: Root) -> dict[str, dict[str, object]]:
+    return {str(r["Id"]): r for r in table_rows(c.router.engine.destination, "account")}
 
 
 def mixed_stream() -> list[dict[str, object]]:
@@ -52,7 +53,7 @@ def mixed_stream() -> list[dict[str, object]]:
     return small[:30] + big + small[30:]
 
 
-def test_large_notifications_travel_by_claim_check(app: Container, storage: Storage) -> None:
+def test_large_notifications_travel_by_claim_check(app: Root, storage: Storage) -> None:
     sender = RecordingSender(link_max=LIMIT)
     report = NotificationPublisher(sender, storage.payloads, max_message_bytes=LIMIT).publish(mixed_stream())
     assert report.spilled == 3
@@ -83,7 +84,7 @@ def test_large_notifications_travel_by_claim_check(app: Container, storage: Stor
     assert all(json.loads(k["body"])["payloadRef"] for k in kept)
 
 
-def test_a_payload_that_is_not_the_one_referenced_is_unprocessable(app: Container, storage: Storage) -> None:
+def test_a_payload_that_is_not_the_one_referenced_is_unprocessable(app: Root, storage: Storage) -> None:
     sender = RecordingSender(link_max=LIMIT)
     NotificationPublisher(sender, storage.payloads, max_message_bytes=LIMIT).publish(
         [note(1, 1, "create", description="x" * LIMIT), note(2, 1, "create", description="y" * LIMIT)]
@@ -102,7 +103,7 @@ def test_a_payload_that_is_not_the_one_referenced_is_unprocessable(app: Containe
     assert sorted(storage.stores.names(DATA)) == sorted([a["blob"], b["blob"]])  # kept for inspection
 
 
-def test_payload_blobs_stay_until_the_retry_commits(app: Container, storage: Storage, tmp_path: Path) -> None:
+def test_payload_blobs_stay_until_the_retry_commits(app: Root, storage: Storage, tmp_path: Path) -> None:
     sender = RecordingSender(link_max=LIMIT)
     NotificationPublisher(sender, storage.payloads, max_message_bytes=LIMIT).publish(
         [note(1, 1, "create", description="z" * LIMIT), note(2, 1, "create", name="plain")]
@@ -120,14 +121,14 @@ def test_payload_blobs_stay_until_the_retry_commits(app: Container, storage: Sto
     # The retry blob holds the small reference, not a second copy of the payload.
     parked = storage.retries.read(name).notifications
     assert [("payloadRef" in n) for n in parked] == [True, False]
-    outcome = process_retry_blob(name, app)
+    outcome = process_retry_blob(name, app.retries)
     assert outcome.status is Status.RESOLVED
     assert outcome.result is not None
     assert outcome.result.applied == 2
     assert rows(app)[rid(1)]["description"] == "z" * LIMIT
     assert list(storage.stores.names(DATA)) == []
     assert list(storage.stores.names(RETRY)) == []
-    metrics = app.metrics
+    metrics = app.router.metrics
     assert isinstance(metrics, RecordedMetrics)
     assert metrics.conserved()
     assert metrics.pending == 0

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.contract.parse import Unprocessable
 from shared.engine.outcomes import RecordFailure
+from shared.storage.account import Storage
 from shared.storage.blobs import DATA, FAILED, RETRY, UNPROCESSABLE, BlobDecryptionError, BlobMissing, iso
-from shared.storage.config import Storage
 from shared.storage.crypto import KeyRing, LocalAesKek, LocalRsaKek
 from shared.tools.azurite import Azurite
 from tests.support.metrics import note

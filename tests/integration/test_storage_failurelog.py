@@ -12,10 +12,11 @@ from azure.storage.blob import BlobServiceClient
 
 from shared.contract.models import Notification
 from shared.contract.parse import Unprocessable
+from shared.engine.failure_schema import LOGGED_COLUMNS
 from shared.engine.outcomes import RecordFailure
+from shared.storage.account import Storage
 from shared.storage.blobs import FAILED, FAILURELOG, UNPROCESSABLE
-from shared.storage.config import Storage
-from shared.storage.failurelog import COLUMNS, FailureLog, blob_hour, cleanup_retention
+from shared.storage.failurelog import FailureLog, blob_hour, cleanup_retention
 from shared.tools.azurite import Azurite
 from tests.support.metrics import note
 
@@ -48,7 +49,7 @@ def test_failure_log_lines_are_des_csv_by_profile_and_hour(storage: Storage, azu
     assert blob.get_blob_properties().blob_type == "AppendBlob"
     text = blob.download_blob().readall().decode()
     lines = list(csv.reader(io.StringIO(text)))
-    assert lines[0] == COLUMNS
+    assert lines[0] == list(LOGGED_COLUMNS)
     assert lines[0][:5] == ["Entity", "RecordId", "NotificationTime", "ChangeType", "Version"]
     assert "FailureReason" in lines[0]
     rows = list(log.rows("profile-a"))

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.storage.config import Storage
+from shared.storage.account import Storage
 from shared.storage.crypto import KeyRing, LocalAesKek
 from shared.tools.azurite import Azurite, running_azurite
 

@@ -25,7 +25,8 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from shared.api import ApiServices, AuthConfig, create_app
-from shared.profiles.runtime import ProfileRuntime, ProfileSettings, build_runtime
+from shared.config import ProfilesConfig
+from shared.root import ProfileRuntime, build_runtime
 from tests.support.admin import ADMIN_KEY, KeyVaultDouble, auth, secret_uri, vault_resolver
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -68,7 +69,7 @@ class Api:
 def api(tmp_path: Path) -> Iterator[Api]:
     vault = KeyVaultDouble()
     rt = build_runtime(
-        ProfileSettings(store_dsn=f"sqlite:///{tmp_path / 'admin.db'}", allow_literal=True),
+        ProfilesConfig(store_dsn=f"sqlite:///{tmp_path / 'admin.db'}", allow_literal=True),
         resolver=vault_resolver(vault, allow_literal=True),
     )
     services = ApiServices(
@@ -233,7 +234,7 @@ def test_oversized_bodies_are_refused(api: Api) -> None:
 
 def test_literal_destinations_need_the_development_setting(api: Api, tmp_path: Path) -> None:
     strict = build_runtime(
-        ProfileSettings(store_dsn=f"sqlite:///{tmp_path / 'strict.db'}"), resolver=vault_resolver(api.vault)
+        ProfilesConfig(store_dsn=f"sqlite:///{tmp_path / 'strict.db'}"), resolver=vault_resolver(api.vault)
     )
     app = create_app(ApiServices(store=strict.store, profiles=strict.service, auth=AuthConfig(api_key=ADMIN_KEY)))
     with TestClient(app) as client:

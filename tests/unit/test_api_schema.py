@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks as st_checks
 
 from shared.api import ApiServices, AuthConfig, create_app
-from shared.profiles.runtime import ProfileSettings, build_runtime
+from shared.config import ProfilesConfig
+from shared.root import build_runtime
 from tests.support.admin import ADMIN_KEY, KeyVaultDouble, vault_resolver
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -48,7 +49,7 @@ class AnySecretVault(KeyVaultDouble):
 # a real SQLite store in a temporary folder, removed when the test process ends.
 _TMP = tempfile.TemporaryDirectory(prefix="des-schemathesis-")
 _RUNTIME = build_runtime(
-    ProfileSettings(store_dsn=f"sqlite:///{Path(_TMP.name) / 'admin.db'}"),
+    ProfilesConfig(store_dsn=f"sqlite:///{Path(_TMP.name) / 'admin.db'}"),
     resolver=vault_resolver(AnySecretVault(Path(_TMP.name))),
 )
 _APP = create_app(ApiServices(store=_RUNTIME.store, profiles=_RUNTIME.service, auth=AuthConfig(api_key=ADMIN_KEY)))

@@ -11,11 +11,11 @@ import azure.functions as func
 import pytest
 
 import function_app
-from shared.bootstrap import bootstrap, reset_container
+from shared.config import DestinationConfig
 from shared.destinations import Layout, TransientDestinationError
 from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.rejects import RejectFiles
-from shared.settings import Settings
+from shared.root import reset_root, single_destination_root
 
 pytestmark = pytest.mark.unit
 
@@ -44,10 +44,10 @@ def rid(i: int) -> str:
 @pytest.fixture
 def app_on_sqlite(tmp_path: Path) -> Iterator[Path]:
     db = tmp_path / "dest.db"
-    settings = Settings(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "rejects"))
-    reset_container(bootstrap(settings))
+    settings = DestinationConfig(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "rejects"))
+    reset_root(single_destination_root(settings))
     yield db
-    reset_container(None)
+    reset_root(None)
 
 
 def test_function_indexes_with_service_bus_batch_binding() -> None:
@@ -79,10 +79,10 @@ def test_service_bus_function_applies_messages(app_on_sqlite: Path, tmp_path: Pa
 def test_transient_destination_error_makes_the_function_raise(tmp_path: Path) -> None:
     db = tmp_path / "locked.db"
     dest = SqliteDestination(str(db), Layout(), busy_timeout=0.05)  # fail fast instead of waiting a minute
-    settings = Settings(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "r"), write_attempts=2)
-    c = bootstrap(settings, destination=dest, rejects=RejectFiles(tmp_path / "r"))
-    c.engine.backoff_seconds = 0.01
-    reset_container(c)
+    settings = DestinationConfig(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "r"), write_attempts=2)
+    c = single_destination_root(settings, destination=dest, rejects=RejectFiles(tmp_path / "r"))
+    c.router.engine.backoff_seconds = 0.01
+    reset_root(c)
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another writer holds the database: a real lock
     try:
@@ -92,4 +92,4 @@ def test_transient_destination_error_makes_the_function_raise(tmp_path: Path) ->
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-        reset_container(None)
+        reset_root(None)

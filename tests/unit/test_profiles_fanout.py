@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from shared.config import ProfilesConfig
 from shared.profiles.model import ProfileCreate, ProfileUpdate
-from shared.profiles.runtime import ProfileRuntime, ProfileSettings, build_runtime
+from shared.root import ProfileRuntime, build_runtime
 from shared.store.base import UNROUTED
 from tests.support.admin import KeyVaultDouble, secret_uri, vault_resolver
 
@@ -50,7 +51,7 @@ def note(entity: str, i: int, version: int = 1, org: str = ORG) -> str:
 def rt(tmp_path: Path) -> Iterator[tuple[ProfileRuntime, KeyVaultDouble, Clock]]:
     vault = KeyVaultDouble({"a": f"sqlite:///{tmp_path / 'a.db'}", "b": f"sqlite:///{tmp_path / 'b.db'}"})
     runtime = build_runtime(
-        ProfileSettings(store_dsn=f"sqlite:///{tmp_path / 'admin.db'}", profile_cache_seconds=10),
+        ProfilesConfig(store_dsn=f"sqlite:///{tmp_path / 'admin.db'}", profile_cache_seconds=10),
         resolver=vault_resolver(vault),
     )
     clock = Clock()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch
 
-from shared.bootstrap import bootstrap
+from shared.config import DestinationConfig
 from shared.contract.parse import ParsedBatch, parse_body
 from shared.handlers import handle_notifications
 from shared.publisher import (
@@ -26,7 +26,7 @@ from shared.publisher import (
     NotificationPublisher,
     PublishError,
 )
-from shared.settings import Settings
+from shared.root import single_destination_root
 from tests.support.metrics import note
 
 pytestmark = pytest.mark.unit
@@ -135,11 +135,13 @@ def test_published_messages_apply_through_the_function_handler(tmp_path: Path) -
     notifications = [*stream(400), note(7, 10_000, "update", name="newest"), note(8, 10_000, "delete")]
     NotificationPublisher(sender, max_message_bytes=32 * 1024).publish(notifications)
     db = tmp_path / "dest.db"
-    c = bootstrap(Settings(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "rejects")))
+    c = single_destination_root(
+        DestinationConfig(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "rejects"))
+    )
     try:
         result = handle_notifications(sender.bodies(), c)
     finally:
-        c.destination.close()
+        c.router.engine.destination.close()
     assert result.conserved
     assert (result.received, result.applied, result.stale, result.failed, result.unprocessable) == (402, 400, 2, 0, 0)
     with sqlite3.connect(db) as conn:

@@ -1,5 +1,5 @@
 """The admin API's blob ports (:mod:`shared.profiles.ports`) on the Blob storage of issue 3
-(:class:`shared.storage.config.Storage`): failure log by time range, SAS links, parked failed
+(:class:`shared.storage.account.Storage`): failure log by time range, SAS links, parked failed
 notifications for re-sync, and everything a deleted profile leaves in Blob storage.
 """
 
@@ -13,9 +13,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.contract.models import Notification
+from shared.engine import failure_schema as F
 from shared.profiles.ports import FailureEntry, SasLink
+from shared.storage.account import Storage
 from shared.storage.blobs import CONTAINERS, DATA, FAILURELOG, check_profile, parse_iso
-from shared.storage.config import Storage
 from shared.storage.failurelog import blob_hour
 
 log = logging.getLogger(__name__)
@@ -40,19 +41,19 @@ class BlobFailureLog:
     def entries(self, profile_id: str, start: datetime, end: datetime) -> Iterator[FailureEntry]:
         for row in self.storage.failure_log.rows(profile_id, since=start, until=end):
             try:
-                logged = parse_iso(row.get("LoggedAt") or row.get("NotificationTime") or "")
+                logged = parse_iso(row.get(F.LOGGED_AT) or row.get(F.NOTIFICATION_TIME) or "")
             except ValueError:
                 continue
             if not (start <= logged < end):
                 continue
             yield FailureEntry(
-                entity=row.get("Entity", ""),
-                record_id=row.get("RecordId", ""),
-                notification_time=row.get("NotificationTime", ""),
-                change_type=row.get("ChangeType", ""),
-                failure_reason=row.get("FailureReason", ""),
+                entity=row.get(F.ENTITY, ""),
+                record_id=row.get(F.RECORD_ID, ""),
+                notification_time=row.get(F.NOTIFICATION_TIME, ""),
+                change_type=row.get(F.CHANGE_TYPE, ""),
+                failure_reason=row.get(F.FAILURE_REASON, ""),
                 logged_at=logged,
-                version=_int(row.get("Version")),
+                version=_int(row.get(F.VERSION)),
             )
 
     def links(self, profile_id: str, start: datetime, end: datetime) -> list[SasLink] | None:
@@ -91,8 +92,8 @@ def _uses_token(service: Any) -> bool:
     return isinstance(credential, TokenCredential) or hasattr(credential, "get_token")
 
 
-class BlobParkedFailures:
-    """:class:`~shared.profiles.ports.ParkedFailures` on ``failednotifications/`` (encrypted)."""
+class BlobParkedFailureReader:
+    """:class:`~shared.profiles.ports.ParkedFailureReader` on ``failednotifications/`` (encrypted)."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage

@@ -1,0 +1,286 @@
+"""The one configuration object: every setting name, defined once, and :class:`AppConfig`, read once.
+
+App settings in Azure, ``local.settings.json`` locally. Names are constants so the function app,
+Bicep and docs agree. :meth:`AppConfig.from_env` parses them all (a mapping is passed explicitly in
+tests; ``None`` means ``os.environ``, read, never written). A bad value fails fast with a message
+that names the setting. The composition root (:mod:`shared.root`) is the one reader.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from shared.retry.policy import RetryPolicy
+
+# --- the Service Bus trigger
+SERVICE_BUS_QUEUE_NAME = "ServiceBusQueueName"
+SERVICE_BUS_CONNECTION = "ServiceBusConnection"
+SERVICE_BUS_NAMESPACE = f"{SERVICE_BUS_CONNECTION}__fullyQualifiedNamespace"  # identity-based connection
+
+# --- single-destination mode (README "Running the function app")
+DESTINATION_DSN = "DES_DESTINATION_DSN"
+DESTINATION_SCHEMA = "DES_DESTINATION_SCHEMA"
+DESTINATION_PREFIX = "DES_DESTINATION_PREFIX"
+WRITE_DELETE_LOG = "DES_WRITE_DELETE_LOG"
+WRITE_ATTEMPTS = "DES_WRITE_ATTEMPTS"
+REJECTS_DIR = "DES_REJECTS_DIR"
+PROFILE_ID = "DES_PROFILE_ID"  # the implicit profile of the settings-configured destination
+DEFAULT_WRITE_ATTEMPTS = 3
+DEFAULT_REJECTS_DIR = "des-rejects"
+DEFAULT_PROFILE_ID = "default"
+
+# --- admin API, profile store and fan-out
+ADMIN_STORE = "DES_ADMIN_STORE"  # DSN of the profile/metrics store (sqlite:///, postgresql://, mssql://)
+ADMIN_STORE_SCHEMA = "DES_ADMIN_STORE_SCHEMA"  # PostgreSQL / SQL Server schema for the store's tables
+ADMIN_API_KEY = "DES_ADMIN_API_KEY"  # the admin key outside Azure (x-functions-key or Bearer)
+ADMIN_ROLE = "DES_ADMIN_ROLE"  # Entra app role required when App Service authentication is on
+ALLOW_LITERAL_DESTINATIONS = "DES_ALLOW_LITERAL_DESTINATIONS"  # development only
+PROFILE_CACHE_SECONDS = "DES_PROFILE_CACHE_SECONDS"
+SECRET_CACHE_SECONDS = "DES_SECRET_CACHE_SECONDS"  # noqa: S105 - a setting name, not a secret
+MANAGED_IDENTITY_CLIENT_ID = "DES_MANAGED_IDENTITY_CLIENT_ID"  # user-assigned identity for Key Vault
+KEYVAULT_DEFAULT_CREDENTIAL = "DES_KEYVAULT_DEFAULT_CREDENTIAL"  # development: DefaultAzureCredential
+API_MAX_BODY_BYTES = "DES_API_MAX_BODY_BYTES"
+API_URL = "DES_API_URL"  # where `des profiles|failures|metrics` find the API
+WEBSITE_INSTANCE_ID = "WEBSITE_INSTANCE_ID"  # set by App Service / Functions in Azure only
+WEBSITE_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"  # App Service authentication (Easy Auth) on
+DEFAULT_ADMIN_STORE = "sqlite:///des-admin.db"
+DEFAULT_ADMIN_ROLE = "DES.Admin"
+DEFAULT_PROFILE_CACHE_SECONDS = 15.0
+DEFAULT_SECRET_CACHE_SECONDS = 300.0
+DEFAULT_API_MAX_BODY_BYTES = 1_048_576
+DEFAULT_API_URL = "http://127.0.0.1:7072"
+
+# --- Blob storage (claim checks, retries, failure log, unprocessables)
+STORAGE_CONNECTION = "AzureWebJobsStorage"  # connection string, or __blobServiceUri / __accountName (identity)
+STORAGE_BLOB_SERVICE_URI = f"{STORAGE_CONNECTION}__blobServiceUri"
+STORAGE_ACCOUNT_NAME = f"{STORAGE_CONNECTION}__accountName"
+BLOB_KEY = "DES_BLOB_KEY"  # current key-encryption key: Key Vault key URL, local-aes:..., local-rsa:...
+BLOB_OLD_KEYS = "DES_BLOB_OLD_KEYS"  # comma-separated older keys, still used to decrypt (rotation)
+RETRY_COUNT = "DES_RETRY_COUNT"  # 0-20, default 12 (a profile's retryCount)
+RETRY_INTERVAL_SECONDS = "DES_RETRY_INTERVAL_SECONDS"  # 0-3600, default 5 (a profile's retryIntervalSeconds)
+RETRY_INLINE_WAIT_SECONDS = "DES_RETRY_INLINE_WAIT_SECONDS"  # longest a retry invocation waits for an interval
+RETRY_BLOB_PATH = "DES_RETRY_BLOB_PATH"  # blob trigger path, default retry/{name}
+SERVICEBUS_MAX_MESSAGE_BYTES = "DES_SERVICEBUS_MAX_MESSAGE_BYTES"  # 262144 Standard, 1048576+ Premium
+DEFAULT_RETRY_BLOB_PATH = "retry/{name}"
+RETRY_SWEEP_SCHEDULE = "0 * * * * *"  # the retry sweeper timer: every minute
+BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"  # where the Functions host puts blobs that kept failing
+
+
+class SettingsError(RuntimeError):
+    pass
+
+
+def flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    return (env.get(name) or "").strip() or None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, what: str = "a whole number") -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"setting {name} must be {what}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"setting {name} must be a number of seconds") from exc
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    """Single-destination mode: ``DES_DESTINATION_DSN`` and its layout."""
+
+    destination_dsn: str
+    destination_schema: str | None = None
+    destination_prefix: str = ""
+    write_delete_log: bool = False
+    write_attempts: int = DEFAULT_WRITE_ATTEMPTS
+    rejects_dir: str = DEFAULT_REJECTS_DIR
+    profile_id: str = DEFAULT_PROFILE_ID
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DestinationConfig | None:
+        """None when ``DES_DESTINATION_DSN`` is not set (profile mode)."""
+        dsn = env.get(DESTINATION_DSN, "").strip()
+        if not dsn:
+            return None
+        return cls(
+            destination_dsn=dsn,
+            destination_schema=env.get(DESTINATION_SCHEMA) or None,
+            destination_prefix=env.get(DESTINATION_PREFIX, ""),
+            write_delete_log=flag(env.get(WRITE_DELETE_LOG)),
+            write_attempts=_int(env, WRITE_ATTEMPTS, DEFAULT_WRITE_ATTEMPTS),
+            rejects_dir=env.get(REJECTS_DIR) or DEFAULT_REJECTS_DIR,
+            profile_id=env.get(PROFILE_ID) or DEFAULT_PROFILE_ID,
+        )
+
+
+@dataclass(frozen=True)
+class ProfilesConfig:
+    """Profile mode and the admin API: the profile store, secrets and the fan-out's caches."""
+
+    store_dsn: str = DEFAULT_ADMIN_STORE
+    store_schema: str | None = None
+    allow_literal: bool = False
+    profile_cache_seconds: float = DEFAULT_PROFILE_CACHE_SECONDS
+    secret_cache_seconds: float = DEFAULT_SECRET_CACHE_SECONDS
+    managed_identity_client_id: str | None = None
+    keyvault_default_credential: bool = False
+    write_attempts: int = DEFAULT_WRITE_ATTEMPTS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ProfilesConfig:
+        return cls(
+            store_dsn=_text(env, ADMIN_STORE) or DEFAULT_ADMIN_STORE,
+            store_schema=_text(env, ADMIN_STORE_SCHEMA),
+            allow_literal=flag(env.get(ALLOW_LITERAL_DESTINATIONS)),
+            profile_cache_seconds=_float(env, PROFILE_CACHE_SECONDS, DEFAULT_PROFILE_CACHE_SECONDS),
+            secret_cache_seconds=_float(env, SECRET_CACHE_SECONDS, DEFAULT_SECRET_CACHE_SECONDS),
+            managed_identity_client_id=_text(env, MANAGED_IDENTITY_CLIENT_ID),
+            keyvault_default_credential=flag(env.get(KEYVAULT_DEFAULT_CREDENTIAL)),
+            write_attempts=_int(env, WRITE_ATTEMPTS, DEFAULT_WRITE_ATTEMPTS),
+        )
+
+
+def retry_policy_from_env(env: Mapping[str, str]) -> RetryPolicy:
+    """The settings' retry policy (single-destination mode; the inline wait in both modes)."""
+    try:
+        return RetryPolicy(
+            count=int(env.get(RETRY_COUNT, "12")),
+            interval_seconds=float(env.get(RETRY_INTERVAL_SECONDS, "5")),
+            inline_wait_seconds=float(env.get(RETRY_INLINE_WAIT_SECONDS, "30")),
+        )
+    except ValueError as exc:
+        raise SettingsError(f"retry settings ({RETRY_COUNT}, {RETRY_INTERVAL_SECONDS}): {exc}") from exc
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """The storage account (``AzureWebJobsStorage``) and the blob key-encryption keys."""
+
+    connection_string: str | None = None
+    blob_service_uri: str | None = None
+    account_name: str | None = None
+    blob_key: str = ""
+    old_keys: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # a connection string can hold an account key
+        where = "connection string" if self.connection_string else (self.blob_service_uri or self.account_name)
+        return f"StorageConfig({where}, old_keys={len(self.old_keys)})"
+
+    @property
+    def account_url(self) -> str:
+        return self.blob_service_uri or f"https://{self.account_name}.blob.core.windows.net"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> StorageConfig | None:
+        """None when no storage account is configured. ``DES_BLOB_KEY`` is required with one: every
+        blob holding record data is encrypted."""
+        conn, uri, account = _text(env, STORAGE_CONNECTION), _text(env, STORAGE_BLOB_SERVICE_URI), _text(
+            env, STORAGE_ACCOUNT_NAME
+        )
+        if not (conn or uri or account):
+            return None
+        spec = env.get(BLOB_KEY, "").strip()
+        if not spec:
+            raise SettingsError(
+                f"setting {BLOB_KEY} is required with {STORAGE_CONNECTION}: every blob holding record data is "
+                "encrypted (a Key Vault key URL, or local-aes:<kid>:<base64 32 bytes> for development)"
+            )
+        old = tuple(s.strip() for s in (env.get(BLOB_OLD_KEYS, "") or "").split(",") if s.strip())
+        return cls(conn, uri, account, spec, old)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The admin HTTP API and the ``des`` client."""
+
+    api_key: str | None = None
+    role: str = DEFAULT_ADMIN_ROLE
+    max_body_bytes: int = DEFAULT_API_MAX_BODY_BYTES
+    url: str = DEFAULT_API_URL
+    in_azure: bool = False  # WEBSITE_INSTANCE_ID set
+    easy_auth_enabled: bool = False  # WEBSITE_AUTH_ENABLED true
+
+    def __repr__(self) -> str:  # never show the key
+        return (
+            f"ApiConfig(api_key={'set' if self.api_key else 'unset'}, role={self.role!r}, "
+            f"max_body_bytes={self.max_body_bytes}, url={self.url!r}, in_azure={self.in_azure})"
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ApiConfig:
+        max_body = _int(env, API_MAX_BODY_BYTES, DEFAULT_API_MAX_BODY_BYTES, "a whole number of bytes")
+        if max_body < 1024:
+            raise SettingsError(f"setting {API_MAX_BODY_BYTES} must be at least 1024")
+        return cls(
+            api_key=env.get(ADMIN_API_KEY) or None,
+            role=env.get(ADMIN_ROLE) or DEFAULT_ADMIN_ROLE,
+            max_body_bytes=max_body,
+            url=(env.get(API_URL) or DEFAULT_API_URL).rstrip("/"),
+            in_azure=bool(env.get(WEBSITE_INSTANCE_ID)),
+            easy_auth_enabled=env.get(WEBSITE_AUTH_ENABLED, "").strip().lower() == "true",
+        )
+
+
+@dataclass(frozen=True)
+class ServiceBusConfig:
+    """The queue and its connection (the trigger's binding reads the same settings; the publisher
+    and the gated live suite use this): a connection string, or the namespace with managed identity."""
+
+    queue_name: str | None = None
+    connection_string: str | None = None
+    namespace: str | None = None
+
+    def __repr__(self) -> str:  # a connection string holds a key
+        return f"ServiceBusConfig(queue={self.queue_name!r}, namespace={self.namespace!r})"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ServiceBusConfig:
+        return cls(
+            _text(env, SERVICE_BUS_QUEUE_NAME), _text(env, SERVICE_BUS_CONNECTION), _text(env, SERVICE_BUS_NAMESPACE)
+        )
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Every setting of the function app, the admin API and the ``des`` commands."""
+
+    destination: DestinationConfig | None = None  # set: single-destination mode
+    profiles: ProfilesConfig = field(default_factory=ProfilesConfig)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    storage: StorageConfig | None = None
+    api: ApiConfig = field(default_factory=ApiConfig)
+    service_bus: ServiceBusConfig = field(default_factory=ServiceBusConfig)
+    rejects_dir: str = DEFAULT_REJECTS_DIR
+
+    @property
+    def mode(self) -> str:
+        return "single destination" if self.destination is not None else "profiles"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AppConfig:
+        env = os.environ if env is None else env
+        return cls(
+            destination=DestinationConfig.from_env(env),
+            profiles=ProfilesConfig.from_env(env),
+            retry=retry_policy_from_env(env),
+            storage=StorageConfig.from_env(env),
+            api=ApiConfig.from_env(env),
+            service_bus=ServiceBusConfig.from_env(env),
+            rejects_dir=env.get(REJECTS_DIR) or DEFAULT_REJECTS_DIR,
+        )

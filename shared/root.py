@@ -1,0 +1,265 @@
+"""The composition root: one per process, built from :class:`~shared.config.AppConfig` once; it
+builds every client once and hands narrow dependencies to the handlers.
+
+* :func:`root` — the process-wide root (the function app, ``des api``), built on first use from the
+  environment (never at import time); :func:`reset_root` replaces it (tests, configuration reload).
+* :func:`build_root` — a root from an explicit :class:`AppConfig` (tests build roots this way with
+  real local parts: a SQLite file, a PostgreSQL database, Azurite; nothing patches deep paths).
+* :func:`single_destination_root` / :func:`profiles_root` — a root around parts a test already has
+  (a destination, a profile runtime, a storage account, a metrics sink).
+
+The two modes (README "Running the function app", docs/api.md "Single-destination mode") are two
+routers (:mod:`shared.routing`): ``DES_DESTINATION_DSN`` set — a :class:`FixedRouter` with one
+target; otherwise a :class:`ProfileRouter` over the profile runtime (store, secret resolver,
+profile cache, per-profile engines, fan-out, profile service), which the admin API shares, so a
+change made through the API is seen by the fan-out of the same instance at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.config import (
+    BLOB_KEY,
+    BLOB_OLD_KEYS,
+    DEFAULT_REJECTS_DIR,
+    AppConfig,
+    DestinationConfig,
+    ProfilesConfig,
+    SettingsError,
+    StorageConfig,
+)
+from shared.destinations import Destination, Layout, open_destination
+from shared.engine.engine import SyncEngine
+from shared.metrics import MetricsSink
+from shared.profiles.checks import check_destination
+from shared.profiles.fanout import EngineRegistry, FanOut, ProfileDirectory
+from shared.profiles.ports import FailureLogReader, ParkedFailureReader, ProfileBlobs
+from shared.profiles.secrets import SecretResolver, managed_identity_credential
+from shared.profiles.service import Checker, ProfileService
+from shared.rejects import LocalRejects, RejectFiles, RejectSink
+from shared.retry.policy import RetryPolicy
+from shared.retry.ports import RetryDeps
+from shared.routing import FixedRouter, ProfileRouter
+from shared.storage.account import Storage
+from shared.storage.blobs import BlobStores
+from shared.storage.crypto import EncryptionKeyError, default_credential, key_ring_from_specs
+from shared.store import open_store
+from shared.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- storage account
+def open_storage(config: StorageConfig | None) -> Storage | None:
+    """The storage account of the settings (:class:`~shared.config.StorageConfig`), or None when none
+    is configured: a connection string (``UseDevelopmentStorage=true`` for Azurite), or identity-based
+    (``AzureWebJobsStorage__blobServiceUri`` / ``__accountName``) with managed identity."""
+    if config is None:
+        return None
+    try:
+        keys = key_ring_from_specs(config.blob_key, list(config.old_keys))
+    except EncryptionKeyError as exc:
+        raise SettingsError(f"setting {BLOB_KEY}/{BLOB_OLD_KEYS}: {exc}") from exc
+    if config.connection_string:
+        return Storage.from_connection_string(config.connection_string, keys)
+    return Storage(BlobStores.from_account_url(config.account_url, default_credential(), keys))
+
+
+# ------------------------------------------------------------------------ the profile runtime
+@dataclass
+class ProfileRuntime:
+    """One process's profile machinery: shared by the admin API and the profile router."""
+
+    store: Store
+    resolver: SecretResolver
+    directory: ProfileDirectory
+    engines: EngineRegistry
+    fanout: FanOut
+    service: ProfileService
+    config: ProfilesConfig = field(default_factory=ProfilesConfig)
+    # Blob storage when configured: the failure log, parked failures and retry blobs of the profiles.
+    storage: Storage | None = None
+
+    def close(self) -> None:
+        self.engines.close()
+        self.store.close()
+
+
+def build_runtime(
+    config: ProfilesConfig | None = None,
+    *,
+    store: Store | None = None,
+    resolver: SecretResolver | None = None,
+    checker: Checker = check_destination,
+    failure_log: FailureLogReader | None = None,
+    parked: ParkedFailureReader | None = None,
+    blobs: ProfileBlobs | None = None,
+    storage: Storage | None = None,
+    opener: Callable[[str, Layout], Destination] = open_destination,
+) -> ProfileRuntime:
+    """The profile machinery from ``config`` (defaults: an embedded SQLite store); with ``storage``
+    the failure-log, parked-failure and profile-blob ports are wired to it (unless given), and
+    ``opener`` opens each profile's destination."""
+    config = config or ProfilesConfig()
+    if storage is not None:
+        from shared.profiles.blob_ports import BlobFailureLog, BlobParkedFailureReader, BlobProfileBlobs
+
+        failure_log = failure_log or BlobFailureLog(storage)
+        parked = parked or BlobParkedFailureReader(storage)
+        blobs = blobs or BlobProfileBlobs(storage)
+    store = store or open_store(config.store_dsn, schema=config.store_schema)
+    if resolver is None:
+        client_id, use_default = config.managed_identity_client_id, config.keyvault_default_credential
+        resolver = SecretResolver(
+            allow_literal=config.allow_literal,
+            credential=lambda: managed_identity_credential(client_id, use_default=use_default),
+            ttl_seconds=config.secret_cache_seconds,
+        )
+    directory = ProfileDirectory(store, ttl_seconds=config.profile_cache_seconds)
+    engines = EngineRegistry(resolver, opener=opener, write_attempts=config.write_attempts)
+    fanout = FanOut(directory, engines)
+
+    def changed(profile_id: str) -> None:
+        directory.invalidate()
+        engines.discard(profile_id)
+
+    service = ProfileService(
+        store, resolver, checker=checker, fanout=fanout, failure_log=failure_log, parked=parked, blobs=blobs,
+        on_change=changed,
+    )  # fmt: skip
+    log.info("profile runtime on %s", store)
+    return ProfileRuntime(store, resolver, directory, engines, fanout, service, config, storage)
+
+
+# -------------------------------------------------------------------------------------- the root
+@dataclass
+class Root:
+    """What the handlers and the API get: the router, the storage account and the profile runtime."""
+
+    router: FixedRouter | ProfileRouter
+    storage: Storage | None = None
+    config: AppConfig = field(default_factory=AppConfig)
+    # The profile runtime: the profile router's; in single-destination mode built when the API
+    # first asks (:meth:`profiles`). ``owns_runtime``: closed with the root.
+    runtime: ProfileRuntime | None = None
+    owns_runtime: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def mode(self) -> str:
+        return "profiles" if isinstance(self.router, ProfileRouter) else "single destination"
+
+    @property
+    def retries(self) -> RetryDeps | None:
+        """The retry code's dependencies; None without Blob storage (nothing can be parked)."""
+        return RetryDeps.of(self.storage, self.router) if self.storage is not None else None
+
+    def profiles(self) -> ProfileRuntime:
+        """The profile runtime (the admin API's), built from the configuration on first use."""
+        with self._lock:
+            if self.runtime is None:
+                self.runtime = build_runtime(self.config.profiles, storage=self.storage)
+                self.owns_runtime = True
+            return self.runtime
+
+    def close(self) -> None:
+        """Close what this root opened: the router's destination and local reject files, and the
+        profile runtime if it built it."""
+        self.router.close()
+        if self.owns_runtime and self.runtime is not None:
+            self.runtime.close()
+
+
+def single_destination_root(
+    config: DestinationConfig,
+    *,
+    destination: Destination | None = None,
+    rejects: RejectSink | None = None,
+    storage: Storage | None = None,
+    metrics: MetricsSink | None = None,
+    retry_policy: RetryPolicy | None = None,
+    profile_id: str | None = None,
+    app: AppConfig | None = None,
+) -> Root:
+    """Single-destination mode: ``config.destination_dsn`` as the implicit profile ``profile_id``
+    (default ``config.profile_id``), a :class:`FixedRouter`."""
+    profile_id = profile_id or config.profile_id
+    if destination is None:
+        layout = Layout(config.destination_schema, config.destination_prefix, config.write_delete_log)
+        destination = open_destination(config.destination_dsn, layout)
+    engine = SyncEngine(destination, attempts=config.write_attempts)
+    if rejects is None:
+        rejects = storage.rejects(profile_id) if storage is not None else RejectFiles(Path(config.rejects_dir))
+    router = FixedRouter(
+        profile_id, engine, retry_policy or RetryPolicy(), rejects, metrics,
+        rejects_for=storage.rejects if storage is not None else None,
+    )  # fmt: skip
+    return Root(router, storage, app or AppConfig(destination=config))
+
+
+def profiles_root(
+    runtime: ProfileRuntime,
+    *,
+    storage: Storage | None = None,
+    retry_policy: RetryPolicy | None = None,
+    rejects_dir: str | Path = DEFAULT_REJECTS_DIR,
+    rejects_for: Callable[[str], RejectSink] | None = None,
+    app: AppConfig | None = None,
+    owns_runtime: bool = False,
+) -> Root:
+    """Profile mode: notifications fan out to the runtime's profiles (``storage`` defaults to the
+    runtime's). Without Blob storage, failures go to ``rejects_dir/<profile>/`` and a profile whose
+    destination is unavailable makes the function raise (Service Bus redelivers)."""
+    storage = storage if storage is not None else runtime.storage
+    if rejects_for is None:
+        rejects_for = storage.rejects if storage is not None else LocalRejects(Path(rejects_dir))
+    router = ProfileRouter(runtime, rejects_for, retry_policy or RetryPolicy())
+    return Root(router, storage, app or AppConfig(profiles=runtime.config), runtime, owns_runtime)
+
+
+def build_root(config: AppConfig) -> Root:
+    """The root of a configuration: single-destination mode when it has a destination, profile
+    mode otherwise; the storage account (if configured) opened once and shared."""
+    storage = open_storage(config.storage)
+    if config.destination is not None:
+        r = single_destination_root(config.destination, storage=storage, retry_policy=config.retry, app=config)
+    else:
+        rt = build_runtime(config.profiles, storage=storage)
+        r = profiles_root(rt, retry_policy=config.retry, rejects_dir=config.rejects_dir, app=config, owns_runtime=True)
+    log.info("function app in %s mode", r.mode)
+    return r
+
+
+_root: Root | None = None
+_root_lock = threading.Lock()
+
+
+def root() -> Root:
+    """The process-wide root, built from the environment on first use (never at import time)."""
+    global _root  # noqa: PLW0603
+    with _root_lock:
+        if _root is None:
+            _root = build_root(AppConfig.from_env())
+        return _root
+
+
+def reset_root(new: Root | None = None) -> None:
+    """Replace the process-wide root (tests, configuration reload); closes the old one."""
+    global _root  # noqa: PLW0603
+    with _root_lock:
+        if _root is not None and _root is not new:
+            _root.close()
+        _root = new
+
+
+def api_root(config: AppConfig) -> Root:
+    """A root for the admin API alone (``des api``): the profile runtime of ``config`` with its
+    storage account, and no destination opened."""
+    storage = open_storage(config.storage)
+    rt = build_runtime(config.profiles, storage=storage)
+    return profiles_root(rt, retry_policy=config.retry, rejects_dir=config.rejects_dir, app=config, owns_runtime=True)
