@@ -59,9 +59,8 @@ var appSettings = {
   ServiceBusConnection__clientId: identityClientId
   ServiceBusQueueName: queueName
   DES_SERVICEBUS_MAX_MESSAGE_BYTES: serviceBusSku == 'Premium' ? '1048576' : '262144'
-  // Blob storage paths: the Key Vault key that wraps every blob's content key, the retry trigger path
+  // Blob storage: the Key Vault key that wraps every blob's content key
   DES_BLOB_KEY: blobKeyUri
-  DES_RETRY_BLOB_PATH: 'retry/{name}'
   // Admin store in Azure SQL through the identity (the user name is its client id)
   DES_ADMIN_STORE: 'mssql://${identityClientId}@${sqlServerFqdn}:1433/${sqlDatabaseName}?authentication=ActiveDirectoryManagedIdentity&encrypt=yes'
   DES_ADMIN_ROLE: adminRole

@@ -153,7 +153,7 @@ def test_the_function_app_wires_the_blob_paths() -> None:
         function_app.app.functions_bindings = {}
     retry = functions["retry_blobs"].get_bindings_dict()["bindings"][0]
     assert retry["type"] == "blobTrigger"
-    assert retry["path"] == "%DES_RETRY_BLOB_PATH%"
+    assert retry["path"] == f"{RETRY}/{{name}}"  # a literal: no app setting needed
     assert retry["connection"] == "AzureWebJobsStorage"
     assert str(retry["source"]) in ("EventGrid", "BlobSource.EVENT_GRID")
     sweeper = functions["retry_sweeper"].get_bindings_dict()["bindings"][0]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from shared.hosting import AuthMode
+from shared.config import AuthMode
 from shared.storage.blobs import CONTAINERS, FAILURELOG, RETRY
 from tests.support.infra import (
     INFRA,
@@ -273,7 +273,6 @@ NOT_SET_IN_AZURE = {
 # Settings the code reads that the platform sets by itself (never in the Bicep, possibly not read today).
 PROVIDED_BY_PLATFORM = {
     "WEBSITE_AUTH_ENABLED": "App Service sets it when App Service authentication is on",
-    "WEBSITE_INSTANCE_ID": "App Service sets it on every instance",
 }
 # Settings in the Bicep that no code of ours names, each read by a platform component.
 PLATFORM_SETTINGS = {
