@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from shared.identity import CredentialSettingsError, CredentialSpec, credential_spec
 from shared.retry.policy import RetryPolicy
 
 # --- the Service Bus trigger
@@ -40,8 +41,6 @@ ADMIN_ROLE = "DES_ADMIN_ROLE"  # Entra app role required when App Service authen
 ALLOW_LITERAL_DESTINATIONS = "DES_ALLOW_LITERAL_DESTINATIONS"  # development only
 PROFILE_CACHE_SECONDS = "DES_PROFILE_CACHE_SECONDS"
 SECRET_CACHE_SECONDS = "DES_SECRET_CACHE_SECONDS"  # noqa: S105 - a setting name, not a secret
-MANAGED_IDENTITY_CLIENT_ID = "DES_MANAGED_IDENTITY_CLIENT_ID"  # user-assigned identity for Key Vault
-KEYVAULT_DEFAULT_CREDENTIAL = "DES_KEYVAULT_DEFAULT_CREDENTIAL"  # development: DefaultAzureCredential
 API_MAX_BODY_BYTES = "DES_API_MAX_BODY_BYTES"
 API_URL = "DES_API_URL"  # where `des profiles|failures|metrics` find the API
 WEBSITE_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"  # set by App Service when its authentication (Easy Auth) is on
@@ -176,8 +175,6 @@ class ProfilesConfig:
     allow_literal: bool = False
     profile_cache_seconds: float = DEFAULT_PROFILE_CACHE_SECONDS
     secret_cache_seconds: float = DEFAULT_SECRET_CACHE_SECONDS
-    managed_identity_client_id: str | None = None
-    keyvault_default_credential: bool = False
     write_attempts: int = DEFAULT_WRITE_ATTEMPTS
 
     @classmethod
@@ -188,8 +185,6 @@ class ProfilesConfig:
             allow_literal=flag(env.get(ALLOW_LITERAL_DESTINATIONS)),
             profile_cache_seconds=_float(env, PROFILE_CACHE_SECONDS, DEFAULT_PROFILE_CACHE_SECONDS),
             secret_cache_seconds=_float(env, SECRET_CACHE_SECONDS, DEFAULT_SECRET_CACHE_SECONDS),
-            managed_identity_client_id=_text(env, MANAGED_IDENTITY_CLIENT_ID),
-            keyvault_default_credential=flag(env.get(KEYVAULT_DEFAULT_CREDENTIAL)),
             write_attempts=_int(env, WRITE_ATTEMPTS, DEFAULT_WRITE_ATTEMPTS),
         )
 
@@ -303,6 +298,29 @@ class ServiceBusConfig:
 
 
 @dataclass(frozen=True)
+class IdentityConfig:
+    """Which credential each Azure client gets (:mod:`shared.identity`): the identity-based
+    connections' own settings (``AzureWebJobsStorage__credential``/``__clientId``, the same for
+    ``ServiceBusConnection``), and for Key Vault keys and secrets and Azure SQL tokens
+    ``DefaultAzureCredential`` with ``AZURE_CLIENT_ID``'s user-assigned identity."""
+
+    storage: CredentialSpec = field(default_factory=lambda: CredentialSpec("default"))
+    service_bus: CredentialSpec = field(default_factory=lambda: CredentialSpec("default"))
+    default: CredentialSpec = field(default_factory=lambda: CredentialSpec("default"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> IdentityConfig:
+        try:
+            return cls(
+                credential_spec(env, STORAGE_CONNECTION),
+                credential_spec(env, SERVICE_BUS_CONNECTION),
+                credential_spec(env, None),
+            )
+        except CredentialSettingsError as exc:
+            raise SettingsError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """Every setting of the function app, the admin API and the ``des`` commands."""
 
@@ -314,6 +332,7 @@ class AppConfig:
     service_bus: ServiceBusConfig = field(default_factory=ServiceBusConfig)
     rejects_dir: str = DEFAULT_REJECTS_DIR
     hosting: Hosting = Hosting.LOCAL
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
 
     def __post_init__(self) -> None:
         check_admin_store(self.hosting, self.profiles.store_dsn)
@@ -336,6 +355,7 @@ class AppConfig:
             service_bus=ServiceBusConfig.from_env(env),
             rejects_dir=env.get(REJECTS_DIR) or DEFAULT_REJECTS_DIR,
             hosting=hosting,
+            identity=IdentityConfig.from_env(env),
         )
 
 

@@ -22,10 +22,9 @@ builds and caches one azure-identity credential per decision, so token caches ar
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 AZURE_CLIENT_ID = "AZURE_CLIENT_ID"  # azure-identity's own setting: the user-assigned managed identity
@@ -50,6 +49,7 @@ class CredentialSpec:
     tenant_id: str | None = None
     secret_setting: str | None = None
     decided_by: str = ""  # the settings that decided, for logs and error messages
+    secret: str | None = field(default=None, repr=False)  # the service principal's secret (never shown)
 
     def describe(self) -> str:
         if self.kind == MANAGED:
@@ -105,6 +105,7 @@ def credential_spec(env: Mapping[str, str], connection: str | None = None) -> Cr
             tenant_id=tenant_id,
             secret_setting=f"{prefix}clientSecret",
             decided_by=f"{prefix}clientSecret",
+            secret=secret,
         )
     if client_id is not None:
         # Functions reads __clientId only together with __credential=managedidentity (or a secret);
@@ -116,7 +117,7 @@ def credential_spec(env: Mapping[str, str], connection: str | None = None) -> Cr
     return default
 
 
-def build_credential(spec: CredentialSpec, env: Mapping[str, str]) -> Any:
+def build_credential(spec: CredentialSpec) -> Any:
     """The azure-identity credential for ``spec`` (imported here: only Azure paths need it)."""
     from azure.identity import ClientSecretCredential, DefaultAzureCredential, ManagedIdentityCredential
 
@@ -125,9 +126,9 @@ def build_credential(spec: CredentialSpec, env: Mapping[str, str]) -> Any:
             return ManagedIdentityCredential(identity_config={"resource_id": spec.resource_id})
         return ManagedIdentityCredential(client_id=spec.client_id) if spec.client_id else ManagedIdentityCredential()
     if spec.kind == CLIENT_SECRET:
-        if not (spec.tenant_id and spec.client_id and spec.secret_setting):
+        if not (spec.tenant_id and spec.client_id and spec.secret):
             raise CredentialSettingsError(f"a service principal needs a tenant, a client id and a secret: {spec}")
-        return ClientSecretCredential(spec.tenant_id, spec.client_id, env[spec.secret_setting].strip())
+        return ClientSecretCredential(spec.tenant_id, spec.client_id, spec.secret)
     # Passed even when None: the decision is the settings', not the process environment's.
     return DefaultAzureCredential(
         exclude_interactive_browser_credential=True, managed_identity_client_id=spec.client_id
@@ -135,27 +136,21 @@ def build_credential(spec: CredentialSpec, env: Mapping[str, str]) -> Any:
 
 
 class Credentials:
-    """Credentials by connection, built once per distinct :class:`CredentialSpec` and shared."""
+    """Credentials built once per distinct :class:`CredentialSpec` and shared by every client that
+    gets the same decision (one token cache each). The composition root owns one."""
 
-    def __init__(
-        self,
-        env: Mapping[str, str] | None = None,
-        *,
-        build: Callable[[CredentialSpec, Mapping[str, str]], Any] = build_credential,
-    ) -> None:
-        self._env = dict(os.environ if env is None else env)
+    def __init__(self, *, build: Callable[[CredentialSpec], Any] = build_credential) -> None:
         self._build = build
         self._made: dict[CredentialSpec, Any] = {}
         self._lock = threading.Lock()
 
-    def spec(self, connection: str | None = None) -> CredentialSpec:
-        return credential_spec(self._env, connection)
-
-    def get(self, connection: str | None = None) -> Any:
-        """The credential for ``connection`` (None: Key Vault, SQL and other clients without one)."""
-        spec = self.spec(connection)
+    def get(self, spec: CredentialSpec) -> Any:
         with self._lock:
             made = self._made.get(spec)
             if made is None:
-                made = self._made[spec] = self._build(spec, self._env)
+                made = self._made[spec] = self._build(spec)
             return made
+
+    def factory(self, spec: CredentialSpec) -> Callable[[], Any]:
+        """A lazy getter (clients that need a credential only on their first Azure call)."""
+        return lambda: self.get(spec)

@@ -68,9 +68,8 @@ var appSettings = {
   // (no SQLite admin store), and who may call the admin API.
   DES_HOSTING: 'azure'
   DES_AUTH_MODE: authMode
-  // Key Vault secrets of profile destinations, read as the user-assigned identity
-  DES_MANAGED_IDENTITY_CLIENT_ID: identityClientId
-  // azure-identity's DefaultAzureCredential picks the user-assigned identity by this
+  // Key Vault keys and secrets, Azure SQL tokens (shared/identity.py): DefaultAzureCredential picks
+  // the user-assigned identity by this
   AZURE_CLIENT_ID: identityClientId
   // Telemetry with Entra authentication (Application Insights local auth is off)
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString

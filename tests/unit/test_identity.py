@@ -62,8 +62,9 @@ def test_service_principal_with_a_secret() -> None:
     env = {"C__tenantId": TENANT, "C__clientId": UAMI, "C__clientSecret": "s3cret"}
     spec = credential_spec(env, "C")
     assert spec == CredentialSpec(
-        CLIENT_SECRET, client_id=UAMI, tenant_id=TENANT, secret_setting="C__clientSecret", decided_by="C__clientSecret"
-    )
+        CLIENT_SECRET, client_id=UAMI, tenant_id=TENANT, secret_setting="C__clientSecret", decided_by="C__clientSecret",
+        secret="s3cret",
+    )  # fmt: skip
     assert "s3cret" not in repr(spec)
     assert "s3cret" not in spec.describe()
 
@@ -104,16 +105,16 @@ def test_unusable_combinations_are_refused_with_the_setting_named(env: Mapping[s
 
 def test_built_credentials_are_the_azure_identity_classes() -> None:
     env = {"C__clientSecret": "s3cret", "C__tenantId": TENANT, "C__clientId": UAMI}
-    assert isinstance(build_credential(CredentialSpec(MANAGED, client_id=UAMI), env), ManagedIdentityCredential)
-    assert isinstance(build_credential(CredentialSpec(MANAGED, resource_id=RID), env), ManagedIdentityCredential)
-    assert isinstance(build_credential(credential_spec(env, "C"), env), ClientSecretCredential)
-    assert isinstance(build_credential(CredentialSpec(DEFAULT, client_id=UAMI), env), DefaultAzureCredential)
+    assert isinstance(build_credential(CredentialSpec(MANAGED, client_id=UAMI)), ManagedIdentityCredential)
+    assert isinstance(build_credential(CredentialSpec(MANAGED, resource_id=RID)), ManagedIdentityCredential)
+    assert isinstance(build_credential(credential_spec(env, "C")), ClientSecretCredential)
+    assert isinstance(build_credential(CredentialSpec(DEFAULT, client_id=UAMI)), DefaultAzureCredential)
 
 
 def test_one_credential_per_distinct_decision_shared_by_clients() -> None:
     built: list[CredentialSpec] = []
 
-    def build(spec: CredentialSpec, env: Mapping[str, str]) -> Any:
+    def build(spec: CredentialSpec) -> Any:
         built.append(spec)
         return object()
 
@@ -124,9 +125,10 @@ def test_one_credential_per_distinct_decision_shared_by_clients() -> None:
         "ServiceBusConnection__credential": "managedidentity",
         "ServiceBusConnection__clientId": UAMI,
     }
-    creds = Credentials(env, build=build)
-    storage = creds.get("AzureWebJobsStorage")
-    assert creds.get("AzureWebJobsStorage") is storage
-    assert creds.get(None) is creds.get(None)  # Key Vault keys, secrets, SQL
-    assert creds.get("ServiceBusConnection") is not creds.get(None)
+    creds = Credentials(build=build)
+    storage = creds.get(credential_spec(env, "AzureWebJobsStorage"))
+    assert creds.get(credential_spec(env, "AzureWebJobsStorage")) is storage
+    default = creds.factory(credential_spec(env, None))
+    assert default() is default()  # Key Vault keys, secrets, SQL
+    assert creds.get(credential_spec(env, "ServiceBusConnection")) is not default()
     assert len(built) == 3  # storage and Service Bus decide alike but name different settings

@@ -257,7 +257,6 @@ NOT_SET_IN_AZURE = {
     "DES_ADMIN_API_KEY": "outside Azure only; in Azure the host's function keys or Entra",
     "DES_ADMIN_STORE_SCHEMA": "optional: the admin store's default schema (dbo) is used",
     "DES_ALLOW_LITERAL_DESTINATIONS": "development only: literal DSNs in profiles",
-    "DES_KEYVAULT_DEFAULT_CREDENTIAL": "development only: DefaultAzureCredential for Key Vault",
     "DES_BLOB_OLD_KEYS": "local keys only; the vault key rotates by version without it",
     "DES_API_URL": "read by the des CLI on the operator's machine (azd outputs DES_API_URL)",
     "DES_WRITE_ATTEMPTS": "tuning; the code default applies",
