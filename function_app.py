@@ -13,7 +13,11 @@ from shared.handlers import (
     handle_retry_blob,
     handle_retry_sweep,
 )
+from shared.observability import invocation, quiet_azure_sdk_logs
 from shared.root import root
+
+# Azure SDK request/response lines at INFO would be one Application Insights trace per call.
+quiet_azure_sdk_logs()
 
 # The settings, parsed once at import: a configuration mistake (a bad value, a SQLite admin store in
 # Azure) fails the app's indexing, so no trigger runs and no message is consumed, retried or
@@ -44,11 +48,12 @@ async def health(req: func.HttpRequest, context: func.Context) -> func.HttpRespo
     connection="ServiceBusConnection",
     cardinality=func.Cardinality.MANY,
 )
-def sync_notifications(messages: list[func.ServiceBusMessage]) -> None:
+def sync_notifications(messages: list[func.ServiceBusMessage], context: func.Context) -> None:
     """Record-change notifications into every matching profile's destination (profile mode) or the
     one destination of ``DES_DESTINATION_DSN`` (single-destination mode); raising makes the host
     redeliver the batch."""
-    handle_notifications([m.get_body() for m in messages], root())
+    with invocation(context):  # fan-out threads log under this invocation too
+        handle_notifications([m.get_body() for m in messages], root())
 
 
 # Retries through blobs (shared/retry/). Event Grid source: works on Flex Consumption; locally
@@ -57,8 +62,9 @@ def sync_notifications(messages: list[func.ServiceBusMessage]) -> None:
 @app.blob_trigger(
     arg_name="blob", path=RETRY_TRIGGER_PATH, connection="AzureWebJobsStorage", source=func.BlobSource.EVENT_GRID
 )
-def retry_blobs(blob: func.InputStream) -> None:
-    handle_retry_blob(blob.name or "", root())
+def retry_blobs(blob: func.InputStream, context: func.Context) -> None:
+    with invocation(context):
+        handle_retry_blob(blob.name or "", root())
 
 
 @app.function_name("retry_sweeper")

@@ -8,9 +8,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import pytest
 from shared.config import ProfilesConfig
 from shared.root import build_runtime, profiles_root, reset_root
 from shared.storage.blobs import RETRY
+from tests.support.functions import FakeContext
 
 pytestmark = pytest.mark.unit
 
@@ -95,18 +94,6 @@ def test_a_configuration_mistake_fails_indexing_so_no_trigger_consumes_messages(
     assert "setting DES_AUTH_MODE is 'anonymous'" in out.stderr
 
 
-@dataclass
-class FakeContext:
-    """A fake of azure.functions.Context (what the ASGI middleware reads)."""
-
-    invocation_id: str = "inv-health"
-    function_name: str = "health"
-    function_directory: str = str(ROOT)
-    trace_context: Any = None
-    retry_context: Any = None
-    thread_local_storage: threading.local = field(default_factory=threading.local)
-
-
 @pytest.fixture
 def admin_store(tmp_path: Path) -> Iterator[None]:
     rt = build_runtime(ProfilesConfig(store_dsn=f"sqlite:///{tmp_path / 'admin.db'}"))
@@ -119,6 +106,6 @@ def test_the_health_function_answers_without_a_key(admin_store: None) -> None:
     import function_app
 
     req = func.HttpRequest(method="GET", url="http://localhost/health", headers={}, body=b"")
-    resp = asyncio.run(function_app.health(req, FakeContext()))  # type: ignore[arg-type]
+    resp = asyncio.run(function_app.health(req, FakeContext(function_name="health")))  # type: ignore[arg-type]
     assert resp.status_code == 200, resp.get_body()
     assert json.loads(resp.get_body())["status"] == "ok"
