@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dv.set_defaults(func=_simulate_dataverse)  # main() hands every later argument to the simulator's own parser
 
+    from shared.source.dataverse.cli import add_parser as add_sync  # des sync (the Dataverse source)
+
+    add_sync(sub)
     _add_admin_commands(sub)
     return parser
 

@@ -1,4 +1,10 @@
-"""Replay a file of Service Bus message bodies (one per line) through the sync engine, streaming."""
+"""Replay a file of Service Bus message bodies (one per line) through the sync engine, streaming.
+
+A line is a contract v1 body, a Dataverse message body (RemoteExecutionContext JSON), or a Dataverse
+message with its application properties (``{"applicationProperties": {...}, "body": {...}}``):
+shared.source.dataverse.push. Replay has no Dataverse source, so a Dataverse message that needs a
+re-read (no full post-image) is unprocessable with the reason.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from shared.contract.parse import parse_bodies
 from shared.destinations import Layout, open_destination
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from shared.rejects import RejectFiles
+from shared.source.dataverse.push import parse_lines
 
 DEFAULT_BATCH_SIZE = 5000
 
@@ -70,7 +76,7 @@ def replay(
     started = time.perf_counter()
     with path.open("rb") as fh:
         for batch in batches(fh, batch_size):
-            _settle(engine.apply_bodies(batch), rejects, total)
+            _settle(engine.apply_parsed(parse_lines(batch)), rejects, total)
             lines += len(batch)
             if progress is not None:
                 progress(fh.tell())
@@ -118,7 +124,7 @@ def _replay_part(
             for i, batch in enumerate(batches(fh, batch_size)):
                 if i % workers != index:
                     continue
-                parsed = parse_bodies(batch)  # in parallel with the other workers' writes
+                parsed = parse_lines(batch)  # in parallel with the other workers' writes
                 with _file_lock(write_lock):
                     result = engine.apply_parsed(parsed)
                 _settle(result, rejects, total)

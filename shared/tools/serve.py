@@ -32,7 +32,11 @@ def serve(args: argparse.Namespace) -> int:
     store = config.profiles.store_dsn
     from shared.destinations import redact
 
-    print(f"des api: admin store {redact(store)}; http://{args.host}:{args.port}/docs?code=<key>", file=sys.stderr)
+    print(
+        f"des api: admin store {redact(store)}; console http://{args.host}:{args.port}/console, "
+        f"API docs http://{args.host}:{args.port}/docs?code=<key>",
+        file=sys.stderr,
+    )
     from shared.root import api_root
 
     # The profile runtime the function app would build: with AzureWebJobsStorage set (Azurite
