@@ -31,6 +31,22 @@ param appSubnetId string
 @description('authMode entra: application (client) id of the app registration whose tokens the admin API accepts (its app role adminRole). App Service authentication is configured only when set.')
 param entraClientId string = ''
 
+@allowed([
+  'managed-identity'
+  'client-secret'
+])
+@description('How the Dataverse source gets its tokens (shared/source/dataverse/settings.py): the app\'s identity registered as a Dataverse application user, or an app registration with its secret in Key Vault.')
+param dataverseAuth string = 'managed-identity'
+
+@description('Dataverse app registration (client-secret) or another user-assigned identity; empty: the app\'s identity.')
+param dataverseClientId string = ''
+
+@description('client-secret: the Key Vault secret URI holding the app registration\'s secret.')
+param dataverseClientSecretUri string = ''
+
+@description('NCRONTAB of the Dataverse delta poll (the timer binding reads it).')
+param sourcePollSchedule string = '0 */1 * * * *'
+
 @description('Python version of the Flex Consumption runtime.')
 param pythonVersion string = '3.11'
 
@@ -71,6 +87,12 @@ var appSettings = {
   // Key Vault keys and secrets, Azure SQL tokens (shared/identity.py): DefaultAzureCredential picks
   // the user-assigned identity by this
   AZURE_CLIENT_ID: identityClientId
+  // The Dataverse source (docs/deploy.md "Registering the Dataverse application user")
+  DES_SOURCE_POLL_SCHEDULE: sourcePollSchedule
+  DES_DATAVERSE_AUTH: dataverseAuth
+  DES_DATAVERSE_TENANT_ID: tenant().tenantId
+  DES_DATAVERSE_CLIENT_ID: empty(dataverseClientId) ? identityClientId : dataverseClientId
+  DES_DATAVERSE_CLIENT_SECRET_URI: dataverseClientSecretUri
   // Telemetry with Entra authentication (Application Insights local auth is off)
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'

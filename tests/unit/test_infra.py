@@ -267,6 +267,16 @@ NOT_SET_IN_AZURE = {
     "DES_RETRY_INTERVAL_SECONDS": "tuning; the code default applies (profiles carry their own)",
     "DES_RETRY_INLINE_WAIT_SECONDS": "tuning; the code default applies",
     "DES_AZURITE_BIN": "local tooling (Azurite starter)",
+    "DES_SOURCE_POLL_INTERVAL_SECONDS": "tuning; the code default applies (des sync's pause)",
+    "DES_DATAVERSE_TOKEN": "simulators and tests only; in Azure tokens come from azure-identity",
+    "DES_DATAVERSE_CERTIFICATE_PATH": "certificate auth needs a file the package does not ship: use client-secret",
+    "DES_DATAVERSE_PAGE_SIZE": "tuning; the code default applies",
+    "DES_DATAVERSE_MAX_CONCURRENCY": "tuning; the code default applies",
+    "DES_DATAVERSE_MAX_ATTEMPTS": "tuning; the code default applies",
+    "DES_DATAVERSE_MAX_RETRY_AFTER_SECONDS": "tuning; the code default applies",
+    "DES_DATAVERSE_TIMEOUT_SECONDS": "tuning; the code default applies",
+    "DES_DATAVERSE_VERIFY_DELETES": "tuning; the code default applies",
+    "DES_DATAVERSE_LEASE_SECONDS": "tuning; the code default applies",
     "DES_BENCH_STORE": "local tooling (des bench)",
 }
 # Settings the code reads that the platform sets by itself (never in the Bicep, possibly not read today).
@@ -443,3 +453,12 @@ def test_postdeploy_subscribes_the_event_grid_blob_trigger_on_retry() -> None:
     outputs = parsed()[MAIN]["outputs"]
     used = set(re.findall(r"\b(AZURE_[A-Z_]+)\b", script))
     assert used <= set(outputs), f"postdeploy.sh reads {used - set(outputs)}, which no output provides"
+
+
+def test_dataverse_source_settings_use_the_sources_values() -> None:
+    from shared.source.dataverse.settings import AUTH_KINDS, DEFAULT_POLL_SCHEDULE
+
+    site = one("Microsoft.Web/sites")
+    assert set(param_allowed(site.file, "dataverseAuth")) <= set(AUTH_KINDS)
+    assert param_default(site.file, "dataverseAuth") == "managed-identity"
+    assert param_default(site.file, "sourcePollSchedule") == DEFAULT_POLL_SCHEDULE
