@@ -25,6 +25,7 @@ from shared.destinations import (
     open_destination,
     redact,
 )
+from shared.replay import DEFAULT_BATCH_BYTES, DEFAULT_MAX_LINE_BYTES
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -52,6 +53,9 @@ def _replay(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("des replay: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
+    if args.batch_bytes < 1 or args.max_line_bytes < 1:
+        print("des replay: --batch-bytes and --max-line-bytes must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
     try:
         layout = Layout(args.schema, args.prefix or "", args.write_delete_log)
         dest = open_destination(args.destination, layout)
@@ -71,9 +75,13 @@ def _replay(args: argparse.Namespace) -> int:
         if rejects is None:
             return replay_parallel(
                 path, args.destination, layout, workers=args.workers, batch_size=args.batch_size,
-                rejects_dir=rejects_dir, progress=progress,
+                rejects_dir=rejects_dir, progress=progress, batch_bytes=args.batch_bytes,
+                max_line_bytes=args.max_line_bytes,
             )
-        return replay(path, SyncEngine(dest), batch_size=args.batch_size, rejects=rejects, progress=progress)
+        return replay(
+            path, SyncEngine(dest), batch_size=args.batch_size, rejects=rejects, progress=progress,
+            batch_bytes=args.batch_bytes, max_line_bytes=args.max_line_bytes,
+        )
 
     try:
         if sys.stderr.isatty():
@@ -159,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prefix", default="", help="table prefix, alphanumeric, fewer than 15 characters")
     r.add_argument("--write-delete-log", action="store_true", help="append applied deletes to <prefix>_DeleteLog")
     r.add_argument("--batch-size", type=int, default=5000, help="message bodies per batch (default 5000)")
+    r.add_argument(
+        "--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
+        help="at most this many bytes of message bodies per batch (default 2 MiB): bounds memory per worker",
+    )
+    r.add_argument(
+        "--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES,
+        help="a longer line is unprocessable, never read whole (default 16 MiB)",
+    )
     r.add_argument("--rejects-dir", default="des-rejects", help="where failures and unprocessables are written")
     r.add_argument(
         "--workers", type=int, default=DEFAULT_WORKERS,
