@@ -8,9 +8,11 @@ from shared.api import build_app
 from shared.config import (
     BLOB_POISON_QUEUE,
     RETRY_SWEEP_SCHEDULE,
+    RETRY_TRIGGER_PATH,
     SOURCE_POLL_SCHEDULE,
     SOURCE_QUEUE_NAME,
     STORAGE_CONNECTION,
+    AppConfig,
 )
 from shared.handlers import (
     handle_blob_poison,
@@ -21,12 +23,32 @@ from shared.handlers import (
     handle_source_page,
     handle_source_poll,
 )
+from shared.observability import invocation, quiet_azure_sdk_logs
 from shared.root import root
 
-# The v2 model allows one FunctionApp object: the admin HTTP API (FastAPI, every route behind the
-# host's function keys) is this app's HTTP function, and the other functions register on it too.
-# Every function gets the one process-wide composition root (shared/root.py), built on first use.
-app = func.AsgiFunctionApp(app=build_app(root, hosted=True), http_auth_level=func.AuthLevel.FUNCTION)
+# Azure SDK request/response lines at INFO would be one Application Insights trace per call.
+quiet_azure_sdk_logs()
+
+# The settings, parsed once at import: a configuration mistake (a bad value, a SQLite admin store in
+# Azure) fails the app's indexing, so no trigger runs and no message is consumed, retried or
+# dead-lettered until it is fixed; the host logs the error (docs/deploy.md).
+CONFIG = AppConfig.from_env()
+
+# The v2 model allows one FunctionApp object: the admin HTTP API (FastAPI) is this app's HTTP
+# function, and the other functions register on it too. Its auth level follows DES_AUTH_MODE: the
+# host checks function keys in function-keys mode; otherwise the route is anonymous to the host and
+# the app authenticates (Entra app role, or the local key). Every function gets the one process-wide
+# composition root (shared/root.py), built on first use.
+HTTP_AUTH_LEVEL = func.AuthLevel.FUNCTION if CONFIG.api.host_checks_function_keys else func.AuthLevel.ANONYMOUS
+app = func.AsgiFunctionApp(app=build_app(root, hosted=True), http_auth_level=HTTP_AUTH_LEVEL)
+
+
+@app.function_name("health")
+@app.route(route="health", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.ANONYMOUS)
+async def health(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    """``GET /health`` without a key in every auth mode: the admin API's readiness route through the
+    same ASGI app, as its own anonymous function (the catch-all carries the admin API's auth level)."""
+    return await app.middleware.handle_async(req, context)
 
 
 @app.function_name("sync_notifications")
@@ -36,21 +58,23 @@ app = func.AsgiFunctionApp(app=build_app(root, hosted=True), http_auth_level=fun
     connection="ServiceBusConnection",
     cardinality=func.Cardinality.MANY,
 )
-def sync_notifications(messages: list[func.ServiceBusMessage]) -> None:
+def sync_notifications(messages: list[func.ServiceBusMessage], context: func.Context) -> None:
     """Record-change notifications into every matching profile's destination (profile mode) or the
     one destination of ``DES_DESTINATION_DSN`` (single-destination mode); raising makes the host
     redeliver the batch."""
-    handle_notifications([m.get_body() for m in messages], root())
+    with invocation(context):  # fan-out threads log under this invocation too
+        handle_notifications([m.get_body() for m in messages], root())
 
 
 # Retries through blobs (shared/retry/). Event Grid source: works on Flex Consumption; locally
 # (Azurite has no Event Grid) the retry sweeper below is the polling mode (docs/storage.md).
 @app.function_name("retry_blobs")
 @app.blob_trigger(
-    arg_name="blob", path="%DES_RETRY_BLOB_PATH%", connection="AzureWebJobsStorage", source=func.BlobSource.EVENT_GRID
+    arg_name="blob", path=RETRY_TRIGGER_PATH, connection="AzureWebJobsStorage", source=func.BlobSource.EVENT_GRID
 )
-def retry_blobs(blob: func.InputStream) -> None:
-    handle_retry_blob(blob.name or "", root())
+def retry_blobs(blob: func.InputStream, context: func.Context) -> None:
+    with invocation(context):
+        handle_retry_blob(blob.name or "", root())
 
 
 @app.function_name("retry_sweeper")

@@ -9,5 +9,6 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
 .venv/bin/mypy
+bash scripts/checkov.sh
 echo "== pytest"
 exec .venv/bin/python -m pytest -n 2 --dist loadfile -p no:cacheprovider "$@"

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 
+from shared.identity import CredentialSettingsError, CredentialSpec, credential_spec
 from shared.retry.policy import RetryPolicy
 from shared.source.dataverse import settings as dataverse_settings
 from shared.source.dataverse.settings import DataverseSettings
@@ -41,12 +43,11 @@ ADMIN_ROLE = "DES_ADMIN_ROLE"  # Entra app role required when App Service authen
 ALLOW_LITERAL_DESTINATIONS = "DES_ALLOW_LITERAL_DESTINATIONS"  # development only
 PROFILE_CACHE_SECONDS = "DES_PROFILE_CACHE_SECONDS"
 SECRET_CACHE_SECONDS = "DES_SECRET_CACHE_SECONDS"  # noqa: S105 - a setting name, not a secret
-MANAGED_IDENTITY_CLIENT_ID = "DES_MANAGED_IDENTITY_CLIENT_ID"  # user-assigned identity for Key Vault
-KEYVAULT_DEFAULT_CREDENTIAL = "DES_KEYVAULT_DEFAULT_CREDENTIAL"  # development: DefaultAzureCredential
 API_MAX_BODY_BYTES = "DES_API_MAX_BODY_BYTES"
 API_URL = "DES_API_URL"  # where `des profiles|failures|metrics` find the API
-WEBSITE_INSTANCE_ID = "WEBSITE_INSTANCE_ID"  # set by App Service / Functions in Azure only
-WEBSITE_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"  # App Service authentication (Easy Auth) on
+WEBSITE_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"  # set by App Service when its authentication (Easy Auth) is on
+AUTH_MODE = "DES_AUTH_MODE"  # local-key (default) | function-keys | entra: see AuthMode
+HOSTING = "DES_HOSTING"  # local (default) | azure (set by infra/): see Hosting
 DEFAULT_ADMIN_STORE = "sqlite:///des-admin.db"
 DEFAULT_ADMIN_ROLE = "DES.Admin"
 DEFAULT_PROFILE_CACHE_SECONDS = 15.0
@@ -63,9 +64,10 @@ BLOB_OLD_KEYS = "DES_BLOB_OLD_KEYS"  # comma-separated older keys, still used to
 RETRY_COUNT = "DES_RETRY_COUNT"  # 0-20, default 12 (a profile's retryCount)
 RETRY_INTERVAL_SECONDS = "DES_RETRY_INTERVAL_SECONDS"  # 0-3600, default 5 (a profile's retryIntervalSeconds)
 RETRY_INLINE_WAIT_SECONDS = "DES_RETRY_INLINE_WAIT_SECONDS"  # longest a retry invocation waits for an interval
-RETRY_BLOB_PATH = "DES_RETRY_BLOB_PATH"  # blob trigger path, default retry/{name}
 SERVICEBUS_MAX_MESSAGE_BYTES = "DES_SERVICEBUS_MAX_MESSAGE_BYTES"  # 262144 Standard, 1048576+ Premium
-DEFAULT_RETRY_BLOB_PATH = "retry/{name}"
+# The retry blob trigger's path: a literal (a binding expression needs an app setting that a local
+# run may lack); the container is shared/storage/blobs.py's RETRY (a unit test holds them equal).
+RETRY_TRIGGER_PATH = "retry/{name}"
 RETRY_SWEEP_SCHEDULE = "0 * * * * *"  # the retry sweeper timer: every minute
 BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"  # where the Functions host puts blobs that kept failing
 
@@ -83,6 +85,41 @@ DEFAULT_SOURCE_POLL_SCHEDULE = dataverse_settings.DEFAULT_POLL_SCHEDULE  # every
 
 class SettingsError(RuntimeError):
     pass
+
+
+class Hosting(str, Enum):
+    """Where the app runs: an explicit setting (``DES_HOSTING``), never guessed from the platform's
+    variables. ``azure`` (set by infra/) refuses what cannot work there: a SQLite admin store."""
+
+    LOCAL = "local"
+    AZURE = "azure"
+
+
+class AuthMode(str, Enum):
+    """How the admin API authenticates (``DES_AUTH_MODE``; :mod:`shared.api.auth` applies it).
+
+    * ``local-key`` (default): the app checks ``DES_ADMIN_API_KEY``; the Functions route is anonymous.
+    * ``function-keys``: the Functions host checks function keys (``AuthLevel.FUNCTION``) before the
+      app sees a request; only behind the Functions host.
+    * ``entra``: App Service authentication validates Microsoft Entra tokens and the app requires the
+      app role (``DES_ADMIN_ROLE``); the Functions route is anonymous (app-level security), so
+      Entra-only callers need no function key.
+    """
+
+    LOCAL_KEY = "local-key"
+    FUNCTION_KEYS = "function-keys"
+    ENTRA = "entra"
+
+
+def _choice(env: Mapping[str, str], name: str, kind: type[Enum], default: Enum) -> Enum:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        allowed = ", ".join(str(m.value) for m in kind)
+        raise SettingsError(f"setting {name} is {raw!r}: use one of {allowed}") from None
 
 
 def flag(value: str | None) -> bool:
@@ -151,8 +188,6 @@ class ProfilesConfig:
     allow_literal: bool = False
     profile_cache_seconds: float = DEFAULT_PROFILE_CACHE_SECONDS
     secret_cache_seconds: float = DEFAULT_SECRET_CACHE_SECONDS
-    managed_identity_client_id: str | None = None
-    keyvault_default_credential: bool = False
     write_attempts: int = DEFAULT_WRITE_ATTEMPTS
 
     @classmethod
@@ -163,8 +198,6 @@ class ProfilesConfig:
             allow_literal=flag(env.get(ALLOW_LITERAL_DESTINATIONS)),
             profile_cache_seconds=_float(env, PROFILE_CACHE_SECONDS, DEFAULT_PROFILE_CACHE_SECONDS),
             secret_cache_seconds=_float(env, SECRET_CACHE_SECONDS, DEFAULT_SECRET_CACHE_SECONDS),
-            managed_identity_client_id=_text(env, MANAGED_IDENTITY_CLIENT_ID),
-            keyvault_default_credential=flag(env.get(KEYVAULT_DEFAULT_CREDENTIAL)),
             write_attempts=_int(env, WRITE_ATTEMPTS, DEFAULT_WRITE_ATTEMPTS),
         )
 
@@ -226,26 +259,34 @@ class ApiConfig:
     role: str = DEFAULT_ADMIN_ROLE
     max_body_bytes: int = DEFAULT_API_MAX_BODY_BYTES
     url: str = DEFAULT_API_URL
-    in_azure: bool = False  # WEBSITE_INSTANCE_ID set
-    easy_auth_enabled: bool = False  # WEBSITE_AUTH_ENABLED true
+    auth_mode: AuthMode = AuthMode.LOCAL_KEY
+    easy_auth_enabled: bool = False  # WEBSITE_AUTH_ENABLED true: App Service authentication is on
 
     def __repr__(self) -> str:  # never show the key
         return (
             f"ApiConfig(api_key={'set' if self.api_key else 'unset'}, role={self.role!r}, "
-            f"max_body_bytes={self.max_body_bytes}, url={self.url!r}, in_azure={self.in_azure})"
+            f"max_body_bytes={self.max_body_bytes}, url={self.url!r}, auth_mode={self.auth_mode.value})"
         )
+
+    @property
+    def host_checks_function_keys(self) -> bool:
+        """The admin API's Functions route requires a function key (``AuthLevel.FUNCTION``);
+        otherwise it is anonymous and the app authenticates every call itself."""
+        return self.auth_mode is AuthMode.FUNCTION_KEYS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApiConfig:
         max_body = _int(env, API_MAX_BODY_BYTES, DEFAULT_API_MAX_BODY_BYTES, "a whole number of bytes")
         if max_body < 1024:
             raise SettingsError(f"setting {API_MAX_BODY_BYTES} must be at least 1024")
+        mode = _choice(env, AUTH_MODE, AuthMode, AuthMode.LOCAL_KEY)
+        assert isinstance(mode, AuthMode)
         return cls(
             api_key=env.get(ADMIN_API_KEY) or None,
             role=env.get(ADMIN_ROLE) or DEFAULT_ADMIN_ROLE,
             max_body_bytes=max_body,
             url=(env.get(API_URL) or DEFAULT_API_URL).rstrip("/"),
-            in_azure=bool(env.get(WEBSITE_INSTANCE_ID)),
+            auth_mode=mode,
             easy_auth_enabled=env.get(WEBSITE_AUTH_ENABLED, "").strip().lower() == "true",
         )
 
@@ -306,6 +347,29 @@ def dataverse_from_env(env: Mapping[str, str]) -> DataverseSettings:
 
 
 @dataclass(frozen=True)
+class IdentityConfig:
+    """Which credential each Azure client gets (:mod:`shared.identity`): the identity-based
+    connections' own settings (``AzureWebJobsStorage__credential``/``__clientId``, the same for
+    ``ServiceBusConnection``), and for Key Vault keys and secrets and Azure SQL tokens
+    ``DefaultAzureCredential`` with ``AZURE_CLIENT_ID``'s user-assigned identity."""
+
+    storage: CredentialSpec = field(default_factory=lambda: CredentialSpec("default"))
+    service_bus: CredentialSpec = field(default_factory=lambda: CredentialSpec("default"))
+    default: CredentialSpec = field(default_factory=lambda: CredentialSpec("default"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> IdentityConfig:
+        try:
+            return cls(
+                credential_spec(env, STORAGE_CONNECTION),
+                credential_spec(env, SERVICE_BUS_CONNECTION),
+                credential_spec(env, None),
+            )
+        except CredentialSettingsError as exc:
+            raise SettingsError(str(exc)) from exc
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """Every setting of the function app, the admin API and the ``des`` commands."""
 
@@ -318,6 +382,11 @@ class AppConfig:
     rejects_dir: str = DEFAULT_REJECTS_DIR
     source: SourceConfig = field(default_factory=SourceConfig)
     dataverse: DataverseSettings = field(default_factory=DataverseSettings)
+    hosting: Hosting = Hosting.LOCAL
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+
+    def __post_init__(self) -> None:
+        check_admin_store(self.hosting, self.profiles.store_dsn)
 
     @property
     def mode(self) -> str:
@@ -326,6 +395,8 @@ class AppConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppConfig:
         env = os.environ if env is None else env
+        hosting = _choice(env, HOSTING, Hosting, Hosting.LOCAL)
+        assert isinstance(hosting, Hosting)
         return cls(
             destination=DestinationConfig.from_env(env),
             profiles=ProfilesConfig.from_env(env),
@@ -336,4 +407,21 @@ class AppConfig:
             rejects_dir=env.get(REJECTS_DIR) or DEFAULT_REJECTS_DIR,
             source=SourceConfig.from_env(env),
             dataverse=dataverse_from_env(env),
+            hosting=hosting,
+            identity=IdentityConfig.from_env(env),
+        )
+
+
+def check_admin_store(hosting: Hosting, store_dsn: str) -> None:
+    """In Azure the admin store cannot be SQLite: Flex Consumption runs the HTTP, blob and Service Bus
+    functions on separate instances from a read-only package, so a file store would be one private,
+    unwritable copy per instance. The embedded SQLite default stays for local runs."""
+    if hosting is Hosting.AZURE and store_dsn.strip().lower().startswith("sqlite"):
+        where = store_dsn.split("?", maxsplit=1)[0]
+        raise SettingsError(
+            f"{HOSTING}=azure: the admin store cannot be SQLite ({ADMIN_STORE}={where!r}). Flex Consumption "
+            "runs functions on separate instances from a read-only package, so each would have its own "
+            f"unwritable copy. Set {ADMIN_STORE} to the deployment's Azure SQL database "
+            "(mssql://<identity client id>@<server>.database.windows.net:1433/<database>"
+            "?authentication=ActiveDirectoryManagedIdentity; infra/ sets it)."
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -182,7 +183,7 @@ class NotificationPublisher:
         return report
 
 
-def open_client(config: ServiceBusConfig) -> Any:
+def open_client(config: ServiceBusConfig, credential: Any = None) -> Any:
     """A ``ServiceBusClient``: the connection string (the emulator's included), or identity-based
     (``ServiceBusConnection__fullyQualifiedNamespace``) with managed identity. Use it in ``with``,
     and ``client.get_queue_sender(queue)`` for the sender."""
@@ -195,9 +196,12 @@ def open_client(config: ServiceBusConfig) -> Any:
             f"setting {SERVICE_BUS_CONNECTION} (a connection string) or {SERVICE_BUS_NAMESPACE} (managed identity) "
             "is required"
         )
-    from shared.storage.crypto import default_credential
+    if credential is None:  # the connection's own identity settings (shared/identity.py)
+        from shared.config import IdentityConfig
+        from shared.identity import build_credential
 
-    return ServiceBusClient(config.namespace, default_credential())
+        credential = build_credential(IdentityConfig.from_env(os.environ).service_bus)
+    return ServiceBusClient(config.namespace, credential)
 
 
 class _CollectingBatch(ServiceBusMessageBatch):

@@ -31,6 +31,7 @@ from shared.config import (
     STORAGE_QUEUE_SERVICE_URI,
     AppConfig,
     DestinationConfig,
+    IdentityConfig,
     ProfilesConfig,
     SettingsError,
     StorageConfig,
@@ -38,12 +39,13 @@ from shared.config import (
 from shared.contract.parse import parse_bodies
 from shared.destinations import Destination, Layout, open_destination
 from shared.engine.engine import SyncEngine
+from shared.identity import Credentials
 from shared.metrics import MetricsSink
 from shared.profiles.checks import check_destination
 from shared.profiles.fanout import EngineRegistry, FanOut, ProfileDirectory
 from shared.profiles.model import Profile
 from shared.profiles.ports import FailureLogReader, ParkedFailureReader, ProfileBlobs
-from shared.profiles.secrets import SecretResolver, managed_identity_credential
+from shared.profiles.secrets import SecretResolver
 from shared.profiles.service import Checker, ProfileService
 from shared.rejects import LocalRejects, RejectFiles, RejectSink
 from shared.retry.policy import RetryPolicy
@@ -52,7 +54,7 @@ from shared.routing import FixedRouter, ProfileRouter
 from shared.storage.account import Storage
 from shared.storage.blobs import BlobStores
 from shared.storage.claimcheck import resolve_references
-from shared.storage.crypto import EncryptionKeyError, default_credential, key_ring_from_specs
+from shared.storage.crypto import EncryptionKeyError, key_ring_from_specs
 from shared.store import open_store
 from shared.store.base import Store
 from shared.store.sql import SqlStore
@@ -65,19 +67,27 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- storage account
-def open_storage(config: StorageConfig | None) -> Storage | None:
+def open_storage(
+    config: StorageConfig | None, identity: IdentityConfig | None = None, credentials: Credentials | None = None
+) -> Storage | None:
     """The storage account of the settings (:class:`~shared.config.StorageConfig`), or None when none
     is configured: a connection string (``UseDevelopmentStorage=true`` for Azurite), or identity-based
-    (``AzureWebJobsStorage__blobServiceUri`` / ``__accountName``) with managed identity."""
+    (``AzureWebJobsStorage__blobServiceUri`` / ``__accountName``) with the credential its
+    ``AzureWebJobsStorage__credential`` / ``__clientId`` settings name; the Key Vault key with the
+    default one (``AZURE_CLIENT_ID``)."""
     if config is None:
         return None
+    identity = identity or IdentityConfig()
+    credentials = credentials or Credentials()
     try:
-        keys = key_ring_from_specs(config.blob_key, list(config.old_keys))
+        keys = key_ring_from_specs(
+            config.blob_key, list(config.old_keys), vault_credential=credentials.factory(identity.default)
+        )
     except EncryptionKeyError as exc:
         raise SettingsError(f"setting {BLOB_KEY}/{BLOB_OLD_KEYS}: {exc}") from exc
     if config.connection_string:
         return Storage.from_connection_string(config.connection_string, keys)
-    return Storage(BlobStores.from_account_url(config.account_url, default_credential(), keys))
+    return Storage(BlobStores.from_account_url(config.account_url, credentials.get(identity.storage), keys))
 
 
 # ------------------------------------------------------------------------ the profile runtime
@@ -111,6 +121,8 @@ def build_runtime(
     blobs: ProfileBlobs | None = None,
     storage: Storage | None = None,
     opener: Callable[[str, Layout], Destination] = open_destination,
+    identity: IdentityConfig | None = None,
+    credentials: Credentials | None = None,
 ) -> ProfileRuntime:
     """The profile machinery from ``config`` (defaults: an embedded SQLite store); with ``storage``
     the failure-log, parked-failure and profile-blob ports are wired to it (unless given), and
@@ -123,11 +135,11 @@ def build_runtime(
         parked = parked or BlobParkedFailureReader(storage)
         blobs = blobs or BlobProfileBlobs(storage)
     store = store or open_store(config.store_dsn, schema=config.store_schema)
-    if resolver is None:
-        client_id, use_default = config.managed_identity_client_id, config.keyvault_default_credential
+    if resolver is None:  # Key Vault secrets: the default credential (AZURE_CLIENT_ID's identity)
+        credentials = credentials or Credentials()
         resolver = SecretResolver(
             allow_literal=config.allow_literal,
-            credential=lambda: managed_identity_credential(client_id, use_default=use_default),
+            credential=credentials.factory((identity or IdentityConfig()).default),
             ttl_seconds=config.secret_cache_seconds,
         )
     directory = ProfileDirectory(store, ttl_seconds=config.profile_cache_seconds)
@@ -160,6 +172,7 @@ class Root:
     owns_runtime: bool = False
     # The Dataverse source (profile mode): page units on the work queue, the poll timer.
     source: SourceWork | None = None
+    credentials: Credentials = field(default_factory=Credentials)  # one per process: shared token caches
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -175,7 +188,10 @@ class Root:
         """The profile runtime (the admin API's), built from the configuration on first use."""
         with self._lock:
             if self.runtime is None:
-                self.runtime = build_runtime(self.config.profiles, storage=self.storage)
+                self.runtime = build_runtime(
+                    self.config.profiles, storage=self.storage, identity=self.config.identity,
+                    credentials=self.credentials,
+                )  # fmt: skip
                 self.owns_runtime = True
             return self.runtime
 
@@ -239,7 +255,7 @@ def profiles_root(
 
 
 # ------------------------------------------------------------------------ the Dataverse source
-def open_work_queue(config: AppConfig) -> WorkQueue:
+def open_work_queue(config: AppConfig, credentials: Credentials | None = None) -> WorkQueue:
     """The page queue: on the storage account (``AzureWebJobsStorage``: a connection string, or
     identity-based with ``AzureWebJobsStorage__queueServiceUri`` / ``__accountName``), else in process."""
     from shared.pull.queue import InMemoryWorkQueue, StorageWorkQueue
@@ -254,7 +270,8 @@ def open_work_queue(config: AppConfig) -> WorkQueue:
     )
     if url is None:
         raise SettingsError(f"setting {STORAGE_QUEUE_SERVICE_URI} is required with an identity-based blob endpoint")
-    return StorageWorkQueue.from_account_url(url, name, default_credential())
+    credential = (credentials or Credentials()).get(config.identity.storage)  # AzureWebJobsStorage's identity
+    return StorageWorkQueue.from_account_url(url, name, credential)
 
 
 def attach_source(
@@ -297,7 +314,8 @@ def attach_source(
             return DirectSink(deliver, ids(profile))
 
     work = SourceWork(
-        profiles=rt.service, cursors=CursorStore(rt.store), queue=queue or open_work_queue(config), sink_for=sink_for,
+        profiles=rt.service, cursors=CursorStore(rt.store), queue=queue or open_work_queue(config, r.credentials),
+        sink_for=sink_for,
         settings=config.dataverse, secrets=rt.resolver, client_factory=client_factory,
     )  # fmt: skip
     r.source = work
@@ -308,12 +326,14 @@ def attach_source(
 def build_root(config: AppConfig) -> Root:
     """The root of a configuration: single-destination mode when it has a destination, profile
     mode otherwise; the storage account (if configured) opened once and shared."""
-    storage = open_storage(config.storage)
+    credentials = Credentials()
+    storage = open_storage(config.storage, config.identity, credentials)
     if config.destination is not None:
         r = single_destination_root(config.destination, storage=storage, retry_policy=config.retry, app=config)
     else:
-        rt = build_runtime(config.profiles, storage=storage)
+        rt = build_runtime(config.profiles, storage=storage, identity=config.identity, credentials=credentials)
         r = profiles_root(rt, retry_policy=config.retry, rejects_dir=config.rejects_dir, app=config, owns_runtime=True)
+    r.credentials = credentials
     log.info("function app in %s mode", r.mode)
     return r
 
@@ -343,6 +363,9 @@ def reset_root(new: Root | None = None) -> None:
 def api_root(config: AppConfig) -> Root:
     """A root for the admin API alone (``des api``): the profile runtime of ``config`` with its
     storage account, and no destination opened."""
-    storage = open_storage(config.storage)
-    rt = build_runtime(config.profiles, storage=storage)
-    return profiles_root(rt, retry_policy=config.retry, rejects_dir=config.rejects_dir, app=config, owns_runtime=True)
+    credentials = Credentials()
+    storage = open_storage(config.storage, config.identity, credentials)
+    rt = build_runtime(config.profiles, storage=storage, identity=config.identity, credentials=credentials)
+    r = profiles_root(rt, retry_policy=config.retry, rejects_dir=config.rejects_dir, app=config, owns_runtime=True)
+    r.credentials = credentials
+    return r

@@ -1,13 +1,18 @@
-"""Who may call the admin API. No anonymous admin access in any mode.
+"""Who may call the admin API. No anonymous admin access in any mode; ``/health`` is the one
+anonymous route. The mode is the explicit setting ``DES_AUTH_MODE`` (:class:`shared.config.AuthMode`),
+never guessed from the platform's variables:
 
-* Outside Azure (``python -m shared api``, ``func start``, tests): the key in ``DES_ADMIN_API_KEY``
-  is required, in the ``x-functions-key`` header or as ``Authorization: Bearer <key>``. Without the
+* ``local-key`` (default; ``des api``, ``func start``, tests): the key in ``DES_ADMIN_API_KEY`` is
+  required, in the ``x-functions-key`` header or as ``Authorization: Bearer <key>``. Without the
   setting every admin route answers 401 and says so.
-* In Azure, behind the Functions host (``AsgiFunctionApp`` with ``AuthLevel.FUNCTION``): the host
-  has checked the function key before the request gets here. When App Service authentication is
-  on (``WEBSITE_AUTH_ENABLED``), the caller must also hold the Entra app role (``DES.Admin`` by
-  default, ``DES_ADMIN_ROLE``) in the ``X-MS-CLIENT-PRINCIPAL`` header that App Service sets (and
-  strips from incoming requests, which is why it is trusted only then).
+* ``function-keys`` (Azure): the Functions host has checked the function key (the HTTP function's
+  ``AuthLevel.FUNCTION``) before the request gets here. Only behind the Functions host: a local
+  server in this mode would check nothing, so it is refused.
+* ``entra`` (Azure): App Service authentication has validated the caller's Microsoft Entra token;
+  the caller must hold the app role (``DES.Admin`` by default, ``DES_ADMIN_ROLE``) in the
+  ``X-MS-CLIENT-PRINCIPAL`` header that App Service sets. App Service strips that header from
+  incoming requests only while its authentication is on (``WEBSITE_AUTH_ENABLED``, set by the
+  platform), so with it off nobody is let in.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared import config as S
+from shared.config import AuthMode
 
 PRINCIPAL_HEADER = "x-ms-client-principal"
 KEY_HEADER = "x-functions-key"
@@ -37,38 +43,44 @@ class AuthError(Exception):
 @dataclass(frozen=True)
 class AuthConfig:
     api_key: str | None = None
-    host_checks_keys: bool = False  # behind the Functions host in Azure: function keys enforced there
-    easy_auth: bool = False  # App Service authentication on: the app role is required
+    mode: AuthMode = AuthMode.LOCAL_KEY
+    easy_auth_enabled: bool = False  # App Service authentication is on (WEBSITE_AUTH_ENABLED)
     role: str = S.DEFAULT_ADMIN_ROLE
 
     def __repr__(self) -> str:  # never show the key
         return (
-            f"AuthConfig(api_key={'set' if self.api_key else 'unset'}, host_checks_keys={self.host_checks_keys}, "
-            f"easy_auth={self.easy_auth}, role={self.role!r})"
+            f"AuthConfig(api_key={'set' if self.api_key else 'unset'}, mode={self.mode.value}, "
+            f"easy_auth_enabled={self.easy_auth_enabled}, role={self.role!r})"
         )
 
     @classmethod
     def of(cls, api: S.ApiConfig, *, hosted: bool = False) -> AuthConfig:
-        """From the configuration: in Azure (``WEBSITE_INSTANCE_ID``) the host checks function keys
-        when ``hosted``, and App Service authentication requires the app role when it is on."""
-        return cls(
-            api_key=api.api_key,
-            host_checks_keys=hosted and api.in_azure,
-            easy_auth=api.in_azure and api.easy_auth_enabled,
-            role=api.role,
-        )
+        """From the configuration. ``hosted``: served by the Functions host (function_app.py), the
+        only server that checks function keys, so ``function-keys`` is refused otherwise."""
+        if api.auth_mode is AuthMode.FUNCTION_KEYS and not hosted:
+            raise S.SettingsError(
+                f"{S.AUTH_MODE}=function-keys is checked by the Functions host, which is not serving this app: "
+                f"use {S.AUTH_MODE}=local-key with {S.ADMIN_API_KEY} for a local server"
+            )
+        return cls(api_key=api.api_key, mode=api.auth_mode, easy_auth_enabled=api.easy_auth_enabled, role=api.role)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, hosted: bool = False) -> AuthConfig:
         return cls.of(S.ApiConfig.from_env(os.environ if env is None else env), hosted=hosted)
 
     def authorize(self, headers: Mapping[str, str]) -> str:
-        """Return who the caller is, or raise :class:`AuthError` (401 unauthenticated, 403 forbidden)."""
-        who = "function key"
-        if self.easy_auth:
-            who = self._principal(headers.get(PRINCIPAL_HEADER))
-        if self.host_checks_keys:
-            return who
+        """Return who the caller is, or raise :class:`AuthError` (401 unauthenticated, 403 forbidden,
+        503 when the configured mode cannot authenticate anyone)."""
+        if self.mode is AuthMode.FUNCTION_KEYS:
+            return "function key"
+        if self.mode is AuthMode.ENTRA:
+            if not self.easy_auth_enabled:
+                raise AuthError(
+                    503,
+                    f"{S.AUTH_MODE}=entra needs App Service authentication, which is off ({S.WEBSITE_AUTH_ENABLED} "
+                    "is not true): no caller can be trusted until it is configured (docs/deploy.md)",
+                )
+            return self._principal(headers.get(PRINCIPAL_HEADER))
         if not self.api_key:
             raise AuthError(401, f"the admin API key is not configured: set {S.ADMIN_API_KEY} (no anonymous access)")
         given = headers.get(KEY_HEADER)
@@ -83,7 +95,7 @@ class AuthConfig:
             given.encode("utf-8", "surrogatepass"), self.api_key.encode("utf-8", "surrogatepass")
         ):
             raise AuthError(401, "the admin key is not valid")
-        return who if self.easy_auth else "admin key"
+        return "admin key"
 
     def _principal(self, encoded: str | None) -> str:
         if not encoded:

@@ -37,6 +37,7 @@ from shared.contract.parse import ParsedBatch, Unprocessable, parse_bodies
 from shared.destinations import Destination, Layout, open_destination
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
+from shared.observability import propagating
 from shared.profiles.model import Profile, ProfileState
 from shared.profiles.secrets import SecretResolver
 from shared.store.base import UNKNOWN_ENTITY, UNROUTED, EntityDelta, MetricsEntry, Store
@@ -264,7 +265,7 @@ class FanOut:
             with ThreadPoolExecutor(
                 max_workers=min(self.max_parallel, len(work)), thread_name_prefix="des-fanout"
             ) as ex:
-                list(ex.map(self._apply, work))
+                list(ex.map(propagating(self._apply), work))  # the invocation id reaches the threads
         return out
 
     def apply_to_profile(self, profile: Profile, notifications: Sequence[Notification]) -> BatchResult:

@@ -11,6 +11,7 @@ The resolved value is a secret: it is never logged, and errors never quote it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,14 +49,12 @@ class _Entry:
     expires: float
 
 
-def managed_identity_credential(client_id: str | None = None, *, use_default: bool = False) -> Any:
-    """The credential Key Vault is read with: the app's managed identity (or, for development,
-    DefaultAzureCredential, which also tries the Azure CLI login)."""
-    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+def default_vault_credential() -> Any:
+    """Without a credential from the composition root: the settings' default one (shared/identity.py:
+    DefaultAzureCredential with ``AZURE_CLIENT_ID``'s user-assigned identity)."""
+    from shared.identity import build_credential, credential_spec
 
-    if use_default:
-        return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
-    return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+    return build_credential(credential_spec(os.environ, None))
 
 
 class SecretResolver:
@@ -71,7 +70,7 @@ class SecretResolver:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.allow_literal = allow_literal
-        self._credential_factory = credential or managed_identity_credential
+        self._credential_factory = credential or default_vault_credential
         self._client_factory = client_factory or _secret_client
         self.ttl = ttl_seconds
         self.clock = clock

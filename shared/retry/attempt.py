@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -35,6 +36,39 @@ from shared.store.base import UNROUTED
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60
+RENEW_EVERY_SECONDS = LEASE_SECONDS / 3  # two renewals can fail before the lease runs out
+
+
+class LeaseKeeper:
+    """Renews a blob lease in a background thread while an attempt runs, so a long apply (a slow
+    destination, a big batch) never loses the blob to a second worker after ``LEASE_SECONDS``.
+    A failed renewal is logged and ends the keeping: the attempt's next leased call then fails
+    with the storage error instead of writing over another worker."""
+
+    def __init__(self, lease: Lease, name: str, every: float = RENEW_EVERY_SECONDS) -> None:
+        self.lease, self.name, self.every = lease, name, every
+        self.renewals = 0
+        self.lost: Exception | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"des-lease-{name[:40]}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.lease.renew()
+                self.renewals += 1
+            except Exception as exc:
+                self.lost = exc
+                log.warning("lease on %s could not be renewed (%s); the attempt will not write", self.name, short(exc))
+                return
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class Status(enum.Enum):
@@ -189,6 +223,7 @@ def process_retry_blob(
     *,
     now: datetime | None = None,
     policy_for: Callable[[str], RetryPolicy] | None = None,
+    renew_every: float = RENEW_EVERY_SECONDS,
 ) -> RetryOutcome:
     """One retry attempt of ``retry/<name>`` if it is due. Raises on what is not a destination problem
     (a blob that cannot be decrypted stays as it is; the trigger's retries and poison queue follow)."""
@@ -208,7 +243,8 @@ def process_retry_blob(
         return RetryOutcome(Status.BUSY, name)
     attempt = _Attempt(deps, name, state, lease, now, policy_for or deps.router.policy_for)
     try:
-        return attempt.run()
+        with LeaseKeeper(lease, name, renew_every):
+            return attempt.run()
     finally:
         attempt.release()
 

@@ -69,6 +69,8 @@ class Router(Protocol):
 
 
 class Lease(Protocol):
+    def renew(self) -> None: ...
+
     def release(self) -> None: ...
 
 

@@ -315,13 +315,17 @@ def default_credential() -> Any:
     return DefaultAzureCredential(exclude_interactive_browser_credential=True)
 
 
-def key_ring_from_specs(current: str, older: Iterable[str] = ()) -> KeyRing:
-    """The key ring from the settings' specs; one shared credential for every Key Vault key."""
+def key_ring_from_specs(
+    current: str, older: Iterable[str] = (), *, vault_credential: Callable[[], Any] | None = None
+) -> KeyRing:
+    """The key ring from the settings' specs; one shared credential for every Key Vault key
+    (``vault_credential``: the composition root's, from :mod:`shared.identity`)."""
     shared: list[Any] = []
+    make = vault_credential or default_credential
 
     def credential() -> Any:
         if not shared:
-            shared.append(default_credential())
+            shared.append(make())
         return shared[0]
 
     cur = parse_key_spec(current, credential=credential)

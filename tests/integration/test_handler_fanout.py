@@ -53,6 +53,7 @@ from shared.root import ProfileRuntime, Root, build_root, build_runtime, profile
 from shared.storage.account import Storage
 from shared.storage.blobs import DATA, FAILURELOG, RETRY, UNPROCESSABLE
 from shared.store.base import UNROUTED
+from tests.support.functions import FakeContext
 from tests.support.metadata_scenarios import attr, metadata
 from tests.support.postgres import Switch, switchable_database
 
@@ -448,19 +449,21 @@ def test_the_service_bus_function_fans_out_in_profile_mode(world: World) -> None
     ]
     reset_root(w.c)
     try:
-        function_app.sync_notifications(messages)
+        function_app.sync_notifications(messages, FakeContext())
         assert w.sqlite_rows("account") == {rid(1): (1, "account 1 v1")}
         assert w.sqlite_rows("contact") == {rid(7): (1, "contact 7 v1")}
         assert w.pg.rows("crm_account") == {rid(1): (1, "account 1 v1")}
         # PostgreSQL down: the function returns normally (Service Bus completes the messages); the
         # profile's notification waits in its retry blob.
         w.pg.down()
-        function_app.sync_notifications([func.ServiceBusMessage(body=body(note("account", 1, 2)).encode())])
+        message = func.ServiceBusMessage(body=body(note("account", 1, 2)).encode())
+        function_app.sync_notifications([message], FakeContext())
         [state] = w.retry_states(w.pgid)
         assert state.count == 1
         assert w.sqlite_rows("account") == {rid(1): (2, "account 1 v2")}
         w.pg.up()
-        function_app.retry_blobs(func.blob.InputStream(data=b"(encrypted; not read)", name=f"{RETRY}/{state.name}"))
+        stream = func.blob.InputStream(data=b"(encrypted; not read)", name=f"{RETRY}/{state.name}")
+        function_app.retry_blobs(stream, FakeContext())
     finally:
         reset_root(None)
     assert w.retry_states() == []

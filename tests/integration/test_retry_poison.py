@@ -27,6 +27,7 @@ from shared.storage.blobs import RETRY, UNPROCESSABLE, BlobDecryptionError
 from shared.storage.claimcheck import Resolution
 from shared.storage.crypto import KeyRing, LocalAesKek
 from shared.tools.azurite import Azurite
+from tests.support.functions import FakeContext
 from tests.support.metrics import RecordedMetrics, note, rid
 
 pytestmark = pytest.mark.integration
@@ -153,7 +154,7 @@ def test_the_function_app_wires_the_blob_paths() -> None:
         function_app.app.functions_bindings = {}
     retry = functions["retry_blobs"].get_bindings_dict()["bindings"][0]
     assert retry["type"] == "blobTrigger"
-    assert retry["path"] == "%DES_RETRY_BLOB_PATH%"
+    assert retry["path"] == f"{RETRY}/{{name}}"  # a literal: no app setting needed
     assert retry["connection"] == "AzureWebJobsStorage"
     assert str(retry["source"]) in ("EventGrid", "BlobSource.EVENT_GRID")
     sweeper = functions["retry_sweeper"].get_bindings_dict()["bindings"][0]
@@ -169,7 +170,8 @@ def test_the_blob_trigger_function_runs_through_the_container(app: Root, storage
     name = park(app)
     reset_root(app)
     try:
-        function_app.retry_blobs(func.blob.InputStream(data=b"(encrypted; not read)", name=f"{RETRY}/{name}"))
+        stream = func.blob.InputStream(data=b"(encrypted; not read)", name=f"{RETRY}/{name}")
+        function_app.retry_blobs(stream, FakeContext())
     finally:
         reset_root(None)
     assert list(storage.stores.names(RETRY)) == []

@@ -88,8 +88,17 @@ class _Blob:
 
 
 class FakeLease:
-    def __init__(self, store: FakeRetryBlobs, name: str, lease_id: str) -> None:
-        self.store, self.name, self.id = store, name, lease_id
+    def __init__(self, store: FakeRetryBlobs, name: str, lease_id: str, seconds: int = 60) -> None:
+        self.store, self.name, self.id, self.seconds = store, name, lease_id, seconds
+        self.renewals = 0
+
+    def renew(self) -> None:
+        """Like BlobLeaseClient.renew: the lease runs ``seconds`` from now again; 409 if it is not ours."""
+        blob = self.store.blobs.get(self.name)
+        if blob is None or blob.lease_id != self.id:
+            raise LeaseConflict(f"lease on {RETRY}/{self.name} is not held")
+        blob.lease_until = self.store.clock() + timedelta(seconds=self.seconds)
+        self.renewals += 1
 
     def release(self) -> None:
         blob = self.store.blobs.get(self.name)
@@ -151,7 +160,7 @@ class FakeRetryBlobs:
             return None
         blob.lease_id = f"lease-{next(self._lease_ids)}"
         blob.lease_until = self.clock() + timedelta(seconds=seconds)
-        return FakeLease(self, name, blob.lease_id)
+        return FakeLease(self, name, blob.lease_id, seconds)
 
     def delete(self, name: str, *, lease: Any = None) -> bool:
         blob = self.blobs.get(name)

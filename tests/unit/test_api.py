@@ -25,7 +25,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from shared.api import ApiServices, AuthConfig, create_app
-from shared.config import ProfilesConfig
+from shared.config import AuthMode, ProfilesConfig, SettingsError
 from shared.root import ProfileRuntime, build_runtime
 from shared.store.migrations import MIGRATIONS
 from tests.support.admin import ADMIN_KEY, KeyVaultDouble, auth, secret_uri, vault_resolver
@@ -138,23 +138,53 @@ def principal(*roles: str) -> str:
     return base64.b64encode(json.dumps(doc).encode()).decode()
 
 
-def test_in_azure_the_host_checks_keys_and_easy_auth_requires_the_app_role(api: Api) -> None:
-    env = {"WEBSITE_INSTANCE_ID": "abc", "WEBSITE_AUTH_ENABLED": "True"}
-    cfg = AuthConfig.from_env(env, hosted=True)
-    assert cfg.host_checks_keys
-    assert cfg.easy_auth
+def test_entra_mode_requires_the_app_role_in_the_client_principal(api: Api) -> None:
+    cfg = AuthConfig.from_env({"DES_AUTH_MODE": "entra", "WEBSITE_AUTH_ENABLED": "True"}, hosted=True)
+    assert (cfg.mode, cfg.easy_auth_enabled) == (AuthMode.ENTRA, True)
     app = create_app(ApiServices(store=api.rt.store, profiles=api.rt.service, auth=cfg))
     with TestClient(app) as client:
         assert client.get("/profiles").status_code == 401  # no principal
         assert client.get("/profiles", headers={"x-ms-client-principal": "%%%"}).status_code == 401
         assert client.get("/profiles", headers={"x-ms-client-principal": principal("Reader")}).status_code == 403
         assert client.get("/profiles", headers={"x-ms-client-principal": principal("DES.Admin")}).status_code == 200
-    # Not in Azure: the principal header is not trusted (anyone could send it); the key is required.
-    local = AuthConfig.from_env({"WEBSITE_AUTH_ENABLED": "True", "DES_ADMIN_API_KEY": "Zq-key-9"}, hosted=True)
-    assert not local.easy_auth
-    assert not local.host_checks_keys
+        # A function key is no way around the role in this mode.
+        assert client.get("/profiles", headers={"x-functions-key": "anything"}).status_code == 401
+        assert client.get("/health").status_code == 200
+
+
+def test_entra_mode_without_app_service_authentication_lets_nobody_in(api: Api) -> None:
+    # The principal header is trusted only while App Service authentication strips forged ones.
+    cfg = AuthConfig.from_env({"DES_AUTH_MODE": "entra"}, hosted=True)
+    app = create_app(ApiServices(store=api.rt.store, profiles=api.rt.service, auth=cfg))
+    with TestClient(app) as client:
+        r = client.get("/profiles", headers={"x-ms-client-principal": principal("DES.Admin")})
+        assert r.status_code == 503
+        assert "WEBSITE_AUTH_ENABLED" in r.text
+
+
+def test_function_keys_mode_trusts_the_functions_host(api: Api) -> None:
+    cfg = AuthConfig.from_env({"DES_AUTH_MODE": "function-keys"}, hosted=True)
+    app = create_app(ApiServices(store=api.rt.store, profiles=api.rt.service, auth=cfg))
+    with TestClient(app) as client:
+        assert client.get("/profiles").status_code == 200  # the host checked the key before
+
+
+def test_function_keys_mode_is_refused_without_the_functions_host() -> None:
+    with pytest.raises(SettingsError, match="use DES_AUTH_MODE=local-key"):
+        AuthConfig.from_env({"DES_AUTH_MODE": "function-keys"}, hosted=False)
+
+
+def test_local_key_mode_ignores_azure_variables_and_headers(api: Api) -> None:
+    # WEBSITE_* variables decide nothing, and a principal header is not trusted: the key is required.
+    env = {"WEBSITE_INSTANCE_ID": "abc", "WEBSITE_AUTH_ENABLED": "True", "DES_ADMIN_API_KEY": "Zq-key-9"}
+    local = AuthConfig.from_env(env, hosted=True)
+    assert local.mode is AuthMode.LOCAL_KEY
     assert local.api_key == "Zq-key-9"
     assert "Zq-key-9" not in repr(local)
+    app = create_app(ApiServices(store=api.rt.store, profiles=api.rt.service, auth=local))
+    with TestClient(app) as client:
+        assert client.get("/profiles", headers={"x-ms-client-principal": principal("DES.Admin")}).status_code == 401
+        assert client.get("/profiles", headers={"x-functions-key": "Zq-key-9"}).status_code == 200
 
 
 # ------------------------------------------------------------------------------- validation

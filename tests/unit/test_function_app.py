@@ -18,6 +18,7 @@ from shared.destinations import Layout, TransientDestinationError
 from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.rejects import RejectFiles
 from shared.root import reset_root, single_destination_root
+from tests.support.functions import FakeContext
 
 pytestmark = pytest.mark.unit
 
@@ -81,7 +82,7 @@ def test_service_bus_function_applies_messages(app_on_sqlite: Path, tmp_path: Pa
         "{broken json",
     ]
     messages = [func.ServiceBusMessage(body=b.encode()) for b in bodies]
-    function_app.sync_notifications(messages)
+    function_app.sync_notifications(messages, FakeContext())
     with sqlite3.connect(app_on_sqlite) as conn:
         rows = dict(conn.execute('SELECT "Id", name FROM account').fetchall())
     assert rows == {rid(1): "Contoso 3", rid(2): "Fabrikam"}
@@ -101,7 +102,7 @@ def test_transient_destination_error_makes_the_function_raise(tmp_path: Path) ->
     try:
         msg = func.ServiceBusMessage(body=json.dumps(note(rid(9), 1, "create", name="x")).encode())
         with pytest.raises(TransientDestinationError):
-            function_app.sync_notifications([msg])
+            function_app.sync_notifications([msg], FakeContext())
     finally:
         holder.execute("ROLLBACK")
         holder.close()

@@ -98,11 +98,10 @@ def test_literal_connection_strings_only_where_allowed() -> None:
     assert SecretResolver(allow_literal=True).resolve(SECRET) == SECRET
 
 
-def test_the_default_credential_is_the_managed_identity() -> None:
-    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+def test_the_default_credential_is_the_settings_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.identity import DefaultAzureCredential
 
-    from shared.profiles.secrets import managed_identity_credential
+    from shared.profiles.secrets import default_vault_credential
 
-    assert isinstance(managed_identity_credential(), ManagedIdentityCredential)
-    assert isinstance(managed_identity_credential("11111111-2222-3333-4444-555555555555"), ManagedIdentityCredential)
-    assert isinstance(managed_identity_credential(use_default=True), DefaultAzureCredential)
+    monkeypatch.setenv("AZURE_CLIENT_ID", "11111111-2222-3333-4444-555555555555")
+    assert isinstance(default_vault_credential(), DefaultAzureCredential)

@@ -215,3 +215,49 @@ def test_without_blob_storage_a_transient_error_propagates(parts: Parts, locked:
     with pytest.raises((TransientDestinationError, ConnectionFailed)):
         router.apply_batch(parse_bodies([json.dumps(note(1, 1, "create", name="a"))]), Resolution(), None)
     assert parts.metrics.calls == 0
+
+
+# ------------------------------------------------------------------------------ lease renewal
+def test_a_long_apply_keeps_its_lease(parts: Parts) -> None:
+    """Fake time runs past the 60 s lease twice during one apply; the keeper renews it, so a second
+    worker finds the blob busy instead of applying it again."""
+    import time
+
+    name = parts.park(note(1, 1, "create", name="A"))
+    parts.clock.advance(60)
+    router = parts.deps.router
+    assert isinstance(router, FixedRouter)
+    real_apply = router.apply
+    second_worker: list[object] = []
+
+    def slow_apply(target: object, parsed: object) -> object:
+        for _ in range(2):
+            parts.clock.advance(50)
+            time.sleep(0.2)  # the keeper (every 0.02 s here) renews meanwhile
+        second_worker.append(parts.blobs.lease(name))
+        return real_apply(target, parsed)  # type: ignore[arg-type]
+
+    router.apply = slow_apply  # type: ignore[method-assign]
+    outcome = process_retry_blob(name, parts.deps, renew_every=0.02)
+    assert outcome.status is Status.RESOLVED
+    assert second_worker == [None]  # busy: still leased after 100 s of (fake) time
+    assert parts.rows() == {rid(1): "A"}
+
+
+def test_a_lost_lease_stops_the_keeper_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    from shared.retry.attempt import LeaseKeeper
+
+    class LostLease:
+        def renew(self) -> None:
+            raise RuntimeError("LeaseIdMismatchWithLeaseOperation")
+
+        def release(self) -> None:
+            pass
+
+    with LeaseKeeper(LostLease(), "px/abc.json", every=0.01) as keeper:
+        time.sleep(0.1)
+    assert isinstance(keeper.lost, RuntimeError)
+    assert keeper.renewals == 0
+    assert "lease on px/abc.json could not be renewed" in caplog.text

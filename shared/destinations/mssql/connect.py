@@ -326,15 +326,19 @@ class TokenSource:
         self._credential: Any = None
 
     def _make_credential(self) -> Any:
+        """From the one credential factory (shared/identity.py): ``ActiveDirectoryManagedIdentity``
+        with the DSN's client id, or the settings' default (DefaultAzureCredential, whose managed
+        identity is ``AZURE_CLIENT_ID``'s)."""
+        import os
+
+        from shared.identity import MANAGED, CredentialSpec, build_credential, credential_spec
+
         try:
-            from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+            if self.mode == "managed_identity":
+                return build_credential(CredentialSpec(MANAGED, client_id=self.client_id, decided_by="the DSN"))
+            return build_credential(credential_spec(os.environ, None))
         except ImportError as exc:  # pragma: no cover - azure-identity is a pinned requirement
             raise ConnectionFailed("Microsoft Entra authentication needs the azure-identity package") from exc
-        if self.mode == "managed_identity":
-            if self.client_id:
-                return ManagedIdentityCredential(client_id=self.client_id)
-            return ManagedIdentityCredential()
-        return DefaultAzureCredential()
 
     def token(self) -> str:
         if self._credential is None:
