@@ -260,7 +260,7 @@ NOT_SET_IN_AZURE = {
     "DES_BLOB_OLD_KEYS": "local keys only; the vault key rotates by version without it",
     "DES_API_URL": "read by the des CLI on the operator's machine (azd outputs DES_API_URL)",
     "DES_WRITE_ATTEMPTS": "tuning; the code default applies",
-    "DES_SOURCE_LOCAL_WORKER": "des api only: the in-process page worker; in Azure the source_pages function drains the queue",
+    "DES_SOURCE_LOCAL_WORKER": "des api only (its in-process page worker); in Azure source_pages drains the queue",
     "DES_PROFILE_CACHE_SECONDS": "tuning; the code default applies",
     "DES_SECRET_CACHE_SECONDS": "tuning; the code default applies",
     "DES_API_MAX_BODY_BYTES": "tuning; the code default applies",
