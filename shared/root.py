@@ -9,10 +9,11 @@ builds every client once and hands narrow dependencies to the handlers.
   (a destination, a profile runtime, a storage account, a metrics sink).
 
 The two modes (README "Running the function app", docs/api.md "Single-destination mode") are two
-routers (:mod:`shared.routing`): ``DES_DESTINATION_DSN`` set — a :class:`FixedRouter` with one
-target; otherwise a :class:`ProfileRouter` over the profile runtime (store, secret resolver,
-profile cache, per-profile engines, fan-out, profile service), which the admin API shares, so a
-change made through the API is seen by the fan-out of the same instance at once.
+routers of one kind (:class:`~shared.routing.FanOutRouter`, one batch path):
+``DES_DESTINATION_DSN`` set — a :class:`FixedRouter`, a fan-out to one fixed target; otherwise a
+:class:`ProfileRouter` over the profile runtime (store, secret resolver, profile cache, per-profile
+engines, fan-out, profile service), which the admin API shares, so a change made through the API is
+seen by the fan-out of the same instance at once.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from shared.profiles.service import Checker, ProfileService
 from shared.rejects import LocalRejects, RejectFiles, RejectSink
 from shared.retry.policy import RetryPolicy
 from shared.retry.ports import RetryDeps
-from shared.routing import FixedRouter, ProfileRouter
+from shared.routing import FanOutRouter, FixedRouter, ProfileRouter
 from shared.storage.account import Storage
 from shared.storage.blobs import BlobStores
 from shared.storage.crypto import EncryptionKeyError, default_credential, key_ring_from_specs
@@ -141,7 +142,7 @@ def build_runtime(
 class Root:
     """What the handlers and the API get: the router, the storage account and the profile runtime."""
 
-    router: FixedRouter | ProfileRouter
+    router: FanOutRouter
     storage: Storage | None = None
     config: AppConfig = field(default_factory=AppConfig)
     # The profile runtime: the profile router's; in single-destination mode built when the API

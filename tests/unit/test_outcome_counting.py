@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 from shared.engine.outcomes import BatchResult, Outcome
+from shared.store.base import PROFILE_LEVEL, UNKNOWN_ENTITY, MetricsEntry
 
 ROOT = Path(__file__).resolve().parents[2] / "shared"
 OUTCOME_FIELDS = {o.value for o in Outcome}
@@ -51,3 +52,17 @@ def test_count_received_with_the_outcome() -> None:
     assert (r.received, r.unprocessable) == (3, 3)
     assert r.per_entity["account"].received == 1
     assert r.conserved
+
+
+def test_metrics_entries_keep_what_has_no_entity() -> None:
+    """A result's unprocessable bodies whose entity could not be read (a parked batch's broken
+    body, a missing claim-check payload) are counted under the unknown-entity key, not lost."""
+    r = BatchResult(received=1)
+    r.receive("account")
+    r.count(Outcome.APPLIED, "account")
+    r.count(Outcome.UNPROCESSABLE, None, received=True)
+    entry = MetricsEntry.from_result("p", r, pending_retry=2)
+    assert sum(d.received for d in entry.entities.values()) == 2
+    unknown = entry.entities[UNKNOWN_ENTITY]
+    assert (unknown.received, unknown.unprocessable) == (1, 1)
+    assert entry.entities[PROFILE_LEVEL].pending_retry == 2

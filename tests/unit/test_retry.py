@@ -190,23 +190,32 @@ def test_a_committed_batch_goes_through_the_router_and_counts_once(parts: Parts)
     router = parts.deps.router
     assert isinstance(router, FixedRouter)
     bodies = [json.dumps(note(1, 1, "create", name="a")), json.dumps(note(1, 2, name="a2")), "{broken"]
-    result = router.apply_batch(parse_bodies(bodies), Resolution(), parts.deps)
-    assert (result.received, result.applied, result.stale, result.unprocessable) == (3, 1, 1, 1)
+    out = router.apply_batch(parse_bodies(bodies), Resolution(), parts.deps)
+    result = out.final()
+    assert (out.received, result.received, result.applied, result.stale, result.unprocessable) == (3, 3, 1, 1, 1)
+    assert list(out.outcomes) == ["px"]
     assert parts.rows() == {rid(1): "a2"}
     assert [u.body for u in parts.rejects.kept] == ["{broken"]
     assert parts.metrics.calls == 1
     assert list(parts.blobs.states()) == []
 
 
-def test_a_transient_error_parks_the_whole_batch(parts: Parts, locked: None) -> None:
+def test_a_transient_error_parks_the_targets_notifications(parts: Parts, locked: None) -> None:
+    """The fixed target parks like a profile of the fan-out: its notifications in a retry blob, the
+    unprocessable body kept once (final), the same result type as profile mode."""
     router = parts.deps.router
     assert isinstance(router, FixedRouter)
     bodies = [json.dumps(note(1, 1, "create", name="a")), "{broken"]
-    result = router.apply_batch(parse_bodies(bodies), Resolution(), parts.deps)
-    assert (result.received, result.unprocessable) == (1, 1)  # the parked one is pending, not in the result
+    out = router.apply_batch(parse_bodies(bodies), Resolution(), parts.deps)
+    result = out.final()
+    assert (out.received, result.received, result.unprocessable) == (2, 1, 1)  # the parked one is pending
+    assert (out.outcomes["px"].routed, out.outcomes["px"].pending) == (1, 1)
+    assert isinstance(out.errors["px"], (TransientDestinationError, ConnectionFailed))
     [state] = list(parts.blobs.states())
     assert (state.profile_id, state.count) == ("px", 1)
-    assert parts.metrics.pending == 1
+    assert state.raw.get(M_COUNTED) == "1"
+    assert [u.body for u in parts.rejects.kept] == ["{broken"]
+    assert (parts.metrics.pending, parts.metrics.totals.unprocessable, parts.metrics.calls) == (1, 1, 1)
 
 
 def test_without_blob_storage_a_transient_error_propagates(parts: Parts, locked: None) -> None:
