@@ -16,8 +16,19 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from shared.contract.parse import Unprocessable
+from shared.destinations.redaction import redact_text
 from shared.engine.failure_schema import COLUMNS as FAILURE_LOG_COLUMNS
 from shared.engine.outcomes import RecordFailure
+
+
+def redact_failures(items: list[RecordFailure]) -> list[RecordFailure]:
+    """Failures with their reasons through the one redaction (a reason quotes the destination's
+    error message): what every failure log and parked copy keeps."""
+    out = []
+    for f in items:
+        reason = redact_text(f.reason)
+        out.append(f if reason == f.reason else RecordFailure(f.notification, reason))
+    return out
 
 
 class RejectSink(Protocol):
@@ -59,6 +70,7 @@ class RejectFiles:
     def failures(self, items: list[RecordFailure]) -> None:
         if not items:
             return
+        items = redact_failures(items)
         with self._exclusive():
             self._write_failures(items)
 

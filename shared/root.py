@@ -35,6 +35,7 @@ from shared.config import (
     StorageConfig,
 )
 from shared.destinations import Destination, Layout, open_destination
+from shared.destinations.redaction import install_log_redaction
 from shared.engine.engine import SyncEngine
 from shared.metrics import MetricsSink
 from shared.profiles.checks import check_destination
@@ -226,6 +227,7 @@ def profiles_root(
 def build_root(config: AppConfig) -> Root:
     """The root of a configuration: single-destination mode when it has a destination, profile
     mode otherwise; the storage account (if configured) opened once and shared."""
+    install_log_redaction()
     storage = open_storage(config.storage)
     if config.destination is not None:
         r = single_destination_root(config.destination, storage=storage, retry_policy=config.retry, app=config)

@@ -31,6 +31,7 @@ from shared.api.deps import ApiServices, Lazy
 from shared.api.middleware import ANONYMOUS_PATHS, GuardMiddleware
 from shared.api.routers import failures, health, metrics, profiles
 from shared.api.schemas import CheckOut, FailureOut, Problem, ValidationItem
+from shared.destinations.redaction import install_log_redaction, redact_text
 from shared.profiles.service import ProfileError
 from shared.store.base import StoreError, StoreUnavailable
 
@@ -52,8 +53,21 @@ _PATTERN_MESSAGES = {
 }
 
 
+def _redact(detail: Any) -> Any:
+    if isinstance(detail, str):
+        return redact_text(detail)
+    if isinstance(detail, list):
+        return [_redact(d) for d in detail]
+    if isinstance(detail, dict):
+        return {k: _redact(v) for k, v in detail.items()}
+    return detail
+
+
 def _problem(status: int, detail: Any, checks: list[CheckOut] | None = None) -> JSONResponse:
-    body = Problem(detail=detail, checks=checks).model_dump(exclude_none=True)
+    """An error response; every text in it through the one redaction."""
+    if checks is not None:
+        checks = [c.model_copy(update={"detail": _redact(c.detail)}) for c in checks]
+    body = Problem(detail=_redact(detail), checks=checks).model_dump(exclude_none=True)
     return JSONResponse(jsonable_encoder(body), status_code=status)
 
 
@@ -79,6 +93,7 @@ def _clean_errors(errors: Any) -> list[ValidationItem]:
 
 # ---------------------------------------------------------------------------------------- app
 def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
+    install_log_redaction()
     lazy = Lazy(services)
     app = FastAPI(
         title="DES replacement admin API",

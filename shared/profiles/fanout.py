@@ -35,6 +35,7 @@ from shared.contract.metadata import MetadataNotification
 from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable, parse_bodies
 from shared.destinations import Destination, Layout, open_destination
+from shared.destinations.redaction import redacted
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from shared.profiles.model import Profile, ProfileState
@@ -335,8 +336,9 @@ class FanOut:
             o.result = self.apply_batch_to_profile(o.profile, o.batch())
         except Exception as exc:
             # Whatever it is (destination down, secret unavailable, a bug), the other profiles go on
-            # and this profile's notifications are parked for retry by the caller, not lost.
-            o.error = exc
+            # and this profile's notifications are parked for retry by the caller, not lost. Its text
+            # may quote the destination's credentials: kept redacted (the same class, no cause).
+            o.error = exc = redacted(exc)
             log.warning(
                 "profile %s (%s): %s notifications not applied: %s: %s",
                 o.profile.id, o.profile.name, o.routed, type(exc).__name__, exc,

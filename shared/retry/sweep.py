@@ -32,7 +32,7 @@ def give_up(name: str, deps: RetryDeps, reason: str) -> str:
     try:
         batch = retries.read(name, state=state)
     except BlobStoreError as exc:
-        kept = deps.unprocessable.keep_undecryptable(profile_id, RETRY, name, f"{reason}; {exc}")
+        kept = deps.unprocessable.keep_undecryptable(profile_id, RETRY, name, f"{reason}; {short(exc)}")
         result = BatchResult(received=state.count, unprocessable=state.count)
         router.record(profile_id, result, pending)
         retries.delete(name)
