@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -224,3 +225,72 @@ def test_without_blob_storage_a_transient_error_propagates(parts: Parts, locked:
     with pytest.raises((TransientDestinationError, ConnectionFailed)):
         router.apply_batch(parse_bodies([json.dumps(note(1, 1, "create", name="a"))]), Resolution(), None)
     assert parts.metrics.calls == 0
+
+
+# ------------------------------------------------------------- retry blobs are authenticated (issue 12)
+def test_malformed_metadata_goes_to_the_unprocessable_store_and_nothing_sticks(parts: Parts) -> None:
+    name = parts.park(note(1, 1, "create", name="a"), note(2, 1, "create", name="b"))
+    parts.blobs.blobs[name].meta[M_ATTEMPT] = "abc"
+    [state] = list(parts.blobs.states())  # listed, not skipped: the pending figure counts it
+    assert (state.count, state.problem is not None) == (2, True)
+    report = sweep_retries(parts.deps)  # due at once, whatever its not-before time says
+    assert report.processed == {"unprocessable": 1}
+    assert list(parts.blobs.states()) == []
+    [(profile, container, source, reason)] = parts.keeper.kept
+    assert (profile, container, source) == ("px", RETRY, name)
+    assert "desattempt='abc' is not a number" in reason
+    assert parts.rows() == {}
+    assert (parts.metrics.pending, parts.metrics.totals.unprocessable) == (0, 2)
+    assert parts.metrics.conserved()
+
+
+def test_a_blob_whose_content_is_another_blobs_is_not_applied(parts: Parts) -> None:
+    first = parts.park(note(1, 1, "create", name="first"))
+    parts.blobs.blobs.pop(first)
+    parts.metrics.pending = 0
+    second = parts.park(note(2, 1, "create", name="second"))
+    parts.blobs.blobs[first] = _copy_of(parts.blobs, second)  # second's content (and metadata) under first's name
+    parts.clock.advance(10)
+    outcome = process_retry_blob(first, parts.deps)
+    assert outcome.status is Status.UNPROCESSABLE
+    [(_, _, source, reason)] = parts.keeper.kept
+    assert source == first
+    assert "not the ones its name was made from" in reason
+    assert parts.rows() == {}  # nothing applied under a name it was not parked with
+    assert process_retry_blob(second, parts.deps).status is Status.RESOLVED  # the original is intact
+    assert parts.rows() == {rid(2): "second"}
+
+
+def test_a_blob_moved_to_another_profiles_folder_is_not_applied(parts: Parts) -> None:
+    name = parts.park(note(1, 1, "create", name="a"))
+    moved = name.replace("px/", "other/", 1)
+    parts.blobs.blobs[moved] = _copy_of(parts.blobs, name)
+    parts.blobs.blobs[moved].meta.pop("desprofile")
+    parts.clock.advance(10)
+    assert process_retry_blob(moved, parts.deps).status is Status.UNPROCESSABLE
+    assert "names profile 'px'" in parts.keeper.kept[0][3]
+    assert parts.keeper.kept[0][0] == "other"  # kept under the folder it was found in
+
+
+def test_content_that_is_not_a_retry_batch_is_unprocessable_at_once(parts: Parts) -> None:
+    name = parts.park(note(1, 1, "create", name="a"))
+    parts.blobs.blobs[name].data = b'{"format": "des-retry/1", "notifications": 3}'
+    parts.clock.advance(10)
+    assert process_retry_blob(name, parts.deps).status is Status.UNPROCESSABLE
+    assert "its notifications are not a list" in parts.keeper.kept[0][3]
+    assert list(parts.blobs.states()) == []
+    assert (parts.metrics.pending, parts.metrics.totals.unprocessable) == (0, 1)
+
+
+def test_the_poison_queue_takes_a_blob_with_malformed_metadata(parts: Parts) -> None:
+    name = parts.park(note(1, 1, "create", name="a"))
+    parts.blobs.blobs[name].meta["descount"] = "-4"
+    receipt = json.dumps({"ContainerName": RETRY, "BlobName": name})
+    assert handle_poison_message(receipt, parts.deps) == "unprocessable"
+    assert "descount=-4 is negative" in parts.keeper.kept[0][3]
+    assert list(parts.blobs.states()) == []
+
+
+def _copy_of(blobs: FakeRetryBlobs, name: str) -> Any:
+    src = blobs.blobs[name]
+    return type(src)(src.data, dict(src.meta))
