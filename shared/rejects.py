@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -29,6 +30,9 @@ def redact_failures(items: list[RecordFailure]) -> list[RecordFailure]:
         reason = redact_text(f.reason)
         out.append(f if reason == f.reason else RecordFailure(f.notification, reason))
     return out
+
+
+PARKED_FILE = "failed-notifications.jsonl"  # each failed notification, its reason and when it was logged
 
 
 class RejectSink(Protocol):
@@ -88,10 +92,15 @@ class RejectFiles:
         assert self._failures is not None
         self._failures.flush()
         # Keep the notification itself too, so the record can be re-synced.
-        self._park([{"reason": f.reason, "notification": f.notification.model_dump(mode="json")} for f in items])
+        # With when it was logged: the admin API reads the local failure log by time range from it.
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        self._park([
+            {"reason": f.reason, "notification": f.notification.model_dump(mode="json"), "loggedAt": now}
+            for f in items
+        ])  # fmt: skip
 
     def _park(self, rows: list[dict[str, object]]) -> None:
-        with (self.directory / "failed-notifications.jsonl").open("a", encoding="utf-8") as fh:
+        with (self.directory / PARKED_FILE).open("a", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 

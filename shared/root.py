@@ -102,10 +102,12 @@ def build_runtime(
     parked: ParkedFailureReader | None = None,
     blobs: ProfileBlobs | None = None,
     storage: Storage | None = None,
+    rejects_dir: str | Path | None = None,
     opener: Callable[[str, Layout], Destination] = open_destination,
 ) -> ProfileRuntime:
     """The profile machinery from ``config`` (defaults: an embedded SQLite store); with ``storage``
-    the failure-log, parked-failure and profile-blob ports are wired to it (unless given), and
+    the failure-log, parked-failure and profile-blob ports are wired to it (unless given), else
+    with ``rejects_dir`` to the local reject store there (what :class:`LocalRejects` writes), and
     ``opener`` opens each profile's destination."""
     config = config or ProfilesConfig()
     if storage is not None:
@@ -114,6 +116,11 @@ def build_runtime(
         failure_log = failure_log or BlobFailureLog(storage)
         parked = parked or BlobParkedFailureReader(storage)
         blobs = blobs or BlobProfileBlobs(storage)
+    elif rejects_dir is not None:
+        from shared.profiles.local_ports import LocalFailures
+
+        local = LocalFailures(Path(rejects_dir))
+        failure_log, parked, blobs = failure_log or local, parked or local, blobs or local
     store = store or open_store(config.store_dsn, schema=config.store_schema)
     if resolver is None:
         client_id, use_default = config.managed_identity_client_id, config.keyvault_default_credential
@@ -165,7 +172,9 @@ class Root:
         """The profile runtime (the admin API's), built from the configuration on first use."""
         with self._lock:
             if self.runtime is None:
-                self.runtime = build_runtime(self.config.profiles, storage=self.storage)
+                self.runtime = build_runtime(
+                    self.config.profiles, storage=self.storage, rejects_dir=self.config.rejects_dir
+                )
                 self.owns_runtime = True
             return self.runtime
 
@@ -232,7 +241,7 @@ def build_root(config: AppConfig) -> Root:
     if config.destination is not None:
         r = single_destination_root(config.destination, storage=storage, retry_policy=config.retry, app=config)
     else:
-        rt = build_runtime(config.profiles, storage=storage)
+        rt = build_runtime(config.profiles, storage=storage, rejects_dir=config.rejects_dir)
         r = profiles_root(rt, retry_policy=config.retry, rejects_dir=config.rejects_dir, app=config, owns_runtime=True)
     log.info("function app in %s mode", r.mode)
     return r
@@ -264,5 +273,5 @@ def api_root(config: AppConfig) -> Root:
     """A root for the admin API alone (``des api``): the profile runtime of ``config`` with its
     storage account, and no destination opened."""
     storage = open_storage(config.storage)
-    rt = build_runtime(config.profiles, storage=storage)
+    rt = build_runtime(config.profiles, storage=storage, rejects_dir=config.rejects_dir)
     return profiles_root(rt, retry_policy=config.retry, rejects_dir=config.rejects_dir, app=config, owns_runtime=True)

@@ -1,7 +1,8 @@
 """Who may call the admin API. No anonymous admin access in any mode.
 
 * Outside Azure (``python -m shared api``, ``func start``, tests): the key in ``DES_ADMIN_API_KEY``
-  is required, in the ``x-functions-key`` header or as ``Authorization: Bearer <key>``. Without the
+  is required, in the ``x-functions-key`` header, as ``Authorization: Bearer <key>`` or as the
+  ``?code=<key>`` query parameter (as the Functions host accepts a function key). Without the
   setting every admin route answers 401 and says so.
 * In Azure, behind the Functions host (``AsgiFunctionApp`` with ``AuthLevel.FUNCTION``): the host
   has checked the function key before the request gets here. When App Service authentication is
@@ -62,8 +63,12 @@ class AuthConfig:
     def from_env(cls, env: Mapping[str, str] | None = None, *, hosted: bool = False) -> AuthConfig:
         return cls.of(S.ApiConfig.from_env(os.environ if env is None else env), hosted=hosted)
 
-    def authorize(self, headers: Mapping[str, str]) -> str:
-        """Return who the caller is, or raise :class:`AuthError` (401 unauthenticated, 403 forbidden)."""
+    def authorize(self, headers: Mapping[str, str], code: str | None = None) -> str:
+        """Return who the caller is, or raise :class:`AuthError` (401 unauthenticated, 403 forbidden).
+
+        The key is taken from ``x-functions-key``, ``Authorization: Bearer`` or ``code`` (the
+        ``?code=`` query parameter, as the Functions host takes a function key: the URL ``des api``
+        prints opens ``/docs`` locally as it does in Azure)."""
         who = "function key"
         if self.easy_auth:
             who = self._principal(headers.get(PRINCIPAL_HEADER))
@@ -78,7 +83,11 @@ class AuthConfig:
             if scheme.lower() == "bearer":
                 given = token.strip()
         if not given:
-            raise AuthError(401, "an admin key is required: x-functions-key header or Authorization: Bearer")
+            given = code
+        if not given:
+            raise AuthError(
+                401, "an admin key is required: x-functions-key header, Authorization: Bearer or ?code="
+            )
         if not hmac.compare_digest(
             given.encode("utf-8", "surrogatepass"), self.api_key.encode("utf-8", "surrogatepass")
         ):
