@@ -138,7 +138,10 @@ def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _problem(exc.status_code, str(exc.detail))
+        response = _problem(exc.status_code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():  # Allow on 405 (RFC 9110)
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -97,7 +97,7 @@ def test_the_failure_log_and_resync_work_from_the_local_reject_store(
     assert (none.status_code, none.json()["selected"]) == (200, 0)
 
     links = client.get(f"/profiles/{pid}/failures/links")
-    assert links.status_code == 503
+    assert links.status_code == 409
     assert "Azure only" in links.json()["detail"]
     assert client.delete(f"/profiles/{pid}").status_code == 200
     assert not (tmp_path / "rejects" / pid).exists()  # the deleted profile's local files went with it
