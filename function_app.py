@@ -5,13 +5,21 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared.api import build_app
-from shared.config import BLOB_POISON_QUEUE, RETRY_SWEEP_SCHEDULE
+from shared.config import (
+    BLOB_POISON_QUEUE,
+    RETRY_SWEEP_SCHEDULE,
+    SOURCE_POLL_SCHEDULE,
+    SOURCE_QUEUE_NAME,
+    STORAGE_CONNECTION,
+)
 from shared.handlers import (
     handle_blob_poison,
     handle_notifications,
     handle_retention,
     handle_retry_blob,
     handle_retry_sweep,
+    handle_source_page,
+    handle_source_poll,
 )
 from shared.root import root
 
@@ -61,3 +69,17 @@ def retry_poison(message: func.QueueMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule="0 30 3 * * *")
 def blob_retention(timer: func.TimerRequest) -> None:
     handle_retention(root())
+
+
+# The Dataverse source (issue 9; docs/dataverse-app.md): one page per queue message,
+# the cursor advanced after the page was published; the timer follows the delta links when due.
+@app.function_name("source_pages")
+@app.queue_trigger(arg_name="message", queue_name=f"%{SOURCE_QUEUE_NAME}%", connection=STORAGE_CONNECTION)
+def source_pages(message: func.QueueMessage) -> None:
+    handle_source_page(message.get_body(), root())
+
+
+@app.function_name("source_poll")
+@app.timer_trigger(arg_name="timer", schedule=f"%{SOURCE_POLL_SCHEDULE}%")
+def source_poll(timer: func.TimerRequest) -> None:
+    handle_source_poll(root())

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-APT_PACKAGES=(postgresql unixodbc unixodbc-dev tdsodbc odbc-postgresql libsqliteodbc)
+APT_PACKAGES=(postgresql unixodbc unixodbc-dev tdsodbc odbc-postgresql libsqliteodbc chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

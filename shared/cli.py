@@ -26,6 +26,7 @@ from shared.destinations import (
     redact,
 )
 from shared.destinations.redaction import install_log_redaction, redact_text
+from shared.replay import DEFAULT_BATCH_BYTES, DEFAULT_MAX_LINE_BYTES
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -53,6 +54,9 @@ def _replay(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("des replay: --workers must be at least 1", file=sys.stderr)
         return EXIT_USAGE
+    if args.batch_bytes < 1 or args.max_line_bytes < 1:
+        print("des replay: --batch-bytes and --max-line-bytes must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
     try:
         layout = Layout(args.schema, args.prefix or "", args.write_delete_log)
         dest = open_destination(args.destination, layout)
@@ -72,9 +76,13 @@ def _replay(args: argparse.Namespace) -> int:
         if rejects is None:
             return replay_parallel(
                 path, args.destination, layout, workers=args.workers, batch_size=args.batch_size,
-                rejects_dir=rejects_dir, progress=progress,
+                rejects_dir=rejects_dir, progress=progress, batch_bytes=args.batch_bytes,
+                max_line_bytes=args.max_line_bytes,
             )
-        return replay(path, SyncEngine(dest), batch_size=args.batch_size, rejects=rejects, progress=progress)
+        return replay(
+            path, SyncEngine(dest), batch_size=args.batch_size, rejects=rejects, progress=progress,
+            batch_bytes=args.batch_bytes, max_line_bytes=args.max_line_bytes,
+        )
 
     try:
         if sys.stderr.isatty():
@@ -119,9 +127,13 @@ def _stderr_console() -> Console:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from shared.tools.demo import run_demo
+    if args.stream:
+        from shared.tools.demo import run_stream_demo
 
-    return run_demo(Path(args.database), seed=args.seed, records=args.records)
+        return run_stream_demo(Path(args.database), seed=args.seed, records=args.records or 2000)
+    from shared.tools.demo_dataverse import run_demo
+
+    return run_demo(Path(args.database), seed=args.seed, records=args.records or 1000)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -160,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prefix", default="", help="table prefix, alphanumeric, fewer than 15 characters")
     r.add_argument("--write-delete-log", action="store_true", help="append applied deletes to <prefix>_DeleteLog")
     r.add_argument("--batch-size", type=int, default=5000, help="message bodies per batch (default 5000)")
+    r.add_argument(
+        "--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
+        help="at most this many bytes of message bodies per batch (default 2 MiB): bounds memory per worker",
+    )
+    r.add_argument(
+        "--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES,
+        help="a longer line is unprocessable, never read whole (default 16 MiB)",
+    )
     r.add_argument("--rejects-dir", default="des-rejects", help="where failures and unprocessables are written")
     r.add_argument(
         "--workers", type=int, default=DEFAULT_WORKERS,
@@ -167,10 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=_replay)
 
-    d = sub.add_parser("demo", help="generate a CRM sample and sync it into ./des-demo.db, then check it")
+    d = sub.add_parser("demo", help="the DES story: a simulated Dataverse environment synced into ./des-demo.db "
+                       "through the admin API (initial sync, live changes), then checked")  # fmt: skip
     d.add_argument("--database", default="des-demo.db")
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--records", type=int, default=2000, help="records per entity in the initial sync")
+    d.add_argument("--records", type=int, default=None, help="accounts in the environment (default 1000; with "
+                   "--stream: records per entity, default 2000)")  # fmt: skip
+    d.add_argument("--stream", action="store_true", help="the Service Bus path instead: a generated notification "
+                   "stream (duplicated, reordered, hostile bodies, blob paths on Azurite) through the "
+                   "handler")  # fmt: skip
     d.set_defaults(func=_demo)
 
     b = sub.add_parser("bench", help="measure replay throughput against hand-written baselines")
@@ -196,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dv.set_defaults(func=_simulate_dataverse)  # main() hands every later argument to the simulator's own parser
 
+    from shared.source.dataverse.cli import add_parser as add_sync  # des sync (the Dataverse source)
+
+    add_sync(sub)
     _add_admin_commands(sub)
     return parser
 
@@ -270,6 +298,8 @@ def _add_admin_commands(sub: Any) -> None:
 
     m = sub.add_parser("metrics", help="a profile's sync metrics (or the service's, without an id)")
     m.add_argument("id", nargs="?", default=None)
+    m.add_argument("--source", action="store_true", help="the profile's Dataverse source per table: initial "
+                   "sync state, rows read, pages, last poll, source lag, next poll")  # fmt: skip
     m.set_defaults(func=_metrics)
 
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.retry.policy import RetryPolicy
+from shared.source.dataverse import settings as dataverse_settings
+from shared.source.dataverse.settings import DataverseSettings
 
 # --- the Service Bus trigger
 SERVICE_BUS_QUEUE_NAME = "ServiceBusQueueName"
@@ -66,6 +68,17 @@ SERVICEBUS_MAX_MESSAGE_BYTES = "DES_SERVICEBUS_MAX_MESSAGE_BYTES"  # 262144 Stan
 DEFAULT_RETRY_BLOB_PATH = "retry/{name}"
 RETRY_SWEEP_SCHEDULE = "0 * * * * *"  # the retry sweeper timer: every minute
 BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"  # where the Functions host puts blobs that kept failing
+
+# --- the Dataverse source (issue 9; docs/dataverse-app.md). The DES_DATAVERSE_* and
+# DES_SOURCE_POLL_* names are defined once in shared/source/dataverse/settings.py (read into
+# AppConfig.dataverse); these are the function app's units of work around it.
+SOURCE_QUEUE_NAME = "DES_SOURCE_QUEUE_NAME"  # Storage queue of page units (queue trigger binding)
+SOURCE_POLL_SCHEDULE = dataverse_settings.DES_SOURCE_POLL_SCHEDULE  # NCRONTAB of the poll timer (binding)
+DATAVERSE_TOKEN = dataverse_settings.DES_DATAVERSE_TOKEN  # a setting name (simulators, tests only)
+STORAGE_QUEUE_SERVICE_URI = "AzureWebJobsStorage__queueServiceUri"  # identity-based queue endpoint
+SOURCE_LOCAL_WORKER = "DES_SOURCE_LOCAL_WORKER"  # `des api`: drain the queue and poll in process (default on)
+DEFAULT_SOURCE_QUEUE_NAME = "des-source-pages"
+DEFAULT_SOURCE_POLL_SCHEDULE = dataverse_settings.DEFAULT_POLL_SCHEDULE  # every minute
 
 
 class SettingsError(RuntimeError):
@@ -257,6 +270,42 @@ class ServiceBusConfig:
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """The Dataverse source in the app: the page queue (``AzureWebJobsStorage``; an in-process queue
+    where no storage is configured), the poll schedule, and the local worker of ``des api``."""
+
+    queue_name: str = DEFAULT_SOURCE_QUEUE_NAME
+    poll_schedule: str = DEFAULT_SOURCE_POLL_SCHEDULE
+    local_worker: bool = True
+    queue_service_uri: str | None = None  # identity-based storage: the account's queue endpoint
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SourceConfig:
+        queue = _text(env, SOURCE_QUEUE_NAME) or DEFAULT_SOURCE_QUEUE_NAME
+        if not (3 <= len(queue) <= 63) or not all(c.islower() or c.isdigit() or c == "-" for c in queue) or (
+            queue.startswith("-") or queue.endswith("-") or "--" in queue
+        ):
+            raise SettingsError(
+                f"setting {SOURCE_QUEUE_NAME} must be a Storage queue name: 3-63 lower-case letters, digits and "
+                f"single hyphens, not at either end; got {queue!r}"
+            )
+        raw = (env.get(SOURCE_LOCAL_WORKER) or "").strip()
+        return cls(
+            queue_name=queue,
+            poll_schedule=_text(env, SOURCE_POLL_SCHEDULE) or DEFAULT_SOURCE_POLL_SCHEDULE,
+            local_worker=flag(raw) if raw else True,
+            queue_service_uri=_text(env, STORAGE_QUEUE_SERVICE_URI),
+        )
+
+
+def dataverse_from_env(env: Mapping[str, str]) -> DataverseSettings:
+    try:
+        return DataverseSettings.from_env(env)
+    except dataverse_settings.SettingsError as exc:
+        raise SettingsError(f"setting {exc}") from exc
+
+
+@dataclass(frozen=True)
 class AppConfig:
     """Every setting of the function app, the admin API and the ``des`` commands."""
 
@@ -267,6 +316,8 @@ class AppConfig:
     api: ApiConfig = field(default_factory=ApiConfig)
     service_bus: ServiceBusConfig = field(default_factory=ServiceBusConfig)
     rejects_dir: str = DEFAULT_REJECTS_DIR
+    source: SourceConfig = field(default_factory=SourceConfig)
+    dataverse: DataverseSettings = field(default_factory=DataverseSettings)
 
     @property
     def mode(self) -> str:
@@ -283,4 +334,6 @@ class AppConfig:
             api=ApiConfig.from_env(env),
             service_bus=ServiceBusConfig.from_env(env),
             rejects_dir=env.get(REJECTS_DIR) or DEFAULT_REJECTS_DIR,
+            source=SourceConfig.from_env(env),
+            dataverse=dataverse_from_env(env),
         )

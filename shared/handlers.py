@@ -68,3 +68,16 @@ def handle_blob_poison(text: str, root: Root) -> str:
 def handle_retention(root: Root) -> int:
     """Daily: delete failure logs, parked failures and unprocessables older than 30 days."""
     return cleanup_retention(root.storage.stores) if root.storage is not None else 0
+
+
+def handle_source_page(text: str | bytes, root: Root) -> str:
+    """The page queue trigger: one unit of the Dataverse source (one page of one table of one profile)."""
+    if root.source is None:
+        log.error("a source page unit arrived but this app runs no Dataverse source (profile mode only)")
+        return "ignored"
+    return root.source.handle_page(text).value
+
+
+def handle_source_poll(root: Root) -> int:
+    """The poll timer: a unit for every table whose delta link is due, or whose pass was interrupted."""
+    return root.source.poll() if root.source is not None else 0

@@ -1,23 +1,46 @@
-"""Replay a file of Service Bus message bodies (one per line) through the sync engine, streaming."""
+"""Replay a file of Service Bus message bodies (one per line) through the sync engine, streaming.
+
+A line is a contract v1 body, a Dataverse message body (RemoteExecutionContext JSON), or a Dataverse
+message with its application properties (``{"applicationProperties": {...}, "body": {...}}``):
+shared.source.dataverse.push. Replay has no Dataverse source, so a Dataverse message that needs a
+re-read (no full post-image) is unprocessable with the reason.
+
+Memory is bounded: a batch holds at most ``batch_size`` lines **and** ``batch_bytes`` bytes of them
+(defaults 5,000 lines and 2 MiB), and a line longer than ``max_line_bytes`` (default 16 MiB) is
+unprocessable without being read whole (its first 4 KiB are kept with the reason). So a worker holds
+one batch (plus the parsed notifications and rows made from it, about six times its bytes) on top of
+its start-up size: with the defaults about 35 MB + 8 x 2 MiB per worker, whatever the file (BENCHMARKS.md).
+Workers exit when the replaying process dies (they are told by the kernel, and check each batch).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import fcntl
 import multiprocessing
+import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from shared.contract.parse import parse_bodies
+from shared.contract.parse import Unprocessable, unprocessable
 from shared.destinations import Layout, open_destination
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from shared.rejects import RejectFiles
+from shared.source.dataverse.push import parse_lines
 
 DEFAULT_BATCH_SIZE = 5000
+DEFAULT_BATCH_BYTES = 2 * 2**20
+DEFAULT_MAX_LINE_BYTES = 16 * 2**20
+KEPT_OF_A_LONG_LINE = 4096
+_SKIP_CHUNK = 2**20
 
 
 @dataclass
@@ -32,18 +55,73 @@ class ReplayReport:
                 "notifications_per_second": round(rate, 1)}
 
 
-def batches(fh: IO[bytes], size: int) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    for line in fh:
+@dataclass
+class Batch:
+    """Lines of one batch, and the lines too long to read (unprocessable), in file order."""
+
+    lines: list[bytes] = field(default_factory=list)
+    too_long: list[Unprocessable] = field(default_factory=list)
+    size: int = 0  # bytes of ``lines``
+    count: int = 0  # lines, long ones included
+
+
+def batches(
+    fh: IO[bytes],
+    size: int,
+    max_bytes: int = DEFAULT_BATCH_BYTES,
+    max_line: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[Batch]:
+    """Batches of at most ``size`` lines and ``max_bytes`` bytes (a longer line is a batch alone)."""
+    batch = Batch()
+    while True:
+        line = fh.readline(max_line + 1)
+        if not line:
+            break
+        if len(line) > max_line and not line.endswith(b"\n"):
+            head = line[:KEPT_OF_A_LONG_LINE]
+            del line
+            batch.too_long.append(_too_long_from(fh, head, max_line + 1))
+            batch.count += 1
+            continue
         line = line.strip()
         if not line:
             continue
-        batch.append(line)
-        if len(batch) >= size:
+        if batch.lines and batch.size + len(line) > max_bytes:
             yield batch
-            batch = []
-    if batch:
+            batch = Batch()
+        batch.lines.append(line)
+        batch.size += len(line)
+        batch.count += 1
+        if batch.count >= size:
+            yield batch
+            batch = Batch()
+    if batch.lines or batch.too_long:
         yield batch
+
+
+def _too_long_from(fh: IO[bytes], head: bytes, read: int) -> Unprocessable:
+    total = read
+    while True:
+        chunk = fh.readline(_SKIP_CHUNK)
+        if not chunk:
+            break
+        total += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return unprocessable(
+        head.decode("utf-8", "backslashreplace"),
+        f"the line is {total} bytes long, longer than the {read - 1} bytes replay reads; "
+        f"its first {len(head)} bytes are kept here",
+    )
+
+
+def _apply(engine: SyncEngine, batch: Batch) -> BatchResult:
+    parsed = parse_lines(batch.lines)
+    batch.lines.clear()  # the parsed batch is what stays in memory while it is applied
+    result = engine.apply_parsed(parsed)
+    if batch.too_long:
+        result.add_unprocessable(batch.too_long)
+    return result
 
 
 def _settle(result: BatchResult, rejects: RejectFiles | None, total: BatchResult) -> None:
@@ -63,15 +141,17 @@ def replay(
     batch_size: int = DEFAULT_BATCH_SIZE,
     rejects: RejectFiles | None = None,
     progress: Callable[[int], None] | None = None,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> ReplayReport:
     """Apply every line of ``path``; never holds more than one batch in memory."""
     total = BatchResult()
     lines = 0
     started = time.perf_counter()
     with path.open("rb") as fh:
-        for batch in batches(fh, batch_size):
-            _settle(engine.apply_bodies(batch), rejects, total)
-            lines += len(batch)
+        for batch in batches(fh, batch_size, batch_bytes, max_line_bytes):
+            _settle(_apply(engine, batch), rejects, total)
+            lines += batch.count
             if progress is not None:
                 progress(fh.tell())
     return ReplayReport(total, time.perf_counter() - started, lines)
@@ -93,6 +173,17 @@ def _file_lock(path: str | None) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM when the replaying process dies (Linux), and check once now:
+    a worker must never go on writing for a replay nobody waits for."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def _replay_part(
     path: str,
     dsn: str,
@@ -103,10 +194,15 @@ def _replay_part(
     rejects_dir: str | None,
     write_lock: str | None,
     positions: Any,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    parent: int | None = None,
 ) -> tuple[BatchResult, int]:
     """One worker process: every ``workers``-th batch, starting with batch ``index``."""
     from shared.tuning import tune_for_throughput
 
+    if parent is not None:
+        _exit_with_parent(parent)
     tune_for_throughput()
     dest = open_destination(dsn, layout)
     engine = SyncEngine(dest)
@@ -115,14 +211,19 @@ def _replay_part(
     lines = 0
     try:
         with open(path, "rb") as fh:
-            for i, batch in enumerate(batches(fh, batch_size)):
+            for i, batch in enumerate(batches(fh, batch_size, batch_bytes, max_line_bytes)):
                 if i % workers != index:
                     continue
-                parsed = parse_bodies(batch)  # in parallel with the other workers' writes
+                if parent is not None and os.getppid() != parent:
+                    raise SystemExit("the replaying process died; this worker stops")  # committed batches stay
+                parsed = parse_lines(batch.lines)  # in parallel with the other workers' writes
+                batch.lines.clear()
                 with _file_lock(write_lock):
                     result = engine.apply_parsed(parsed)
+                if batch.too_long:
+                    result.add_unprocessable(batch.too_long)
                 _settle(result, rejects, total)
-                lines += len(batch)
+                lines += batch.count
                 positions[index] = fh.tell()
     finally:
         if rejects is not None:
@@ -140,6 +241,8 @@ def replay_parallel(
     batch_size: int = DEFAULT_BATCH_SIZE,
     rejects_dir: Path | None = None,
     progress: Callable[[int], None] | None = None,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> ReplayReport:
     """Replay with several worker processes, each with its own connection and engine.
 
@@ -158,7 +261,8 @@ def replay_parallel(
         ctx.Process(
             target=_run_part,
             args=(results, str(path), dsn, layout, batch_size, i, workers,
-                  str(rejects_dir) if rejects_dir else None, write_lock, positions),
+                  str(rejects_dir) if rejects_dir else None, write_lock, positions,
+                  batch_bytes, max_line_bytes, os.getpid()),
             name=f"des-replay-{i}",
         )
         for i in range(workers)

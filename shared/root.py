@@ -28,30 +28,38 @@ from shared.config import (
     BLOB_KEY,
     BLOB_OLD_KEYS,
     DEFAULT_REJECTS_DIR,
+    STORAGE_QUEUE_SERVICE_URI,
     AppConfig,
     DestinationConfig,
     ProfilesConfig,
     SettingsError,
     StorageConfig,
 )
+from shared.contract.parse import parse_bodies
 from shared.destinations import Destination, Layout, open_destination
 from shared.destinations.redaction import install_log_redaction
 from shared.engine.engine import SyncEngine
 from shared.metrics import MetricsSink
 from shared.profiles.checks import check_destination
 from shared.profiles.fanout import EngineRegistry, FanOut, ProfileDirectory
+from shared.profiles.model import Profile
 from shared.profiles.ports import FailureLogReader, ParkedFailureReader, ProfileBlobs
 from shared.profiles.secrets import SecretResolver, managed_identity_credential
 from shared.profiles.service import Checker, ProfileService
+from shared.pull.queue import InMemoryWorkQueue, StorageWorkQueue, WorkQueue
+from shared.pull.sinks import DirectSink, LazyPublisher, ServiceBusSink, destination_ids
+from shared.pull.work import ClientFactory, Sink, SourceWork
 from shared.rejects import LocalRejects, RejectFiles, RejectSink
 from shared.retry.policy import RetryPolicy
 from shared.retry.ports import RetryDeps
 from shared.routing import FanOutRouter, FixedRouter, ProfileRouter
 from shared.storage.account import Storage
 from shared.storage.blobs import BlobStores
+from shared.storage.claimcheck import resolve_references
 from shared.storage.crypto import EncryptionKeyError, default_credential, key_ring_from_specs
 from shared.store import open_store
 from shared.store.base import Store
+from shared.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +165,8 @@ class Root:
     # first asks (:meth:`profiles`). ``owns_runtime``: closed with the root.
     runtime: ProfileRuntime | None = None
     owns_runtime: bool = False
+    # The Dataverse source (profile mode): page units on the work queue, the poll timer.
+    source: SourceWork | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -182,6 +192,8 @@ class Root:
         """Close what this root opened: the router's destination and local reject files, and the
         profile runtime if it built it."""
         self.router.close()
+        if self.source is not None:
+            self.source.close()
         if self.owns_runtime and self.runtime is not None:
             self.runtime.close()
 
@@ -230,7 +242,72 @@ def profiles_root(
     if rejects_for is None:
         rejects_for = storage.rejects if storage is not None else LocalRejects(Path(rejects_dir))
     router = ProfileRouter(runtime, rejects_for, retry_policy or RetryPolicy())
-    return Root(router, storage, app or AppConfig(profiles=runtime.config), runtime, owns_runtime)
+    r = Root(router, storage, app or AppConfig(profiles=runtime.config), runtime, owns_runtime)
+    attach_source(r)
+    return r
+
+
+# ------------------------------------------------------------------------ the Dataverse source
+def open_work_queue(config: AppConfig) -> WorkQueue:
+    """The page queue: on the storage account (``AzureWebJobsStorage``: a connection string, or
+    identity-based with ``AzureWebJobsStorage__queueServiceUri`` / ``__accountName``), else in process."""
+    storage, name = config.storage, config.source.queue_name
+    if storage is None:
+        return InMemoryWorkQueue()
+    if storage.connection_string:
+        return StorageWorkQueue.from_connection_string(storage.connection_string, name)
+    url = config.source.queue_service_uri or (
+        f"https://{storage.account_name}.queue.core.windows.net" if storage.account_name else None
+    )
+    if url is None:
+        raise SettingsError(f"setting {STORAGE_QUEUE_SERVICE_URI} is required with an identity-based blob endpoint")
+    return StorageWorkQueue.from_account_url(url, name, default_credential())
+
+
+def attach_source(
+    r: Root, *, queue: WorkQueue | None = None, client_factory: ClientFactory | None = None
+) -> SourceWork | None:
+    """Give a profile-mode root its Dataverse source and the profile service its hooks (checks,
+    initial sync on activation, status). Notifications go to Service Bus where it is configured
+    (``ServiceBusConnection`` + ``ServiceBusQueueName``), else straight through the root's router."""
+    rt = r.runtime
+    if rt is None or not isinstance(r.router, ProfileRouter) or not isinstance(rt.store, SqlStore):
+        return None
+    from shared.source.dataverse.cursors import CursorStore
+
+    config = r.config
+    sb = config.service_bus
+    engines = rt.engines
+
+    def ids(profile: Profile) -> Callable[[str], set[str]]:
+        return lambda entity: destination_ids(engines, profile, entity)
+
+    if sb.queue_name and (sb.connection_string or sb.namespace):
+        from shared.publisher import NotificationPublisher, open_client
+
+        payloads = r.storage.payloads if r.storage is not None else None
+        queue_name = sb.queue_name
+        publisher = LazyPublisher(lambda: NotificationPublisher(open_client(sb).get_queue_sender(queue_name), payloads))
+
+        def sink_for(profile: Profile) -> Sink:
+            return ServiceBusSink(publisher, ids(profile))
+    else:
+
+        def deliver(bodies: object) -> object:
+            parsed = parse_bodies(bodies)  # type: ignore[arg-type]
+            resolution = resolve_references(parsed, r.storage.payloads if r.storage is not None else None)
+            return r.router.apply_batch(parsed, resolution, r.retries)
+
+        def sink_for(profile: Profile) -> Sink:
+            return DirectSink(deliver, ids(profile))
+
+    work = SourceWork(
+        profiles=rt.service, cursors=CursorStore(rt.store), queue=queue or open_work_queue(config), sink_for=sink_for,
+        settings=config.dataverse, secrets=rt.resolver, client_factory=client_factory,
+    )  # fmt: skip
+    r.source = work
+    rt.service.source = work
+    return work
 
 
 def build_root(config: AppConfig) -> Root:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 from shared.api.auth import AuthError
 from shared.api.deps import Lazy
+from shared.api.routers.console import is_console_file
 
 log = logging.getLogger("shared.api.app")
 access_log = logging.getLogger("shared.api.access")
@@ -92,7 +93,7 @@ class GuardMiddleware:
             else:
                 await _send_json(send, 503, {"detail": "the admin API is not ready (its store is unavailable)"})
             return
-        if path not in ANONYMOUS_PATHS:
+        if path not in ANONYMOUS_PATHS and not is_console_file(path):  # the console's files hold no data
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             try:
                 scope.setdefault("state", {})

@@ -112,3 +112,24 @@ class ResyncOut(BaseModel):
     selected: int
     missing: int = Field(description="Selected failures with no parked notification left.")
     counts: dict[str, Any]
+
+
+class SourceEntityOut(BaseModel):
+    entity: str
+    InitialSyncState: str = Field(description="NotStarted, InProgress, Completed or Failed (see reason).")
+    reason: str | None = Field(description="Why the table failed, or the last fault it recovered from.")
+    phase: str = Field(description="metadata, initial, reconcile, delta or resync (empty before the first unit).")
+    rowsRead: int
+    deletesRead: int
+    pages: int
+    lastPoll: datetime | None
+    sourceLagSeconds: float | None = Field(description="Now minus the newest modifiedon read.")
+    nextPoll: datetime | None
+
+
+class SourceOut(BaseModel):
+    profileId: str
+    state: ProfileState
+    environmentUrl: str
+    authKind: str
+    entities: list[SourceEntityOut]

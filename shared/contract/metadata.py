@@ -17,7 +17,6 @@ from enum import Enum
 from typing import Annotated, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,9 +31,9 @@ from shared.contract.models import (
     GUID_PATTERN,
     INT64_MAX,
     NAME_PATTERN,
-    JsonDateTime,
     JsonInteger,
     Notification,
+    UtcDateTime,
     validation_reason,
 )
 
@@ -307,7 +306,7 @@ class MetadataNotification(BaseModel):
         Field(ge=0, le=INT64_MAX, description="Metadata version; the newest per entity wins, older ones are stale."),
         JsonInteger,
     ]
-    changedOn: Annotated[AwareDatetime, JsonDateTime]
+    changedOn: UtcDateTime
     metadata: EntityMetadata
 
 

@@ -8,11 +8,13 @@ test keeps the two in step.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Literal
 
+import msgspec
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -45,13 +47,15 @@ Guid = Annotated[
 
 
 def _json_integer(value: object) -> object:
-    """Only JSON integers, as the JSON Schema says: no strings, no booleans; 5.0 is the integer 5."""
+    """Only JSON integers: no strings, no booleans, and no numbers written with a fraction or an
+    exponent. ``9007199254740993.0`` reaches us as the double ...992, so accepting integral floats
+    would round silently; JSON Schema's ``integer`` would take ``5.0``, this contract does not."""
     if type(value) is int:
         return value
+    if isinstance(value, float):
+        raise ValueError("must be a JSON integer, written without a fraction or an exponent")
     if isinstance(value, bool | str):
         raise ValueError(f"must be a JSON integer, not {type(value).__name__}")
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
     return value
 
 
@@ -70,13 +74,66 @@ def validation_reason(exc: ValidationError) -> str:
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
+def rfc3339(text: str) -> datetime | None:
+    """An RFC 3339 date-time string as a datetime (naive when it has no offset), or None.
+
+    One grammar for every reader of the contract: msgspec's RFC 3339 parser, which the fast decode
+    path (shared.contract.parse) runs in C. Seconds are required; a fraction beyond microseconds
+    is rounded to the nearest microsecond."""
+    try:
+        return msgspec.convert(text, datetime)
+    except msgspec.ValidationError:
+        return None
+
+
 def _json_datetime(value: object) -> object:
+    if isinstance(value, str):
+        parsed = rfc3339(value)
+        if parsed is None:
+            raise ValueError("must be an RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.fraction] and Z or +HH:MM")
+        return parsed
     if isinstance(value, int | float):
         raise ValueError(f"must be an RFC 3339 date-time string, not {type(value).__name__}")
     return value
 
 
 JsonDateTime = BeforeValidator(_json_datetime)
+
+UTC_MIN = "0001-01-01T00:00:00Z"
+UTC_MAX = "9999-12-31T23:59:59.999999Z"
+
+
+def _utc_representable(value: datetime) -> datetime:
+    """Every store and destination keeps date-times in UTC (SQL Server ``datetime2``: years 1 to
+    9999): ``9999-12-31T23:59:59-01:00`` is year 10000 there, so it is no date-time of this contract."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"must lie between {UTC_MIN} and {UTC_MAX} once converted to UTC") from None
+    return value
+
+
+# An RFC 3339 string with a time zone, representable in UTC; a bare number (Unix time) is not one.
+UtcDateTime = Annotated[AwareDatetime, JsonDateTime, AfterValidator(_utc_representable)]
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode (a lone surrogate, which no UTF-8 writer can write), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid Unicode: a lone surrogate U+{ord(text[exc.start]):04X} at character {exc.start}"
+    return None
+
+
+def _valid_unicode(value: str) -> str:
+    problem = unicode_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+UnicodeStr = Annotated[StrictStr, AfterValidator(_valid_unicode)]
 
 
 class ChangeType(str, Enum):
@@ -96,7 +153,7 @@ class Lookup(BaseModel):
 
 # Strict types never overlap, so trying them left to right is exact, and much faster than "smart" mode.
 AttributeValue = Annotated[
-    StrictBool | StrictInt | StrictFloat | StrictStr | Lookup | None, Field(union_mode="left_to_right")
+    StrictBool | StrictInt | StrictFloat | UnicodeStr | Lookup | None, Field(union_mode="left_to_right")
 ]
 
 
@@ -135,7 +192,12 @@ class Notification(BaseModel):
         allow_inf_nan=False,
         title="DES notification v1",
         json_schema_extra={
-            "$comment": "Unknown top-level fields and any schemaVersion other than 1 are unprocessable.",
+            "$comment": (
+                "Unknown top-level fields and any schemaVersion other than 1 are unprocessable. "
+                "Beyond what JSON Schema states: integers are written as JSON integers (5.0 is unprocessable), "
+                "strings are valid Unicode (no lone surrogates, no invalid UTF-8), changedOn lies between "
+                f"{UTC_MIN} and {UTC_MAX} once converted to UTC, and a leading byte-order mark is ignored."
+            ),
         },
     )
 
@@ -149,8 +211,7 @@ class Notification(BaseModel):
         Field(ge=0, le=INT64_MAX, description="Source versionnumber; strictly increasing per record."),
         JsonInteger,
     ]
-    # An RFC 3339 string with a time zone; a bare number (Unix time) is not a date-time here.
-    changedOn: Annotated[AwareDatetime, JsonDateTime]
+    changedOn: UtcDateTime
     attributes: dict[LogicalName, AttributeValue] | None = Field(
         default=None,
         description="Full record state for create/update (absent attributes become NULL); absent for delete.",

@@ -9,14 +9,26 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from pydantic import TypeAdapter, ValidationError
 
 # Entity metadata notifications ("changeType": "metadata"): tried only when a body fails the record
 # contract, so record notifications keep their fast path (shared/contract/metadata.py).
 from shared.contract.metadata import METADATA_CHANGE_TYPE, MetadataNotification, validate_metadata
-from shared.contract.models import MAX_REASON, ChangeType, MessageBody, Notification, validation_reason
+from shared.contract.models import (
+    INT64_MAX,
+    MAX_REASON,
+    NAME_RE,
+    ChangeType,
+    Lookup,
+    MessageBody,
+    Notification,
+    unicode_problem,
+    validation_reason,
+)
 
 # Attribute names our destination layout owns (compared lower case: SQL Server is case-insensitive).
 RESERVED_ATTRIBUTES = frozenset({"id", "sinkcreatedon", "sinkmodifiedon"})
@@ -29,12 +41,31 @@ _ONE = TypeAdapter(Notification)
 
 @dataclass(frozen=True, slots=True)
 class Unprocessable:
-    """A message body (or envelope element) that fails the contract, kept verbatim with its reason."""
+    """A message body (or envelope element) that fails the contract, kept verbatim with its reason.
+
+    Every string in it is valid Unicode (:func:`unprocessable` escapes what is not), so every
+    reject writer (CSV, JSONL, blob) can write it as UTF-8."""
 
     body: str
     reason: str
     entity: str | None = None
     record_id: str | None = None
+
+
+def _writable(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udxxx`` escapes (nothing else changes)."""
+    if unicode_problem(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unprocessable(body: str, reason: str, entity: str | None = None, record_id: str | None = None) -> Unprocessable:
+    return Unprocessable(
+        _writable(body),
+        _writable(reason),
+        None if entity is None else _writable(entity),
+        None if record_id is None else _writable(record_id),
+    )
 
 
 @dataclass(slots=True)
@@ -43,6 +74,7 @@ class ParsedBatch:
     unprocessable: list[Unprocessable] = field(default_factory=list)
     received: int = 0  # notifications seen: valid + unprocessable (+ metadata)
     metadata: list[MetadataNotification] = field(default_factory=list)  # valid metadata notifications
+    referred: int = 0  # bodies the fast path handed to the pydantic reference parser
 
 
 _reason = validation_reason
@@ -78,10 +110,22 @@ def _identity(obj: Any) -> tuple[str | None, str | None]:
     return (None, None)
 
 
+BOM = "\ufeff"
+BOM_BYTES = BOM.encode("utf-8")
+
+
 def _text(body: bytes | str) -> str:
+    """The body as text for keeping: invalid UTF-8 escaped (``\\xff``), never replaced."""
     if isinstance(body, bytes):
-        return body.decode("utf-8", errors="replace")
+        return body.decode("utf-8", errors="backslashreplace")
     return body
+
+
+def _without_bom(body: bytes | str) -> bytes | str:
+    """A leading UTF-8 byte-order mark is tolerated (Windows editors write one); one, at the start only."""
+    if isinstance(body, bytes):
+        return body[3:] if body.startswith(BOM_BYTES) else body
+    return body[1:] if body.startswith(BOM) else body
 
 
 def _accept(out: ParsedBatch, n: Notification, raw: bytes | str | None) -> None:
@@ -90,11 +134,173 @@ def _accept(out: ParsedBatch, n: Notification, raw: bytes | str | None) -> None:
         out.notifications.append(n)
     else:
         body = _text(raw) if raw is not None else n.model_dump_json()
-        out.unprocessable.append(Unprocessable(body, problem, n.entity, n.recordId))
+        out.unprocessable.append(unprocessable(body, problem, n.entity, n.recordId))
+
+
+# ------------------------------------------------------------------------------------ fast path
+class _FastLookup(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    logicalName: str
+
+
+_FastValue = bool | int | float | str | _FastLookup | None
+
+
+class _FastNote(msgspec.Struct, forbid_unknown_fields=True):
+    """The shape of a record notification, for msgspec; the rules are those of models.Notification."""
+
+    schemaVersion: int
+    organizationId: str
+    entity: str
+    recordId: str
+    changeType: str
+    version: int
+    changedOn: datetime
+    attributes: dict[str, _FastValue] | msgspec.UnsetType | None = msgspec.UNSET
+    # A claim check is rare: any payloadRef key sends the body to the reference parser.
+    payloadRef: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+_DECODER = msgspec.json.Decoder(_FastNote | list[_FastNote])
+_CHANGE_TYPES = {c.value: c for c in ChangeType}
+_CACHE_LIMIT = 100_000  # names seen valid, per process (a hostile stream cannot grow it beyond this)
+_valid_names: set[str] = set()
+_valid_orgs: set[str] = set()
+_WITHOUT_ATTRIBUTES = set(Notification.model_fields) - {"attributes", "payloadRef"}
+_WITH_ATTRIBUTES = _WITHOUT_ATTRIBUTES | {"attributes"}
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _is_guid(text: str) -> bool:
+    """Whether ``text`` is a GUID in 8-4-4-4-12 hex form (GUID_PATTERN, matched in full), without a
+    regex: dashes in place, and the rest exactly 16 bytes of hex (``bytes.fromhex`` skips spaces
+    between pairs, but then fewer than 16 bytes remain)."""
+    if len(text) != 36 or text[8] != "-" or text[13] != "-" or text[18] != "-" or text[23] != "-":
+        return False
+    try:
+        return len(bytes.fromhex(text.replace("-", ""))) == 16
+    except ValueError:
+        return False
+
+
+def _name_ok(name: str) -> bool:
+    if name in _valid_names:
+        return True
+    if NAME_RE.fullmatch(name) is None:
+        return False
+    if len(_valid_names) < _CACHE_LIMIT:
+        _valid_names.add(name)
+    return True
+
+
+def _model(cls: type[Any], values: dict[str, Any], fields_set: set[str]) -> Any:
+    """A pydantic model instance from values already validated to its rules (what
+    ``model_construct`` does, without its per-field Python loop)."""
+    obj = _new(cls)
+    _set(obj, "__dict__", values)
+    _set(obj, "__pydantic_fields_set__", fields_set)
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
+    return obj
+
+
+def _build(n: _FastNote) -> Notification | None:
+    """The Notification ``n`` is, when it passes every rule of the contract; None sends the body to
+    the reference parser (which then gives the reason)."""
+    change = _CHANGE_TYPES.get(n.changeType)
+    version = n.version
+    when = n.changedOn
+    if (
+        change is None
+        or n.schemaVersion != 1
+        or not 0 <= version <= INT64_MAX
+        or when.tzinfo is None
+        or n.payloadRef is not msgspec.UNSET
+        or not _name_ok(n.entity)
+        or not _is_guid(n.recordId)
+    ):
+        return None
+    org = n.organizationId
+    if org not in _valid_orgs:
+        if not _is_guid(org):
+            return None
+        if len(_valid_orgs) < _CACHE_LIMIT:
+            _valid_orgs.add(org)
+    if when.year in (1, 9999):
+        try:
+            when.astimezone(UTC)
+        except OverflowError:
+            return None
+    attrs = n.attributes
+    if attrs is msgspec.UNSET:
+        attrs, fields = None, _WITHOUT_ATTRIBUTES.copy()
+    else:
+        fields = _WITH_ATTRIBUTES.copy()
+        if attrs is not None:
+            if not _valid_names.issuperset(attrs) and not all(map(_name_ok, attrs)):
+                return None
+            if _FastLookup in set(map(type, attrs.values())):
+                for key, value in attrs.items():
+                    if type(value) is _FastLookup:
+                        if not _is_guid(value.id) or not _name_ok(value.logicalName):
+                            return None
+                        attrs[key] = _model(
+                            Lookup, {"id": value.id, "logicalName": value.logicalName}, {"id", "logicalName"}
+                        )
+    values = {
+        "schemaVersion": 1,
+        "organizationId": org,
+        "entity": n.entity,
+        "recordId": n.recordId,
+        "changeType": change,
+        "version": version,
+        "changedOn": when,
+        "attributes": attrs,
+        "payloadRef": None,
+    }
+    built: Notification = _model(Notification, values, fields)
+    return built
 
 
 def parse_body(body: bytes | str, out: ParsedBatch) -> None:
-    """Parse one message body into ``out``; never raises on bad input."""
+    """Parse one message body into ``out``; never raises on bad input.
+
+    The fast path: msgspec decodes into typed structures in C (valid UTF-8, no lone surrogates,
+    JSON integers, RFC 3339 date-times), then names are checked against a per-process cache and
+    GUIDs once each. Whatever it does not accept outright goes to the pydantic reference
+    (:func:`parse_body_reference`), which decides and gives the reason; both reach the same
+    outcome for every body (tests/unit/test_decode_differential.py).
+    """
+    try:
+        notes = _DECODER.decode(body)
+    except Exception:  # anything msgspec refuses (or a str it cannot encode): the reference decides
+        parse_body_reference(body, out)
+        return
+    if isinstance(notes, list):
+        built = [_build(n) for n in notes]
+        if None in built:
+            parse_body_reference(body, out)
+            return
+        out.received += len(built)
+        raw = body if len(built) == 1 else None
+        for n in built:
+            _accept(out, n, raw)  # type: ignore[arg-type]
+        return
+    one = _build(notes)
+    if one is None:
+        parse_body_reference(body, out)
+        return
+    out.received += 1
+    _accept(out, one, body)
+
+
+def parse_body_reference(body: bytes | str, out: ParsedBatch) -> None:
+    """Parse one message body into ``out`` with the pydantic models alone; never raises on bad input.
+
+    The reference the fast path (:func:`parse_body`) is tested against, and its fallback."""
+    out.referred += 1
+    body = _without_bom(body)
     try:
         parsed = _BODY.validate_json(body)
     except ValidationError:
@@ -112,11 +318,19 @@ def parse_body(body: bytes | str, out: ParsedBatch) -> None:
 def _parse_slow(body: bytes | str, out: ParsedBatch) -> None:
     """The body failed validation as a whole: find out which parts are bad, keep the good ones."""
     text = _text(body)
+    if isinstance(body, bytes):
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            out.received += 1
+            reason = f"the body is not valid UTF-8: {exc.reason} at byte {exc.start}"
+            out.unprocessable.append(unprocessable(text, reason))
+            return
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError) as exc:
         out.received += 1
-        out.unprocessable.append(Unprocessable(text, f"malformed JSON: {exc}"[:MAX_REASON]))
+        out.unprocessable.append(unprocessable(text, f"malformed JSON: {exc}"[:MAX_REASON]))
         return
     elements = doc if isinstance(doc, list) else [doc]
     if not elements:
@@ -126,12 +340,12 @@ def _parse_slow(body: bytes | str, out: ParsedBatch) -> None:
         raw = text if element is doc else json.dumps(element, ensure_ascii=False)
         if not isinstance(element, dict):
             reason = f"a notification must be a JSON object, got {type(element).__name__}"
-            out.unprocessable.append(Unprocessable(raw, reason))
+            out.unprocessable.append(unprocessable(raw, reason))
             continue
         if element.get("schemaVersion") != 1:
             entity, rid = _identity(element)
             reason = f"unsupported schemaVersion {element.get('schemaVersion')!r}; this service reads 1"
-            out.unprocessable.append(Unprocessable(raw, reason, entity, rid))
+            out.unprocessable.append(unprocessable(raw, reason, entity, rid))
             continue
         if element.get("changeType") == METADATA_CHANGE_TYPE:
             _accept_metadata(out, element, raw)
@@ -140,7 +354,7 @@ def _parse_slow(body: bytes | str, out: ParsedBatch) -> None:
             n = _ONE.validate_python(element)
         except ValidationError as exc:
             entity, rid = _identity(element)
-            out.unprocessable.append(Unprocessable(raw, _reason(exc), entity, rid))
+            out.unprocessable.append(unprocessable(raw, _reason(exc), entity, rid))
             continue
         _accept(out, n, raw)
 
@@ -149,7 +363,7 @@ def _accept_metadata(out: ParsedBatch, element: dict[str, Any], raw: str) -> Non
     m = validate_metadata(element)
     if isinstance(m, str):
         entity, _ = _identity(element)
-        out.unprocessable.append(Unprocessable(raw, m, entity))
+        out.unprocessable.append(unprocessable(raw, m, entity))
     else:
         out.metadata.append(m)
 
@@ -158,6 +372,13 @@ def parse_bodies(bodies: Iterable[bytes | str]) -> ParsedBatch:
     out = ParsedBatch()
     for body in bodies:
         parse_body(body, out)
+    return out
+
+
+def parse_bodies_reference(bodies: Iterable[bytes | str]) -> ParsedBatch:
+    out = ParsedBatch()
+    for body in bodies:
+        parse_body_reference(body, out)
     return out
 
 
@@ -173,14 +394,14 @@ def resolve_reference(ref: Notification, payload: bytes | str) -> Notification |
     try:
         n = _ONE.validate_json(payload)
     except ValidationError as exc:
-        return Unprocessable(body, f"{where}: {_reason(exc)}"[:MAX_REASON], ref.entity, ref.recordId)
+        return unprocessable(body, f"{where}: {_reason(exc)}"[:MAX_REASON], ref.entity, ref.recordId)
     same = (n.organizationId.lower(), n.entity, n.recordId.lower(), n.changeType, n.version) == (
         ref.organizationId.lower(), ref.entity, ref.recordId.lower(), ref.changeType, ref.version,
     )
     if not same or n.payloadRef is not None:
         reason = f"{where} does not hold the notification its reference names (entity, recordId, version)"
-        return Unprocessable(body, reason, ref.entity, ref.recordId)
+        return unprocessable(body, reason, ref.entity, ref.recordId)
     problem = _semantic_error(n)
     if problem is not None:
-        return Unprocessable(body, f"{where}: {problem}", ref.entity, ref.recordId)
+        return unprocessable(body, f"{where}: {problem}", ref.entity, ref.recordId)
     return n

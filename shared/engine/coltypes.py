@@ -116,7 +116,7 @@ def coerce(column: ColumnType, value: object) -> tuple[bool, object]:
     if kind is Kind.GUID:
         if t is Lookup:
             return True, value.id.lower()  # type: ignore[attr-defined]
-        if isinstance(value, str) and _GUID_RE.match(value):
+        if isinstance(value, str) and _GUID_RE.fullmatch(value):
             return True, value.lower()
         return False, value
     if kind is Kind.DATETIME:
@@ -142,7 +142,7 @@ def to_datetime(text: str) -> datetime | None:
     Only the extended form (``2026-11-21``, ``2026-11-21T10:00:00Z``, ``...10:00:00.5+02:00``);
     fractions beyond microseconds must be zeros (.NET writes seven digits), never rounded away.
     """
-    m = _ISO_DATETIME.match(text)
+    m = _ISO_DATETIME.fullmatch(text)
     if m is None:
         return None
     fraction = m.group(1)

@@ -319,10 +319,14 @@ class SyncEngine:
             if column.kind is Kind.GUID and profile.pytypes == {Lookup}:
                 values[:] = [None if v is None else v.id.lower() for v in values]  # type: ignore[attr-defined]
             elif not profile.exact(column, values):
+                # A column the metadata declares integer takes JSON integers only: 9007199254740993.0
+                # arrives as the double ...992, so an integral float may already be rounded (issue 12).
+                strict_int = column.kind is Kind.INTEGER and float in profile.pytypes
+                strict_int = strict_int and self.metadata.keeps(g.entity, name, column)
                 for i, v in enumerate(values):
                     if v is None:
                         continue
-                    ok, bound = coltypes.coerce(column, v)
+                    ok, bound = (False, v) if strict_int and type(v) is float else coltypes.coerce(column, v)
                     if ok:
                         values[i] = bound
                     else:

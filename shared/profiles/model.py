@@ -18,9 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from shared.contract.models import GUID_PATTERN, NAME_PATTERN
 from shared.destinations import Layout, registry
@@ -97,6 +98,114 @@ def _check_destination(value: str) -> str:
     return value
 
 
+# ------------------------------------------------------------------------------ the source
+ENVIRONMENT_URL_MAX = 2048
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class SourceAuthKind(str, Enum):
+    """How the app gets a token for ``<environment-url>/.default`` (azure-identity)."""
+
+    CLIENT_SECRET = "clientSecret"  # noqa: S105 - a kind name  # tenantId, clientId, clientSecretUri (Key Vault)
+    CERTIFICATE = "certificate"  # tenantId, clientId, certificateUri (Key Vault secret: PEM or base64 PFX)
+    MANAGED_IDENTITY = "managedIdentity"  # the app's identity; clientId for a user-assigned one
+    WORKLOAD_IDENTITY = "workloadIdentity"  # tenantId, clientId (federated token file of the host)
+    DEVELOPMENT_TOKEN = "developmentToken"  # noqa: S105 - DES_DATAVERSE_TOKEN: simulators and tests only
+
+
+_AUTH_FIELDS: dict[SourceAuthKind, tuple[set[str], set[str]]] = {  # kind -> (required, allowed)
+    SourceAuthKind.CLIENT_SECRET: ({"tenantId", "clientId", "clientSecretUri"},) * 2,
+    SourceAuthKind.CERTIFICATE: ({"tenantId", "clientId", "certificateUri"},) * 2,
+    SourceAuthKind.MANAGED_IDENTITY: (set(), {"clientId"}),
+    SourceAuthKind.WORKLOAD_IDENTITY: (set(), {"tenantId", "clientId"}),
+    SourceAuthKind.DEVELOPMENT_TOKEN: (set(), set()),
+}
+
+
+def _key_vault_uri(value: str | None, name: str) -> str | None:
+    if value is not None and KeyVaultSecretRef.parse(value) is None:
+        raise ValueError(f"{name} must be a Key Vault secret URI: https://<vault>.vault.azure.net/secrets/<name>")
+    return value
+
+
+class SourceAuth(BaseModel):
+    """The source's credential. Secrets are never stored here: Key Vault secret URIs only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    kind: SourceAuthKind = Field(description="clientSecret, certificate, managedIdentity, workloadIdentity; "
+                                 "developmentToken only where DES_DATAVERSE_TOKEN is set (simulators, tests).")
+    tenantId: Guid | None = Field(default=None, description="Entra tenant of the app registration.")
+    clientId: Guid | None = Field(default=None, description="The app registration (application user), or a "
+                                  "user-assigned managed identity.")
+    clientSecretUri: Annotated[str, StringConstraints(max_length=DESTINATION_MAX)] | None = Field(
+        default=None, description="Key Vault secret URI holding the client secret (clientSecret)."
+    )
+    certificateUri: Annotated[str, StringConstraints(max_length=DESTINATION_MAX)] | None = Field(
+        default=None, description="Key Vault secret URI of the certificate with its private key, PEM or PFX "
+        "(a Key Vault certificate's secret) (certificate)."
+    )
+
+    @field_validator("clientSecretUri")
+    @classmethod
+    def _secret_uri(cls, v: str | None) -> str | None:
+        return _key_vault_uri(v, "clientSecretUri")
+
+    @field_validator("certificateUri")
+    @classmethod
+    def _certificate_uri(cls, v: str | None) -> str | None:
+        return _key_vault_uri(v, "certificateUri")
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> SourceAuth:
+        required, allowed = _AUTH_FIELDS[self.kind]
+        given = {f for f in ("tenantId", "clientId", "clientSecretUri", "certificateUri") if getattr(self, f)}
+        missing, extra = sorted(required - given), sorted(given - allowed)
+        if missing:
+            raise ValueError(f"{self.kind.value} authentication needs {', '.join(missing)}")
+        if extra:
+            raise ValueError(f"{self.kind.value} authentication takes no {', '.join(extra)}")
+        return self
+
+
+def _check_environment_url(value: str) -> str:
+    parts = urlsplit(value)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("https", "http") or not host:
+        raise ValueError("environmentUrl must be the environment's URL, such as https://contoso.crm.dynamics.com")
+    if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
+        raise ValueError("environmentUrl must use https (plain http only for a simulator on this machine)")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("environmentUrl takes no user, query or fragment")
+    if any(ord(c) < 33 for c in value):
+        raise ValueError("environmentUrl must not contain blanks or control characters")
+    return value.rstrip("/")
+
+
+class DataverseSource(BaseModel):
+    """Where a profile's records come from: a Dataverse environment read through change tracking."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    kind: Literal["dataverse"] = "dataverse"
+    environmentUrl: Annotated[str, StringConstraints(min_length=8, max_length=ENVIRONMENT_URL_MAX)] = Field(
+        description="https://<org>.crm<N>.dynamics.com (or any base whose /api/data/v9.2/ serves the Web API).",
+        examples=["https://contoso.crm.dynamics.com"],
+    )
+    auth: SourceAuth = Field(description="How the app authenticates to the environment.")
+
+    @field_validator("environmentUrl")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _check_environment_url(v)
+
+    @property
+    def scope(self) -> str:
+        """The token scope: ``<environment-url>/.default`` (scheme and host)."""
+        parts = urlsplit(self.environmentUrl)
+        return f"{parts.scheme}://{parts.netloc}/.default"
+
+
 def _unique_names(values: list[str], what: str) -> list[str]:
     seen: set[str] = set()
     dupes = sorted({v for v in values if v in seen or seen.add(v)})  # type: ignore[func-returns-value]
@@ -133,6 +242,11 @@ class _Fields(BaseModel):
         default_factory=list,
         max_length=ENTITIES_MAX,
         description="N:N relationships (intersect entity logical names) to export.",
+    )
+    source: DataverseSource | None = Field(
+        default=None,
+        description="The Dataverse environment the profile pulls from (change tracking): initial sync on "
+        "activation, then changes on a timer. Without it the profile takes notifications from Service Bus only.",
     )
 
     @field_validator("entities")
@@ -205,6 +319,7 @@ class Profile(BaseModel):
     writeDeleteLog: bool = False
     entities: tuple[str, ...] = ()
     relationships: tuple[str, ...] = ()
+    source: DataverseSource | None = None
     state: ProfileState = ProfileState.DRAFT
     revision: int = 1
     createdAt: datetime
@@ -222,6 +337,11 @@ class Profile(BaseModel):
     @property
     def exported(self) -> frozenset[str]:
         return frozenset(self.entities) | frozenset(self.relationships)
+
+    @property
+    def pulled(self) -> tuple[str, ...]:
+        """The tables the source reads, each once: the entities, then the relationships' intersect entities."""
+        return tuple(dict.fromkeys((*self.entities, *self.relationships)))
 
     def includes(self, entity: str) -> bool:
         return entity in self.exported
@@ -241,6 +361,7 @@ class Profile(BaseModel):
             writeDeleteLog=bool(d.get("writeDeleteLog", False)),
             entities=tuple(d.get("entities", ())),
             relationships=tuple(d.get("relationships", ())),
+            source=DataverseSource.model_validate(d["source"]) if d.get("source") else None,
             state=ProfileState(s.state),
             revision=s.revision,
             createdAt=s.created_at,
@@ -271,6 +392,7 @@ def definition_of(p: _Fields | Profile, destination: str | None = None) -> dict[
         "writeDeleteLog": p.writeDeleteLog,
         "entities": list(p.entities),
         "relationships": list(p.relationships),
+        "source": p.source.model_dump(mode="json", exclude_none=True) if p.source is not None else None,
     }
 
 
@@ -296,6 +418,7 @@ class ProfileOut(BaseModel):
     writeDeleteLog: bool
     entities: list[str]
     relationships: list[str]
+    source: DataverseSource | None = Field(default=None, description="Key Vault URIs only: no secret is returned.")
     state: ProfileState
     revision: int = Field(description="Increases with every change; send it as If-Match to update safely.")
     createdAt: datetime
@@ -317,6 +440,7 @@ class ProfileOut(BaseModel):
             writeDeleteLog=p.writeDeleteLog,
             entities=list(p.entities),
             relationships=list(p.relationships),
+            source=p.source,
             state=p.state,
             revision=p.revision,
             createdAt=p.createdAt,

@@ -16,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.contract.models import Notification
+from shared.destinations.checks import CheckReport
 from shared.engine import failure_schema as F
+from shared.profiles.model import DataverseSource, Profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +79,19 @@ class ParkedFailureReader(Protocol):
 class ProfileBlobs(Protocol):
     def delete_profile(self, profile_id: str) -> int:
         """Delete the profile's failure logs, parked failures and retry blobs; return how many."""
+
+
+class SourcePort(Protocol):
+    """The Dataverse source of the profiles (shared/pull/work.py), as the profile service needs it."""
+
+    def check(self, source: DataverseSource, organization_id: str, tables: Sequence[str]) -> CheckReport:
+        """Token, reachability, organization, and per table: exists, change tracking, organization-level read."""
+
+    def activated(self, profile: Profile) -> int:
+        """Enqueue the initial sync of every table (asynchronous: returns at once); units sent."""
+
+    def forget(self, profile_id: str, entities: Sequence[str] | None = None) -> None:
+        """Drop the profile's cursors (all, or of these tables)."""
+
+    def status(self, profile: Profile) -> list[Any]:
+        """Per table: initial sync state, rows read, pages, last poll, source lag, next poll."""

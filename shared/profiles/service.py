@@ -8,12 +8,14 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from shared.destinations import Layout
 from shared.engine.outcomes import BatchResult
 from shared.profiles.checks import CheckReport, check_destination
 from shared.profiles.fanout import FanOut
 from shared.profiles.model import (
+    DataverseSource,
     Profile,
     ProfileCreate,
     ProfileState,
@@ -21,7 +23,14 @@ from shared.profiles.model import (
     definition_of,
     new_profile_id,
 )
-from shared.profiles.ports import FailureEntry, FailureLogReader, ParkedFailureReader, ProfileBlobs, SasLink
+from shared.profiles.ports import (
+    FailureEntry,
+    FailureLogReader,
+    ParkedFailureReader,
+    ProfileBlobs,
+    SasLink,
+    SourcePort,
+)
 from shared.profiles.secrets import SecretError, SecretResolver
 from shared.store.base import (
     DuplicateName,
@@ -96,6 +105,7 @@ class ProfileService:
         blobs: ProfileBlobs | None = None,
         on_change: Callable[[str], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        source: SourcePort | None = None,
     ) -> None:
         self.store = store
         self.resolver = resolver
@@ -106,6 +116,7 @@ class ProfileService:
         self.blobs = blobs
         self.on_change = on_change or (lambda _pid: None)
         self.clock = clock
+        self.source = source  # the Dataverse source (set by the composition root)
 
     # --------------------------------------------------------------------------------- reads
     def get(self, profile_id: str) -> Profile:
@@ -134,10 +145,11 @@ class ProfileService:
         state = body.state
         if state is ProfileState.ACTIVE and check:
             report = self._live_check(body.destination, Layout(body.schema_, body.prefix, body.writeDeleteLog))
+            self._check_source(report, body.source, body.organizationId, _tables(body.entities, body.relationships))
             if not report.ok:
-                raise Invalid(
-                    _failed_summary("cannot create and activate: the destination check failed", report), report=report
-                )
+                raise Invalid(_failed_summary("cannot create and activate: the check failed", report), report=report)
+        if state is ProfileState.ACTIVE and body.source is not None:
+            self._need_source()
         stored = StoredProfile(
             pid, body.name, body.organizationId.lower(), state.value, definition_of(body), 1, now, now
         )
@@ -149,7 +161,10 @@ class ProfileService:
             raise Conflict(f"a profile named {body.name!r} already exists (names are unique, ignoring case)") from exc
         log.info("profile %s (%s) created, state %s", pid, body.name, state.value)
         self.on_change(pid)
-        return Profile.from_stored(created)
+        profile = Profile.from_stored(created)
+        if profile.state is ProfileState.ACTIVE:
+            self._start_source(profile)
+        return profile
 
     def update(self, profile_id: str, body: ProfileUpdate, *, if_match: int | None = None) -> Profile:
         current = self.get(profile_id)
@@ -168,7 +183,15 @@ class ProfileService:
         )
         updated = self._save(stored, if_match if if_match is not None else current.revision)
         log.info("profile %s updated to revision %s", current.id, updated.revision)
-        return Profile.from_stored(updated)
+        profile = Profile.from_stored(updated)
+        before = current.source.environmentUrl.lower() if current.source is not None else None
+        after = profile.source.environmentUrl.lower() if profile.source is not None else None
+        if self.source is not None and before is not None and before != after:
+            self.source.forget(profile.id)  # the cursors' links point at the old environment
+            log.info("profile %s: source environment changed; its cursors start over", profile.id)
+            if profile.state is ProfileState.ACTIVE:
+                self._start_source(profile)
+        return profile
 
     def _save(self, stored: StoredProfile, expected: int) -> StoredProfile:
         try:
@@ -195,11 +218,49 @@ class ProfileService:
         self._policy(p.destination)
         if check:
             report = self._live_check(p.destination, p.layout)
+            self._check_source(report, p.source, p.organizationId, p.pulled)
             if not report.ok:
-                raise Invalid(_failed_summary("cannot activate: the destination check failed", report), report=report)
+                raise Invalid(_failed_summary("cannot activate: the check failed", report), report=report)
+        if p.source is not None:
+            self._need_source()
         activated = self._set_state(p, ProfileState.ACTIVE)
         log.info("profile %s activated", p.id)
+        self._start_source(activated)
         return activated
+
+    # -------------------------------------------------------------------------------- source
+    def _need_source(self) -> None:
+        if self.source is None:
+            raise Unavailable("the profile has a Dataverse source, but this app runs none (profile mode only)")
+
+    def _check_source(
+        self, report: CheckReport, source: DataverseSource | None, organization_id: str, tables: Sequence[str]
+    ) -> None:
+        if source is None:
+            return
+        if self.source is None:
+            report.add("source", False, "this app runs no Dataverse source (profile mode only)")
+            return
+        report.checks.extend(self.source.check(source, organization_id, tables).checks)
+
+    def _start_source(self, profile: Profile) -> None:
+        """Enqueue the initial sync (never run inside the request); a failed enqueue is sent again by
+        the poll timer, which sends a unit for every table whose cursor is not at rest."""
+        if profile.source is None or self.source is None:
+            return
+        try:
+            self.source.activated(profile)
+        except Exception as exc:
+            log.warning("profile %s: enqueueing the initial sync failed (%s: %s); the poll timer sends it",
+                        profile.id, type(exc).__name__, exc)  # fmt: skip
+
+    def source_status(self, profile_id: str) -> tuple[Profile, list[Any]]:
+        p = self.get(profile_id)
+        if p.source is None:
+            raise NotFound(f"profile {p.id} has no source: it takes notifications from Service Bus only")
+        self._need_source()
+        assert self.source is not None
+        return p, self.source.status(p)
 
     def deactivate(self, profile_id: str) -> Profile:
         p = self.get(profile_id)
@@ -224,6 +285,8 @@ class ProfileService:
                 ) from exc
         if not self.store.delete_profile(p.id):
             raise NotFound(f"no profile with id {p.id}")
+        if self.source is not None:
+            self.source.forget(p.id)
         log.info("profile %s deleted with its metrics and %s blobs", p.id, removed)
         self.on_change(p.id)
         return removed
@@ -257,11 +320,14 @@ class ProfileService:
         report.add("name", not clash, "unique" if not clash else f"a profile named {body.name!r} already exists")
         live = self._live_check(body.destination, Layout(body.schema_, body.prefix, body.writeDeleteLog))
         report.checks.extend(live.checks)
+        self._check_source(report, body.source, body.organizationId, _tables(body.entities, body.relationships))
         return report
 
     def test(self, profile_id: str) -> CheckReport:
         p = self.get(profile_id)
-        return self._live_check(p.destination, p.layout)
+        report = self._live_check(p.destination, p.layout)
+        self._check_source(report, p.source, p.organizationId, p.pulled)
+        return report
 
     # ------------------------------------------------------------------------------- metrics
     def metrics(self, profile_id: str) -> tuple[Profile, ProfileMetrics]:
@@ -323,6 +389,10 @@ class ProfileService:
             report.result.counts(),
         )  # fmt: skip
         return report
+
+
+def _tables(entities: Sequence[str], relationships: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys((*entities, *relationships)))
 
 
 def _failed_summary(head: str, report: CheckReport) -> str:

@@ -11,13 +11,18 @@ reserved keys live in the same table so that one statement carries everything:
   start with a letter, so ``""`` is never an entity);
 * profile ``""`` holds notifications that matched no profile at all ("unrouted"; profile ids are
   GUIDs, so ``""`` is never a profile).
+
+The same upsert's transaction adds the batch to a **per-minute history** (``des_metrics_history``:
+one row per profile, entity and UTC minute with the minute's counters and the largest lag seen),
+which the console's charts read (:meth:`Store.metrics_history`); rows older than
+:data:`HISTORY_RETENTION` are pruned as new minutes are written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, Protocol
 
@@ -27,6 +32,7 @@ from shared.metrics import MetricsSink  # noqa: F401  (re-exported: SqlStore imp
 PROFILE_LEVEL = ""  # the entity key of a profile's own row
 UNROUTED = ""  # the profile key of notifications that matched no profile
 UNKNOWN_ENTITY = "?"  # the entity key of unprocessable notifications whose entity could not be read
+HISTORY_RETENTION = timedelta(days=7)  # per-minute history kept this long
 
 
 class StoreError(RuntimeError):
@@ -195,6 +201,21 @@ class ProfileMetrics:
     last_batch_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryBucket:
+    """One (entity, UTC minute) of a profile's history: what the batches of that minute added."""
+
+    entity: str
+    minute: datetime  # the minute's start, UTC
+    total: int
+    success: int
+    failure: int
+    stale: int
+    unprocessable: int
+    skipped: int
+    lag_seconds: float | None  # largest (record time - changedOn of the newest applied) in the minute
+
+
 class Store(Protocol):
     """Profiles and metrics. Every method is thread-safe; connections are pooled per store."""
 
@@ -231,6 +252,11 @@ class Store(Protocol):
         """Add many profiles' outcomes of one batch in one round trip (one multi-row upsert)."""
 
     def metrics(self, profile_id: str) -> ProfileMetrics: ...
+
+    def metrics_history(
+        self, profile_id: str, start: datetime, end: datetime, *, entity: str | None = None
+    ) -> list[HistoryBucket]:
+        """The profile's per-minute buckets with ``start <= minute < end``, by entity then minute."""
 
     def set_initial_sync_state(self, profile_id: str, entity: str, state: str) -> None: ...
 

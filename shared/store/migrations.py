@@ -19,7 +19,7 @@ from dataclasses import dataclass
 class Migration:
     version: int
     name: str
-    # dialect -> statements; ``{profiles}``, ``{metrics}`` stand for the qualified table names.
+    # dialect -> statements; ``{profiles}``, ``{metrics}``, ``{history}`` stand for the qualified table names.
     statements: Mapping[str, Sequence[str]]
 
 
@@ -116,11 +116,118 @@ _V1_MSSQL = [
     )""",
 ]
 
+# Version 2: the per-minute metrics history the console's charts read (one row per profile, entity
+# and UTC minute; pruned after shared.store.base.HISTORY_RETENTION).
+_V2_SQLITE = [
+    """CREATE TABLE {history} (
+        profile_id TEXT NOT NULL,
+        entity TEXT NOT NULL,
+        minute TEXT NOT NULL,
+        total INTEGER NOT NULL DEFAULT 0,
+        success INTEGER NOT NULL DEFAULT 0,
+        failure INTEGER NOT NULL DEFAULT 0,
+        stale INTEGER NOT NULL DEFAULT 0,
+        unprocessable INTEGER NOT NULL DEFAULT 0,
+        skipped INTEGER NOT NULL DEFAULT 0,
+        lag_ms INTEGER,
+        PRIMARY KEY (profile_id, entity, minute)
+    )""",
+    "CREATE INDEX {history_minute_index} ON {history} (minute)",
+]
+
+_V2_POSTGRES = [
+    """CREATE TABLE {history} (
+        profile_id varchar(36) NOT NULL,
+        entity varchar(128) NOT NULL,
+        minute timestamptz NOT NULL,
+        total bigint NOT NULL DEFAULT 0,
+        success bigint NOT NULL DEFAULT 0,
+        failure bigint NOT NULL DEFAULT 0,
+        stale bigint NOT NULL DEFAULT 0,
+        unprocessable bigint NOT NULL DEFAULT 0,
+        skipped bigint NOT NULL DEFAULT 0,
+        lag_ms bigint,
+        PRIMARY KEY (profile_id, entity, minute)
+    )""",
+    "CREATE INDEX {history_minute_index} ON {history} (minute)",
+]
+
+_V2_MSSQL = [
+    """CREATE TABLE {history} (
+        profile_id nvarchar(36) NOT NULL,
+        entity nvarchar(128) NOT NULL,
+        minute datetime2(0) NOT NULL,
+        total bigint NOT NULL DEFAULT 0,
+        success bigint NOT NULL DEFAULT 0,
+        failure bigint NOT NULL DEFAULT 0,
+        stale bigint NOT NULL DEFAULT 0,
+        unprocessable bigint NOT NULL DEFAULT 0,
+        skipped bigint NOT NULL DEFAULT 0,
+        lag_ms bigint NULL,
+        CONSTRAINT {history_pk} PRIMARY KEY (profile_id, entity, minute)
+    )""",
+    "CREATE INDEX {history_minute_index} ON {history} (minute)",
+]
+
+
+# v3: the Dataverse source's cursor per (profile, entity) and the ids a re-sync has read
+# (shared/source/dataverse/cursors.py, docs/dataverse.md).
+_CURSOR_COLUMNS = {
+    "sqlite": ("TEXT", "TEXT", "INTEGER", "TEXT", "TEXT"),
+    "postgresql": ("varchar(128)", "text", "bigint", "timestamptz", "varchar(36)"),
+    "mssql": ("nvarchar(128)", "nvarchar(max)", "bigint", "datetime2(6)", "nvarchar(36)"),
+}
+
+
+def _v3(dialect: str) -> list[str]:
+    name, text, big, ts, key = _CURSOR_COLUMNS[dialect]
+    return [
+        f"""CREATE TABLE {{source_cursors}} (
+        profile_id {key} NOT NULL,
+        entity {name} NOT NULL,
+        phase {name} NOT NULL,
+        link {text} NULL,
+        info {text} NULL,
+        organization_id {key} NULL,
+        high_water {big} NOT NULL DEFAULT 0,
+        revision {big} NOT NULL DEFAULT 0,
+        lease_owner {name} NULL,
+        lease_until {ts} NULL,
+        initial_sync_state {name} NOT NULL,
+        state_reason {text} NULL,
+        rows_read {big} NOT NULL DEFAULT 0,
+        deletes_read {big} NOT NULL DEFAULT 0,
+        pages {big} NOT NULL DEFAULT 0,
+        last_poll {ts} NULL,
+        newest_modified_on {ts} NULL,
+        next_poll {ts} NULL,
+        updated_at {ts} NOT NULL,
+        CONSTRAINT {{source_cursors_pk}} PRIMARY KEY (profile_id, entity)
+    )""",
+        f"""CREATE TABLE {{source_seen}} (
+        profile_id {key} NOT NULL,
+        entity {name} NOT NULL,
+        record_id {key} NOT NULL,
+        CONSTRAINT {{source_seen_pk}} PRIMARY KEY (profile_id, entity, record_id)
+    )""",
+    ]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "profiles and per-entity metrics",
         {"sqlite": _V1_SQLITE, "postgresql": _V1_POSTGRES, "mssql": _V1_MSSQL},
+    ),
+    Migration(
+        2,
+        "per-minute metrics history",
+        {"sqlite": _V2_SQLITE, "postgresql": _V2_POSTGRES, "mssql": _V2_MSSQL},
+    ),
+    Migration(
+        3,
+        "Dataverse source cursors and re-sync ids",
+        {"sqlite": _v3("sqlite"), "postgresql": _v3("postgresql"), "mssql": _v3("mssql")},
     ),
 )
 

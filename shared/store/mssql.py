@@ -23,7 +23,7 @@ from shared.destinations.mssql import errors as mssql_errors
 from shared.destinations.mssql.connect import OdbcTarget, connector, parse_dsn, target_from_odbc
 from shared.engine.ports import SCHEMA_RE
 from shared.store.base import StoreError, StoreUnavailable
-from shared.store.sql import METRIC_COLUMNS, METRICS, VERSIONS, StoreDialect
+from shared.store.sql import HISTORY, HISTORY_COLUMNS, HISTORY_COUNTERS, METRIC_COLUMNS, METRICS, VERSIONS, StoreDialect
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,29 @@ def metrics_merge(table: str, rows: int) -> str:
         + "WHEN MATCHED THEN UPDATE SET " + ", ".join(sets)
         + f" WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ("
         + ", ".join(f"s.{quote(c)}" for c in METRIC_COLUMNS) + ");"
+    )  # fmt: skip
+
+
+_HISTORY_TYPES = {"profile_id": "nvarchar(36)", "entity": "nvarchar(128)", "minute": "datetime2(0)"}
+
+
+def history_merge(table: str, rows: int) -> str:
+    """One MERGE adding ``rows`` rows to the per-minute history (counters added, lag the larger)."""
+    cols = ", ".join(quote(c) for c in HISTORY_COLUMNS)
+    one = "(" + ", ".join("?" for _ in HISTORY_COLUMNS) + ")"
+    casts = ", ".join(f"CAST(v.{quote(c)} AS {_HISTORY_TYPES.get(c, 'bigint')}) AS {quote(c)}" for c in HISTORY_COLUMNS)
+    sets = [f"{quote(c)} = m.{quote(c)} + s.{quote(c)}" for c in HISTORY_COUNTERS]
+    sets.append(
+        "[lag_ms] = CASE WHEN m.[lag_ms] IS NULL OR s.[lag_ms] > m.[lag_ms] "
+        "THEN COALESCE(s.[lag_ms], m.[lag_ms]) ELSE m.[lag_ms] END"
+    )
+    return (
+        f"MERGE {table} WITH (HOLDLOCK) AS m USING (SELECT {casts} FROM (VALUES "
+        + ", ".join(one for _ in range(rows))
+        + f") AS v ({cols})) AS s ON m.[profile_id] = s.[profile_id] AND m.[entity] = s.[entity] "
+        + "AND m.[minute] = s.[minute] WHEN MATCHED THEN UPDATE SET " + ", ".join(sets)
+        + f" WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ("
+        + ", ".join(f"s.{quote(c)}" for c in HISTORY_COLUMNS) + ");"
     )  # fmt: skip
 
 
@@ -242,6 +265,9 @@ class MssqlStoreDialect(StoreDialect):
 
     def metrics_upsert(self, rows: int) -> str:
         return metrics_merge(self.table(METRICS), rows)
+
+    def history_upsert(self, rows: int) -> str:
+        return history_merge(self.table(HISTORY), rows)
 
     def ts_in(self, value: datetime | None) -> datetime | None:
         return None if value is None else value.astimezone(UTC).replace(tzinfo=None)

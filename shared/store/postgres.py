@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.destinations.redaction import redact_url
 from shared.store.base import StoreUnavailable
-from shared.store.sql import METRICS, VERSIONS, StoreDialect, upsert_on_conflict
+from shared.store.sql import HISTORY, METRICS, VERSIONS, StoreDialect, history_upsert_on_conflict, upsert_on_conflict
 
 POOL_MAX = 4
 CONNECT_TIMEOUT_S = 10
@@ -90,6 +90,9 @@ class PostgresStoreDialect(StoreDialect):
 
     def metrics_upsert(self, rows: int) -> str:
         return upsert_on_conflict(self.table(METRICS), rows, "%s")
+
+    def history_upsert(self, rows: int) -> str:
+        return history_upsert_on_conflict(self.table(HISTORY), rows, "%s")
 
     def is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, pgerrors.UniqueViolation)

@@ -3,6 +3,7 @@
 The profile statements are portable (``?`` markers, converted per driver). The metrics upsert is
 per dialect: ``INSERT ... ON CONFLICT DO UPDATE`` on SQLite and PostgreSQL, ``MERGE`` on SQL
 Server; all rows of a batch go in one statement (chunked only past the driver's parameter limit).
+The per-minute history gets the same kind of upsert in the same transaction.
 """
 
 from __future__ import annotations
@@ -10,19 +11,21 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.engine.outcomes import BatchResult
 from shared.store import migrations as mig
 from shared.store.base import (
+    HISTORY_RETENTION,
     PROFILE_LEVEL,
     DuplicateName,
     EntityDelta,
     EntityMetrics,
     ExportStatus,
+    HistoryBucket,
     MetricsEntry,
     ProfileExists,
     ProfileMetrics,
@@ -39,12 +42,19 @@ log = logging.getLogger(__name__)
 PROFILES = "des_profiles"
 METRICS = "des_metrics"
 VERSIONS = "des_store_version"
+SOURCE_CURSORS = "des_source_cursors"  # shared/source/dataverse/cursors.py
+SOURCE_SEEN = "des_source_seen"
+HISTORY = "des_metrics_history"
 
 METRIC_COLUMNS = (
     "profile_id", "entity", "total", "success", "failure", "stale", "unprocessable", "skipped",
     "pending_retry", "last_export_date", "last_export_status", "last_changed_on",
 )  # fmt: skip
 COUNTERS = ("total", "success", "failure", "stale", "unprocessable", "skipped", "pending_retry")
+HISTORY_COLUMNS = (
+    "profile_id", "entity", "minute", "total", "success", "failure", "stale", "unprocessable", "skipped", "lag_ms",
+)  # fmt: skip
+HISTORY_COUNTERS = ("total", "success", "failure", "stale", "unprocessable", "skipped")
 _PROFILE_COLUMNS = "id, name, organization_id, state, definition, revision, created_at, updated_at"
 
 
@@ -92,6 +102,11 @@ class StoreDialect(ABC):
     def metrics_upsert(self, rows: int) -> str:
         """One statement adding ``rows`` rows of :data:`METRIC_COLUMNS` to the counters."""
 
+    @abstractmethod
+    def history_upsert(self, rows: int) -> str:
+        """One statement adding ``rows`` rows of :data:`HISTORY_COLUMNS` to the per-minute buckets
+        (counters added, ``lag_ms`` the larger)."""
+
     def sql(self, text: str) -> str:
         """Parameter markers: the store writes ``?``."""
         return text
@@ -121,6 +136,13 @@ class StoreDialect(ABC):
             "profiles_pk": self.quote("des_profiles_pk"),
             "profiles_name_uq": self.quote("des_profiles_name_uq"),
             "metrics_pk": self.quote("des_metrics_pk"),
+            "source_cursors": self.table(SOURCE_CURSORS),
+            "source_cursors_pk": self.quote("des_source_cursors_pk"),
+            "source_seen": self.table(SOURCE_SEEN),
+            "source_seen_pk": self.quote("des_source_seen_pk"),
+            "history": self.table(HISTORY),
+            "history_pk": self.quote("des_metrics_history_pk"),
+            "history_minute_index": self.quote("des_metrics_history_minute"),
         }
 
     @abstractmethod
@@ -143,14 +165,20 @@ class SqlStore:
         *,
         migrations: Sequence[mig.Migration] = mig.MIGRATIONS,
         migrate: bool = True,
+        history_retention: timedelta = HISTORY_RETENTION,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         mig.check_sequence(migrations)
+        self.history_retention = history_retention
+        self.clock = clock
+        self._pruned_minute: datetime | None = None  # the last minute this instance pruned the history in
         self.d = dialect
         self.dialect = dialect.name
         self.migrations = tuple(migrations)
         self._p = dialect.table(PROFILES)
         self._m = dialect.table(METRICS)
         self._v = dialect.table(VERSIONS)
+        self._h = dialect.table(HISTORY)
         if migrate:
             try:
                 self.migrate()
@@ -371,6 +399,7 @@ class SqlStore:
         def work() -> bool:
             with self.d.transaction() as cur:
                 cur.execute(self.d.sql(f"DELETE FROM {self._m} WHERE profile_id = ?"), (pid,))
+                cur.execute(self.d.sql(f"DELETE FROM {self._h} WHERE profile_id = ?"), (pid,))
                 cur.execute(self.d.sql(f"DELETE FROM {self._p} WHERE id = ?"), (pid,))
                 return bool(cur.rowcount == 1)
 
@@ -381,7 +410,8 @@ class SqlStore:
         self.record_batch([MetricsEntry.from_result(profile_id, result, pending_retry=pending_retry)])
 
     def record_batch(self, entries: Sequence[MetricsEntry]) -> None:
-        now = self.d.ts_in(utcnow())
+        at = self.clock()
+        now = self.d.ts_in(at)
         merged: dict[tuple[str, str], EntityDelta] = {}
         for entry in entries:
             for entity, delta in entry.entities.items():
@@ -411,15 +441,57 @@ class SqlStore:
                     self.d.ts_in(d.last_changed_on),
                 )
             )
+        minute = at.replace(second=0, microsecond=0)
+        history = _history_rows(merged, at, self.d.ts_in(minute))
         per_statement = max(1, self.d.max_params // len(METRIC_COLUMNS))
+        per_history = max(1, self.d.max_params // len(HISTORY_COLUMNS))
+        prune = self._pruned_minute != minute
+        cutoff = self.d.ts_in(minute - self.history_retention)
 
         def work() -> None:
             with self.d.transaction() as cur:
                 for i in range(0, len(rows), per_statement):
                     chunk = rows[i : i + per_statement]
                     cur.execute(self.d.metrics_upsert(len(chunk)), [v for row in chunk for v in row])
+                for i in range(0, len(history), per_history):
+                    chunk = history[i : i + per_history]
+                    cur.execute(self.d.history_upsert(len(chunk)), [v for row in chunk for v in row])
+                if prune:  # once per minute per instance: drop what is past the retention
+                    cur.execute(self.d.sql(f"DELETE FROM {self._h} WHERE minute < ?"), (cutoff,))
 
         self._run("record_batch", work)
+        if prune:
+            self._pruned_minute = minute
+
+    def metrics_history(
+        self, profile_id: str, start: datetime, end: datetime, *, entity: str | None = None
+    ) -> list[HistoryBucket]:
+        pid = profile_id.lower()
+        cols = ", ".join(HISTORY_COLUMNS[1:])
+        where = "profile_id = ? AND minute >= ? AND minute < ?"
+        params: list[Any] = [pid, self.d.ts_in(start), self.d.ts_in(end)]
+        if entity is not None:
+            where += " AND entity = ?"
+            params.append(entity)
+
+        def work() -> list[HistoryBucket]:
+            with self.d.reader() as cur:
+                cur.execute(self.d.sql(f"SELECT {cols} FROM {self._h} WHERE {where} ORDER BY entity, minute"), params)
+                rows = cur.fetchall()
+            out: list[HistoryBucket] = []
+            for r in rows:
+                when = self.d.ts_out(r[1])
+                assert when is not None
+                out.append(
+                    HistoryBucket(
+                        entity=str(r[0]), minute=when, total=int(r[2]), success=int(r[3]), failure=int(r[4]),
+                        stale=int(r[5]), unprocessable=int(r[6]), skipped=int(r[7]),
+                        lag_seconds=None if r[8] is None else int(r[8]) / 1000.0,
+                    )
+                )  # fmt: skip
+            return out
+
+        return self._run("metrics_history", work)  # type: ignore[no-any-return]
 
     def metrics(self, profile_id: str) -> ProfileMetrics:
         pid = profile_id.lower()
@@ -497,6 +569,37 @@ def _add(a: EntityDelta, b: EntityDelta) -> EntityDelta:
         last_changed_on=newest,
         status=status,
     )
+
+
+def _history_rows(merged: dict[tuple[str, str], EntityDelta], at: datetime, minute_in: Any) -> list[tuple[Any, ...]]:
+    """The batch's rows of the per-minute history (the profile-level pending gauge is not history)."""
+    rows: list[tuple[Any, ...]] = []
+    for (pid, entity), d in sorted(merged.items()):
+        if entity == PROFILE_LEVEL:
+            continue
+        counters = (d.received, d.applied, d.failed, d.stale, d.unprocessable, d.skipped)
+        lag = None
+        if d.last_changed_on is not None and d.applied:
+            lag = max(0, round((at - d.last_changed_on).total_seconds() * 1000))
+        if not any(counters) and lag is None:
+            continue
+        rows.append((pid, entity, minute_in, *counters, lag))
+    return rows
+
+
+def history_upsert_on_conflict(table: str, rows: int, marker: str) -> str:
+    """SQLite and PostgreSQL: one multi-row INSERT ... ON CONFLICT adding to the minute's buckets."""
+    cols = ", ".join(HISTORY_COLUMNS)
+    one = "(" + ", ".join(marker for _ in HISTORY_COLUMNS) + ")"
+    sets = [f"{c} = h.{c} + excluded.{c}" for c in HISTORY_COUNTERS]
+    sets.append(
+        "lag_ms = CASE WHEN h.lag_ms IS NULL OR excluded.lag_ms > h.lag_ms "
+        "THEN COALESCE(excluded.lag_ms, h.lag_ms) ELSE h.lag_ms END"
+    )
+    return (
+        f"INSERT INTO {table} AS h ({cols}) VALUES " + ", ".join(one for _ in range(rows))
+        + " ON CONFLICT (profile_id, entity, minute) DO UPDATE SET " + ", ".join(sets)
+    )  # fmt: skip
 
 
 def upsert_on_conflict(table: str, rows: int, marker: str) -> str:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from shared.store.base import StoreUnavailable
-from shared.store.sql import METRICS, StoreDialect, upsert_on_conflict
+from shared.store.sql import HISTORY, METRICS, StoreDialect, history_upsert_on_conflict, upsert_on_conflict
 
 BUSY_TIMEOUT_S = 30.0
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width: text order is time order
@@ -83,6 +83,9 @@ class SqliteStoreDialect(StoreDialect):
 
     def metrics_upsert(self, rows: int) -> str:
         return upsert_on_conflict(self.table(METRICS), rows, "?")
+
+    def history_upsert(self, rows: int) -> str:
+        return history_upsert_on_conflict(self.table(HISTORY), rows, "?")
 
     def ts_in(self, value: datetime | None) -> str | None:
         return None if value is None else value.astimezone(UTC).strftime(_TS_FORMAT)

@@ -114,6 +114,11 @@ def _profiles(args: argparse.Namespace) -> int:
 
 
 def _metrics(args: argparse.Namespace) -> int:
+    if getattr(args, "source", False):
+        if not args.id:
+            raise ClientError("--source needs a profile id", EXIT_USAGE)
+        _print(_call("GET", f"/profiles/{args.id}/source"))
+        return 0
     _print(_call("GET", f"/profiles/{args.id}/metrics" if args.id else "/metrics"))
     return 0
 

@@ -1,4 +1,7 @@
-"""``python -m shared demo``: the main job on the embedded default, end to end, in seconds.
+"""``des demo --stream``: the Service Bus path on the embedded default, end to end, in seconds.
+
+(``des demo`` without ``--stream`` is the DES story from a Dataverse environment:
+:mod:`shared.tools.demo_dataverse`.)
 
 A simulated Dataverse organization (accounts, contacts, opportunities) runs an initial sync and a
 stream of changes. The demo starts the admin HTTP API in process (uvicorn on a loopback port, with
@@ -451,7 +454,7 @@ def _run(
     return run
 
 
-def run_demo(
+def run_stream_demo(
     path: Path,
     seed: int = 7,
     records: int = 2000,

@@ -32,11 +32,29 @@ def serve(args: argparse.Namespace) -> int:
     store = config.profiles.store_dsn
     from shared.destinations import redact
 
-    print(f"des api: admin store {redact(store)}; http://{args.host}:{args.port}/docs?code=<key>", file=sys.stderr)
+    print(
+        f"des api: admin store {redact(store)}; console http://{args.host}:{args.port}/console, "
+        f"API docs http://{args.host}:{args.port}/docs?code=<key>",
+        file=sys.stderr,
+    )
     from shared.root import api_root
 
     # The profile runtime the function app would build: with AzureWebJobsStorage set (Azurite
     # locally), the failures routes and profile deletion reach Blob storage too.
-    root = functools.cache(lambda: api_root(config))
-    uvicorn.run(build_app(root), host=args.host, port=args.port, access_log=False, log_level="info")
+    built = api_root(config)
+    root = functools.cache(lambda: built)
+    worker = None
+    if built.source is not None and config.source.local_worker:
+        from shared.pull.worker import LocalWorker
+
+        # No Functions host here: the Dataverse source's page units and poll run in this process.
+        worker = LocalWorker(built.source, poll_seconds=config.dataverse.poll_interval_seconds).start()
+        print(f"des api: Dataverse source worker on (poll every {config.dataverse.poll_interval_seconds} s; "
+              f"{S.SOURCE_LOCAL_WORKER}=false turns it off)", file=sys.stderr)  # fmt: skip
+    try:
+        uvicorn.run(build_app(root), host=args.host, port=args.port, access_log=False, log_level="info")
+    finally:
+        if worker is not None:
+            worker.stop()
+        built.close()
     return 0

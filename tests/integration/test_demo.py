@@ -1,4 +1,5 @@
-"""The demo end to end, and simulated CRM streams converging on SQLite and PostgreSQL."""
+"""The demos end to end (the DES story from a Dataverse environment; the Service Bus stream), and
+simulated CRM streams converging on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from shared.destinations import Destination, Layout
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from shared.tools.crm_simulator import CrmSimulator, Truth, check_convergence
-from shared.tools.demo import run_demo
+from shared.tools.demo import run_stream_demo
+from shared.tools.demo_dataverse import run_demo
 from tests.conftest import DestinationFactory
 
 pytestmark = pytest.mark.integration
@@ -44,10 +46,39 @@ def count(path: Path, table: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------ demo
-def test_demo_converges_and_keeps_its_rejects(tmp_path: Path) -> None:
+def test_des_story_demo_syncs_an_environment_through_the_admin_api(tmp_path: Path) -> None:
     db = tmp_path / "des-demo.db"
     out = io.StringIO()
-    assert run_demo(db, seed=3, records=150, console=Console(file=out, width=140)) == 0
+    assert run_demo(db, seed=3, records=60, console=Console(file=out, width=160)) == 0
+    text = out.getvalue()
+    for fact in ("POST /profiles/validate -> valid: True", "source reachable", "account: organization-level read",
+                 "POST /profiles -> 201", "activate -> 200: active", "initial sync completed in",
+                 "PATCH accounts(", "DELETE opportunities(", "random changes", "the destination matches Dataverse",
+                 "Per table (GET /profiles/", "Completed",
+                 "Converged: the destination matches the environment"):  # fmt: skip
+        assert fact in text, fact
+    assert {"account", "contact", "opportunity", "des_account_contact", "DeleteLog"} <= sqlite_tables(db)
+    assert count(db, "account") >= 60
+    assert count(db, "DeleteLog") > 0  # the deletes made in the environment reached the destination
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM account WHERE name = 'Renamed during the demo'").fetchone()[0] == 1
+        assert conn.execute("SELECT COUNT(*) FROM contact WHERE lastname = 'Lovelace'").fetchone()[0] == 1
+    finally:
+        conn.close()
+
+
+def test_des_story_demo_usage_and_connection_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_demo(tmp_path / "x.db", seed=1, records=0) == 2
+    assert "--records" in capsys.readouterr().err
+    assert run_demo(tmp_path / "no-such-dir" / "x.db", seed=1, records=5) == 3
+    assert "cannot open SQLite database" in capsys.readouterr().err
+
+
+def test_stream_demo_converges_and_keeps_its_rejects(tmp_path: Path) -> None:
+    db = tmp_path / "des-demo.db"
+    out = io.StringIO()
+    assert run_stream_demo(db, seed=3, records=150, console=Console(file=out, width=140)) == 0
     text = out.getvalue()
     assert "Converged and conserved" in text
     assert "Conservation law" in text
@@ -65,7 +96,7 @@ def test_demo_converges_and_keeps_its_rejects(tmp_path: Path) -> None:
 
     # A second run replaces the database (and the rejects) rather than adding to them.
     rows = count(db, "account")
-    assert run_demo(db, seed=3, records=150, console=Console(file=io.StringIO())) == 0
+    assert run_stream_demo(db, seed=3, records=150, console=Console(file=io.StringIO())) == 0
     assert count(db, "account") == rows
     again = (rejects / "failures.csv").read_text(encoding="utf-8").splitlines()
     assert len(again) == len(failures)
@@ -74,22 +105,22 @@ def test_demo_converges_and_keeps_its_rejects(tmp_path: Path) -> None:
 def test_demo_command_line(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "shared", "demo", "--records", "60", "--seed", "5"],
+        [sys.executable, "-m", "shared", "demo", "--records", "40", "--seed", "5"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Converged and conserved" in done.stdout
+    assert "Converged: the destination matches the environment" in done.stdout
     assert (tmp_path / "des-demo.db").is_file()
 
 
-def test_demo_rejects_a_useless_record_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_demo(tmp_path / "x.db", seed=1, records=0) == 2
+def test_stream_demo_rejects_a_useless_record_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_stream_demo(tmp_path / "x.db", seed=1, records=0) == 2
     assert "--records" in capsys.readouterr().err
     assert not (tmp_path / "x.db").exists()
 
 
-def test_demo_reports_a_database_it_cannot_open(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_demo(tmp_path / "no-such-dir" / "x.db", seed=1, records=5) == 3
+def test_stream_demo_reports_a_database_it_cannot_open(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_stream_demo(tmp_path / "no-such-dir" / "x.db", seed=1, records=5) == 3
     assert "cannot open SQLite database" in capsys.readouterr().err
 
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from shared.tools.demo import run_demo
+from shared.tools.demo import run_stream_demo
 
 pytestmark = pytest.mark.integration
 
 
 def test_demo_shows_spill_retry_and_failure_log(tmp_path: Path) -> None:
     out = io.StringIO()
-    assert run_demo(tmp_path / "des-demo.db", seed=4, records=120, console=Console(file=out, width=160)) == 0
+    assert run_stream_demo(tmp_path / "des-demo.db", seed=4, records=120, console=Console(file=out, width=160)) == 0
     text = out.getvalue()
     assert "Blob storage on Azurite" in text
     assert "spilled to an encrypted blob" in text

@@ -178,13 +178,21 @@ def test_one_statement_per_batch_for_many_profiles(opened: Callable[..., SqlStor
             yield Counting(cur)
 
     s.d.transaction = counting  # type: ignore[method-assign]
+    s.clock = lambda: T0  # one minute: the history is pruned on its first batch only
     entries = [MetricsEntry.from_result(pid, result(applied=i + 1), pending_retry=1) for i, pid in enumerate(ids)]
     entries.append(MetricsEntry.unrouted({"lead": 3, "task": 1}))
     s.record_batch(entries)
+    assert [q.split()[0:3] for q in sent] == [
+        ["INSERT", "INTO", s.d.table("des_metrics")],
+        ["INSERT", "INTO", s.d.table("des_metrics_history")],
+        ["DELETE", "FROM", s.d.table("des_metrics_history")],
+    ]
+    sent.clear()
+    s.record_batch(entries)
     s.d.transaction = real  # type: ignore[method-assign]
-    assert len(sent) == 1, sent
-    assert [s.metrics(pid).entities[0].success for pid in ids] == [1, 2, 3, 4, 5]
-    assert {e.entity: e.skipped for e in s.metrics(UNROUTED).entities} == {"lead": 3, "task": 1}
+    assert len(sent) == 2, sent  # counters and history: one statement each
+    assert [s.metrics(pid).entities[0].success for pid in ids] == [2, 4, 6, 8, 10]
+    assert {e.entity: e.skipped for e in s.metrics(UNROUTED).entities} == {"lead": 6, "task": 2}
 
 
 def test_concurrent_batches_lose_no_count(opened: Callable[..., SqlStore]) -> None:

@@ -365,3 +365,25 @@ class FakeAdminStore:
 
     def close(self) -> None:
         pass
+
+
+class FakeSourceSink:
+    """FAKE of the Dataverse source's sink port (shared/pull/work.py ``Sink``): keeps what each
+    ``publish`` delivered, in order, with the cursor revision at that moment (``observe``), and can
+    fail the next calls like an unavailable Service Bus or destination."""
+
+    def __init__(self, observe: Any = None) -> None:
+        self.published: list[tuple[str, list[bytes], Any]] = []
+        self.ids: dict[str, set[str]] = {}
+        self.fail_next = 0
+        self.observe = observe  # (entity) -> anything to record with the call (a cursor state)
+
+    def publish(self, entity: str, bodies: Sequence[bytes]) -> None:
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise ConnectionError("the fake sink is unavailable")
+        seen = self.observe(entity) if self.observe is not None else None
+        self.published.append((entity, list(bodies), seen))
+
+    def existing_ids(self, entity: str) -> set[str]:
+        return set(self.ids.get(entity, set()))

@@ -27,6 +27,7 @@ with warnings.catch_warnings():
 from shared.api import ApiServices, AuthConfig, create_app
 from shared.config import ProfilesConfig
 from shared.root import ProfileRuntime, build_runtime
+from shared.store.migrations import MIGRATIONS
 from tests.support.admin import ADMIN_KEY, KeyVaultDouble, auth, secret_uri, vault_resolver
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -347,7 +348,7 @@ def test_docs_and_openapi_need_the_key_and_do_not_echo_it(api: Api) -> None:
 
 def test_health(api: Api) -> None:
     r = api.call("GET", "/health", key=None)
-    assert r.json() == {"status": "ok", "store": "ok", "schemaVersion": 1}
+    assert r.json() == {"status": "ok", "store": "ok", "schemaVersion": len(MIGRATIONS)}
 
 
 # ---------------------------------------------------------------------------------- secrets

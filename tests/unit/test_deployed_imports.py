@@ -17,7 +17,8 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOLING_DEPENDENCIES = ("rich", "psutil", "uvicorn", "httpx")
+# httpx is not among them: the function app runs the Dataverse source, whose Web API client is httpx.
+TOOLING_DEPENDENCIES = ("rich", "psutil", "uvicorn")
 
 
 def tool_modules() -> list[str]:
@@ -56,7 +57,9 @@ def test_importing_the_function_app_loads_no_tooling(tmp_path: Path) -> None:
     loaded = loaded_after("import function_app", tmp_path)
     assert "function_app" in loaded
     assert "shared.api" in loaded  # the import really built the app
-    assert not top_level(loaded) & set(TOOLING_DEPENDENCIES)
+    # rich is left out here: httpx (the Dataverse source's client) imports its optional command line,
+    # and with it rich, whenever rich is installed (it is not, in Azure). Our own modules stay clean:
+    assert not top_level(loaded) & (set(TOOLING_DEPENDENCIES) - {"rich"})
     assert not loaded & set(tool_modules())
     assert "shared.cli" not in loaded
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 import pytest
@@ -50,8 +52,19 @@ def app_on_sqlite(tmp_path: Path) -> Iterator[Path]:
     reset_root(None)
 
 
+@functools.cache
+def indexed() -> dict[str, Any]:
+    """The functions as the host indexes them. get_functions() registers names on the app and refuses
+    a second call in one process: reset around ours (as test_retry_poison does)."""
+    function_app.app.functions_bindings = {}
+    try:
+        return {f.get_function_name(): f for f in function_app.app.get_functions()}
+    finally:
+        function_app.app.functions_bindings = {}
+
+
 def test_function_indexes_with_service_bus_batch_binding() -> None:
-    functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    functions = indexed()
     binding = functions["sync_notifications"].get_bindings_dict()["bindings"][0]
     assert binding["type"] == "serviceBusTrigger"
     assert binding["queueName"] == "%ServiceBusQueueName%"
@@ -93,3 +106,35 @@ def test_transient_destination_error_makes_the_function_raise(tmp_path: Path) ->
         holder.execute("ROLLBACK")
         holder.close()
         reset_root(None)
+
+
+def test_source_functions_bind_the_page_queue_and_the_poll_timer() -> None:
+    functions = indexed()
+    pages = functions["source_pages"].get_bindings_dict()["bindings"]
+    assert len(pages) == 1
+    assert pages[0]["type"] == "queueTrigger"
+    assert pages[0]["queueName"] == "%DES_SOURCE_QUEUE_NAME%"
+    assert pages[0]["connection"] == "AzureWebJobsStorage"
+    assert pages[0]["direction"].name == "IN"
+    poll = functions["source_poll"].get_bindings_dict()["bindings"]
+    assert len(poll) == 1
+    assert poll[0]["type"] == "timerTrigger"
+    assert poll[0]["schedule"] == "%DES_SOURCE_POLL_SCHEDULE%"
+
+
+class _Timer(func.TimerRequest):
+    @property
+    def past_due(self) -> bool:
+        return False
+
+
+def test_source_functions_call_the_root_source(app_on_sqlite: Path) -> None:
+    # single-destination mode runs no Dataverse source: the unit is logged and ignored, the poll does nothing
+    msg = func.QueueMessage(body=b'{"profileId":"5b0b8f3e-2d7f-4c55-9a57-3f3c1f0e9a11","entity":"account"}')
+    function_app.source_pages(msg)
+    function_app.source_poll(_Timer())
+    from shared.handlers import handle_source_page, handle_source_poll
+    from shared.root import root
+
+    assert handle_source_page(msg.get_body(), root()) == "ignored"
+    assert handle_source_poll(root()) == 0

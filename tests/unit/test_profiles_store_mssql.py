@@ -132,6 +132,8 @@ def exercise(store: SqlStore) -> str:
     store.record(pid, r, pending_retry=3)
     store.record_batch([MetricsEntry.skipped(pid, {"contact": 1}), MetricsEntry.unrouted({"lead": 2})])
     store.metrics(pid)
+    store.metrics_history(pid, datetime(2026, 11, 21, tzinfo=UTC), datetime(2026, 11, 22, tzinfo=UTC))
+    store.metrics_history(pid, datetime(2026, 11, 21, tzinfo=UTC), datetime(2026, 11, 22, tzinfo=UTC), entity="a")
     store.set_initial_sync_state(pid, "account", "Completed")
     store.delete_profile(pid)
     store.ping()
@@ -171,18 +173,24 @@ def test_metrics_of_a_batch_are_one_merge_with_holdlock() -> None:
     before = len(server.sent)
     entries = [MetricsEntry.unrouted({f"e{i}": 1 for i in range(40)})]
     store.record_batch(entries)
-    merges = [s for s in server.sent[before:] if s.sql.startswith("MERGE")]
+    merges = [s for s in server.sent[before:] if s.sql.startswith("MERGE [des_metrics] ")]
     assert len(merges) == 1
     assert len(merges[0].params) == 40 * 12
     assert "WITH (HOLDLOCK)" in merges[0].sql
     tree = sqlglot.parse_one(merges[0].sql, read="tsql")
     assert isinstance(tree, exp.Merge)
+    history = [s for s in server.sent[before:] if s.sql.startswith("MERGE [des_metrics_history] ")]
+    assert len(history) == 1  # the per-minute history: one MERGE too, in the same transaction
+    assert len(history[0].params) == 40 * 10
+    assert "WITH (HOLDLOCK)" in history[0].sql
+    assert isinstance(sqlglot.parse_one(history[0].sql, read="tsql"), exp.Merge)
     # more rows than SQL Server's 2100 parameters per request: chunked, still one transaction
     before = len(server.sent)
     store.record_batch([MetricsEntry.unrouted({f"e{i}": 1 for i in range(400)})])
-    sent = [s.sql.split()[0] for s in server.sent[before:]]
-    assert sent.count("MERGE") == 3
-    assert sent.count("BEGIN") == 1
+    sent = [" ".join(s.sql.split()[:2]) for s in server.sent[before:]]
+    assert sent.count("MERGE [des_metrics]") == 3
+    assert sent.count("MERGE [des_metrics_history]") == 2
+    assert sent.count("BEGIN TRANSACTION") == 1
     assert all(len(s.params) <= 2000 for s in server.sent)
 
 

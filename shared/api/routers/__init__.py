@@ -1,1 +1,1 @@
-"""The admin API's routes by area: health, profiles, metrics, failures."""
+"""The admin API's routes by area: health, profiles, metrics, failures, metrics history, console."""

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from shared.api.deps import ERRORS, ProfileId, Svc
-from shared.api.schemas import EntityMetricsOut, MetricsOut, ServiceMetricsOut
+from shared.api.schemas import EntityMetricsOut, MetricsOut, ServiceMetricsOut, SourceEntityOut, SourceOut
 from shared.profiles.model import ProfileState
 from shared.store.base import UNROUTED, EntityMetrics
 
@@ -51,6 +51,20 @@ def profile_metrics(s: Svc, profile_id: ProfileId) -> Any:
         profileId=p.id, state=p.state, pendingRetry=m.pending_retry, lastBatchAt=m.last_batch_at,
         totals=totals, entities=entities,
     )  # fmt: skip
+
+@router.get("/profiles/{profile_id}/source", response_model=SourceOut, tags=["metrics"], responses=ERRORS)
+def profile_source(s: Svc, profile_id: ProfileId) -> Any:
+    """The profile's Dataverse source per table: initial sync state (with the reason when Failed),
+    rows read, pages, last poll, source lag (now minus the newest modifiedon read), next poll."""
+    p, rows = s.profiles.source_status(profile_id)
+    assert p.source is not None
+    entities = [SourceEntityOut(
+        entity=r.entity, InitialSyncState=r.initial_sync_state, reason=r.reason, phase=r.phase, rowsRead=r.rows_read,
+        deletesRead=r.deletes_read, pages=r.pages, lastPoll=r.last_poll, sourceLagSeconds=r.source_lag_seconds,
+        nextPoll=r.next_poll,
+    ) for r in rows]  # fmt: skip
+    return SourceOut(profileId=p.id, state=p.state, environmentUrl=p.source.environmentUrl,
+                     authKind=p.source.auth.kind.value, entities=entities)  # fmt: skip
 
 @router.get("/metrics", response_model=ServiceMetricsOut, tags=["metrics"], responses=ERRORS)
 def service_metrics(s: Svc) -> Any:

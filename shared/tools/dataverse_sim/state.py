@@ -140,7 +140,9 @@ class DataverseState:
         self._etag = 10_000_000
         self._etags: dict[tuple[str, str], int] = {}
         self._last_when = datetime(2000, 1, 1, tzinfo=UTC)
-        self._tokens: dict[str, tuple[str, int, datetime]] = {}  # token -> (entity, epoch, issued)
+        # (entity, token) -> (entity, epoch, issued): tables issued a token at the same version and second
+        # share its text, and each must stay valid for its own table
+        self._tokens: dict[tuple[str, str], tuple[str, int, datetime]] = {}
         self.listeners: list[Callable[[Change], None]] = []
         # Reverse index: target id -> {(table, row id, column)} of lookups and N:N link columns pointing at it.
         self._refs: dict[str, set[tuple[str, str, str]]] = {}
@@ -260,14 +262,14 @@ class DataverseState:
         with self.lock:
             issued = max(self.clock().astimezone(UTC), self._last_when)
             token = f"{version}!{issued.astimezone(UTC):%m/%d/%Y %H:%M:%S}"
-            self._tokens[token] = (entity, self._tables[entity].epoch, issued)
+            self._tokens[(entity, token)] = (entity, self._tables[entity].epoch, issued)
             return token
 
     def check_token(self, entity: str, token: str) -> int:
         """The version a delta token stands for; ExpiredVersionStamp (0x80044352) when it expired,
         was never issued for this table, or is older than the retention period."""
         with self.lock:
-            entry = self._tokens.get(token)
+            entry = self._tokens.get((entity, token))
             if entry is None or entry[0] != entity or entry[1] != self._tables[entity].epoch:
                 raise self.expired_error()
             retention = timedelta(days=self.switches.expire_change_tracking_in_days)
