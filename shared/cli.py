@@ -25,6 +25,7 @@ from shared.destinations import (
     open_destination,
     redact,
 )
+from shared.destinations.redaction import install_log_redaction, redact_text
 from shared.replay import DEFAULT_BATCH_BYTES, DEFAULT_MAX_LINE_BYTES
 
 if TYPE_CHECKING:
@@ -60,10 +61,10 @@ def _replay(args: argparse.Namespace) -> int:
         layout = Layout(args.schema, args.prefix or "", args.write_delete_log)
         dest = open_destination(args.destination, layout)
     except (LayoutError, UnsupportedDestination) as exc:
-        print(f"des replay: {exc}", file=sys.stderr)
+        print(f"des replay: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except ConnectionFailed as exc:
-        print(f"des replay: {exc}", file=sys.stderr)
+        print(f"des replay: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_CONNECTION
     if args.workers > 1:
         dest.close()  # opened to fail fast on a bad DSN or credentials; each worker opens its own
@@ -100,13 +101,13 @@ def _replay(args: argparse.Namespace) -> int:
             report = run(None)
     except TransientDestinationError as exc:
         print(
-            f"des replay: destination {redact(args.destination)} kept failing ({exc}); "
+            f"des replay: destination {redact(args.destination)} kept failing ({redact_text(str(exc))}); "
             "batches that committed stay applied, and replaying again is safe",
             file=sys.stderr,
         )
         return EXIT_TRANSIENT
     except ConnectionFailed as exc:
-        print(f"des replay: {exc}", file=sys.stderr)
+        print(f"des replay: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_CONNECTION
     finally:
         if rejects is not None:
@@ -312,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from shared.tuning import tune_for_throughput
 
         tune_for_throughput()
+    install_log_redaction()  # every log line through the one redaction
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -10,7 +10,6 @@ import logging
 from collections.abc import Sequence
 
 from shared.contract.parse import parse_bodies
-from shared.engine.outcomes import BatchResult
 from shared.profiles.fanout import FanOutResult
 from shared.retry.attempt import run_retry_blob
 from shared.retry.sweep import SweepReport, blob_name_in, handle_poison_message, sweep_retries
@@ -22,18 +21,17 @@ from shared.storage.failurelog import cleanup_retention
 log = logging.getLogger(__name__)
 
 
-def handle_notifications(bodies: Sequence[bytes | str], root: Root) -> BatchResult | FanOutResult:
+def handle_notifications(bodies: Sequence[bytes | str], root: Root) -> FanOutResult:
     """Apply one Service Bus batch through the root's router: fanned out to the profiles (profile
-    mode, a :class:`FanOutResult`), or to the one destination (single-destination mode, a
-    :class:`BatchResult`).
+    mode) or to the one fixed target (single-destination mode), the same code and result type.
 
     Claim checks (``payloadRef``) are resolved first (download + decrypt); their blobs are deleted
     only after every destination committed or parked them. Failed records go to the failure log and
     unprocessable bodies are kept; both are outcomes, so the messages complete. On a transient
-    destination error the notifications are parked in an encrypted retry blob (shared.retry) and
-    the function returns normally: the messages are completed after the blob is written. Without
-    blob storage the error propagates and Service Bus redelivers the batch (the engine is
-    idempotent, so that is safe).
+    destination error the failing target's notifications are parked in an encrypted retry blob
+    (shared.retry; the other targets committed) and the function returns normally: the messages are
+    completed after the blob is written. Without blob storage the error propagates and Service Bus
+    redelivers the batch (the engine is idempotent, so that is safe).
     """
     parsed = parse_bodies(bodies)
     resolution = resolve_references(parsed, root.storage.payloads if root.storage is not None else None)

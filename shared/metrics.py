@@ -21,9 +21,13 @@ advisory across crashes between a blob write and the metrics call; the retry blo
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from shared.engine.outcomes import BatchResult
+
+if TYPE_CHECKING:
+    from shared.store.base import MetricsEntry
 
 
 class MetricsSink(Protocol):
@@ -31,3 +35,7 @@ class MetricsSink(Protocol):
 
     def record(self, profile_id: str, result: BatchResult, *, pending_retry: int = 0) -> None:
         """Add one processed delivery's final outcomes and the change of the pending-retry gauge."""
+
+    def record_batch(self, entries: Sequence[MetricsEntry]) -> None:
+        """Add many profiles' outcomes of one batch (a router's one call per batch; entries made by
+        :class:`~shared.store.base.MetricsEntry`)."""

@@ -12,12 +12,27 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Protocol
 
 from shared.contract.parse import Unprocessable
+from shared.destinations.redaction import redact_text
 from shared.engine.failure_schema import COLUMNS as FAILURE_LOG_COLUMNS
 from shared.engine.outcomes import RecordFailure
+
+
+def redact_failures(items: list[RecordFailure]) -> list[RecordFailure]:
+    """Failures with their reasons through the one redaction (a reason quotes the destination's
+    error message): what every failure log and parked copy keeps."""
+    out = []
+    for f in items:
+        reason = redact_text(f.reason)
+        out.append(f if reason == f.reason else RecordFailure(f.notification, reason))
+    return out
+
+
+PARKED_FILE = "failed-notifications.jsonl"  # each failed notification, its reason and when it was logged
 
 
 class RejectSink(Protocol):
@@ -59,6 +74,7 @@ class RejectFiles:
     def failures(self, items: list[RecordFailure]) -> None:
         if not items:
             return
+        items = redact_failures(items)
         with self._exclusive():
             self._write_failures(items)
 
@@ -76,10 +92,15 @@ class RejectFiles:
         assert self._failures is not None
         self._failures.flush()
         # Keep the notification itself too, so the record can be re-synced.
-        self._park([{"reason": f.reason, "notification": f.notification.model_dump(mode="json")} for f in items])
+        # With when it was logged: the admin API reads the local failure log by time range from it.
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        self._park([
+            {"reason": f.reason, "notification": f.notification.model_dump(mode="json"), "loggedAt": now}
+            for f in items
+        ])  # fmt: skip
 
     def _park(self, rows: list[dict[str, object]]) -> None:
-        with (self.directory / "failed-notifications.jsonl").open("a", encoding="utf-8") as fh:
+        with (self.directory / PARKED_FILE).open("a", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 

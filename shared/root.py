@@ -9,10 +9,11 @@ builds every client once and hands narrow dependencies to the handlers.
   (a destination, a profile runtime, a storage account, a metrics sink).
 
 The two modes (README "Running the function app", docs/api.md "Single-destination mode") are two
-routers (:mod:`shared.routing`): ``DES_DESTINATION_DSN`` set — a :class:`FixedRouter` with one
-target; otherwise a :class:`ProfileRouter` over the profile runtime (store, secret resolver,
-profile cache, per-profile engines, fan-out, profile service), which the admin API shares, so a
-change made through the API is seen by the fan-out of the same instance at once.
+routers of one kind (:class:`~shared.routing.FanOutRouter`, one batch path):
+``DES_DESTINATION_DSN`` set — a :class:`FixedRouter`, a fan-out to one fixed target; otherwise a
+:class:`ProfileRouter` over the profile runtime (store, secret resolver, profile cache, per-profile
+engines, fan-out, profile service), which the admin API shares, so a change made through the API is
+seen by the fan-out of the same instance at once.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from shared.config import (
 )
 from shared.contract.parse import parse_bodies
 from shared.destinations import Destination, Layout, open_destination
+from shared.destinations.redaction import install_log_redaction
 from shared.engine.engine import SyncEngine
 from shared.identity import Credentials
 from shared.metrics import MetricsSink
@@ -50,7 +52,7 @@ from shared.profiles.service import Checker, ProfileService
 from shared.rejects import LocalRejects, RejectFiles, RejectSink
 from shared.retry.policy import RetryPolicy
 from shared.retry.ports import RetryDeps
-from shared.routing import FixedRouter, ProfileRouter
+from shared.routing import FanOutRouter, FixedRouter, ProfileRouter
 from shared.storage.account import Storage
 from shared.storage.blobs import BlobStores
 from shared.storage.claimcheck import resolve_references
@@ -120,12 +122,14 @@ def build_runtime(
     parked: ParkedFailureReader | None = None,
     blobs: ProfileBlobs | None = None,
     storage: Storage | None = None,
+    rejects_dir: str | Path | None = None,
     opener: Callable[[str, Layout], Destination] = open_destination,
     identity: IdentityConfig | None = None,
     credentials: Credentials | None = None,
 ) -> ProfileRuntime:
     """The profile machinery from ``config`` (defaults: an embedded SQLite store); with ``storage``
-    the failure-log, parked-failure and profile-blob ports are wired to it (unless given), and
+    the failure-log, parked-failure and profile-blob ports are wired to it (unless given), else
+    with ``rejects_dir`` to the local reject store there (what :class:`LocalRejects` writes), and
     ``opener`` opens each profile's destination."""
     config = config or ProfilesConfig()
     if storage is not None:
@@ -134,6 +138,11 @@ def build_runtime(
         failure_log = failure_log or BlobFailureLog(storage)
         parked = parked or BlobParkedFailureReader(storage)
         blobs = blobs or BlobProfileBlobs(storage)
+    elif rejects_dir is not None:
+        from shared.profiles.local_ports import LocalFailures
+
+        local = LocalFailures(Path(rejects_dir))
+        failure_log, parked, blobs = failure_log or local, parked or local, blobs or local
     store = store or open_store(config.store_dsn, schema=config.store_schema)
     if resolver is None:  # Key Vault secrets: the default credential (AZURE_CLIENT_ID's identity)
         credentials = credentials or Credentials()
@@ -163,7 +172,7 @@ def build_runtime(
 class Root:
     """What the handlers and the API get: the router, the storage account and the profile runtime."""
 
-    router: FixedRouter | ProfileRouter
+    router: FanOutRouter
     storage: Storage | None = None
     config: AppConfig = field(default_factory=AppConfig)
     # The profile runtime: the profile router's; in single-destination mode built when the API
@@ -190,7 +199,7 @@ class Root:
             if self.runtime is None:
                 self.runtime = build_runtime(
                     self.config.profiles, storage=self.storage, identity=self.config.identity,
-                    credentials=self.credentials,
+                    credentials=self.credentials, rejects_dir=self.config.rejects_dir,
                 )  # fmt: skip
                 self.owns_runtime = True
             return self.runtime
@@ -326,12 +335,16 @@ def attach_source(
 def build_root(config: AppConfig) -> Root:
     """The root of a configuration: single-destination mode when it has a destination, profile
     mode otherwise; the storage account (if configured) opened once and shared."""
+    install_log_redaction()
     credentials = Credentials()
     storage = open_storage(config.storage, config.identity, credentials)
     if config.destination is not None:
         r = single_destination_root(config.destination, storage=storage, retry_policy=config.retry, app=config)
     else:
-        rt = build_runtime(config.profiles, storage=storage, identity=config.identity, credentials=credentials)
+        rt = build_runtime(
+            config.profiles, storage=storage, identity=config.identity, credentials=credentials,
+            rejects_dir=config.rejects_dir,
+        )  # fmt: skip
         r = profiles_root(rt, retry_policy=config.retry, rejects_dir=config.rejects_dir, app=config, owns_runtime=True)
     r.credentials = credentials
     log.info("function app in %s mode", r.mode)
@@ -365,7 +378,10 @@ def api_root(config: AppConfig) -> Root:
     storage account, and no destination opened."""
     credentials = Credentials()
     storage = open_storage(config.storage, config.identity, credentials)
-    rt = build_runtime(config.profiles, storage=storage, identity=config.identity, credentials=credentials)
+    rt = build_runtime(
+        config.profiles, storage=storage, identity=config.identity, credentials=credentials,
+        rejects_dir=config.rejects_dir,
+    )  # fmt: skip
     r = profiles_root(rt, retry_policy=config.retry, rejects_dir=config.rejects_dir, app=config, owns_runtime=True)
     r.credentials = credentials
     return r

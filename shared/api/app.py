@@ -16,21 +16,25 @@ response models in :mod:`shared.api.schemas`, the guard in :mod:`shared.api.midd
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.api.deps import ApiServices, Lazy
 from shared.api.middleware import ANONYMOUS_PATHS, GuardMiddleware
 from shared.api.routers import console, failures, health, history, metrics, profiles
 from shared.api.schemas import CheckOut, FailureOut, Problem, ValidationItem
+from shared.destinations.redaction import install_log_redaction, redact_text
 from shared.profiles.service import ProfileError
 from shared.store.base import StoreError, StoreUnavailable
 
@@ -52,8 +56,21 @@ _PATTERN_MESSAGES = {
 }
 
 
+def _redact(detail: Any) -> Any:
+    if isinstance(detail, str):
+        return redact_text(detail)
+    if isinstance(detail, list):
+        return [_redact(d) for d in detail]
+    if isinstance(detail, dict):
+        return {k: _redact(v) for k, v in detail.items()}
+    return detail
+
+
 def _problem(status: int, detail: Any, checks: list[CheckOut] | None = None) -> JSONResponse:
-    body = Problem(detail=detail, checks=checks).model_dump(exclude_none=True)
+    """An error response; every text in it through the one redaction."""
+    if checks is not None:
+        checks = [c.model_copy(update={"detail": _redact(c.detail)}) for c in checks]
+    body = Problem(detail=_redact(detail), checks=checks).model_dump(exclude_none=True)
     return JSONResponse(jsonable_encoder(body), status_code=status)
 
 
@@ -79,6 +96,7 @@ def _clean_errors(errors: Any) -> list[ValidationItem]:
 
 # ---------------------------------------------------------------------------------------- app
 def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
+    install_log_redaction()
     lazy = Lazy(services)
     app = FastAPI(
         title="DES replacement admin API",
@@ -120,7 +138,10 @@ def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _problem(exc.status_code, str(exc.detail))
+        response = _problem(exc.status_code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():  # Allow on 405 (RFC 9110)
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -154,26 +175,73 @@ def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return HTMLResponse(_SWAGGER_HTML)
+        return HTMLResponse(docs_page(), headers=_DOCS_HEADERS)
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    def docs_asset(name: str) -> Response:
+        media = _ASSET_TYPES.get(name)
+        if media is None:
+            raise StarletteHTTPException(404, "no such asset")
+        return Response(_asset(name), media_type=media, headers=_ASSET_HEADERS)
 
     return app
 
 
+# -------------------------------------------------------------------- Swagger UI, served here
+# Vendored from the pinned npm package swagger-ui-dist by scripts/vendor-swagger-ui.sh (no CDN);
+# MANIFEST.json has the version and each file's SHA-384, which the page gives the browser as
+# Subresource Integrity. The page adds the ?code= it was opened with to the asset URLs, so they load
+# behind the Functions host's key check too.
+SWAGGER_UI = Path(__file__).parent / "static" / "swagger-ui"
+_ASSET_TYPES = {"swagger-ui-bundle.js": "text/javascript; charset=utf-8", "swagger-ui.css": "text/css; charset=utf-8"}
+_ASSET_HEADERS = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
+_DOCS_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
+
+
+@functools.cache
+def swagger_manifest() -> dict[str, Any]:
+    manifest: dict[str, Any] = json.loads((SWAGGER_UI / "MANIFEST.json").read_text(encoding="utf-8"))
+    return manifest
+
+
+@functools.cache
+def _asset(name: str) -> bytes:
+    return (SWAGGER_UI / name).read_bytes()
+
+
+@functools.cache
+def docs_page() -> str:
+    files = swagger_manifest()["files"]
+    return _SWAGGER_HTML.replace("{css_integrity}", files["swagger-ui.css"]).replace(
+        "{js_integrity}", files["swagger-ui-bundle.js"]
+    )
+
+
 _SWAGGER_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>DES admin API</title>
-<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css"></head>
+<html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><title>DES admin API</title></head>
 <body><div id="swagger-ui"></div>
-<script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
 <script>
-// The key comes from this page's own ?code= (as the Azure Functions host takes it) and is sent as
-// x-functions-key with every request the page makes, /openapi.json included.
+// The key comes from this page's own ?code= (as the Azure Functions host takes it): added to the
+// URLs of the page's own assets, and sent as x-functions-key with every request the page makes.
 const key = new URLSearchParams(window.location.search).get("code");
 const base = window.location.pathname.replace(/\\/docs\\/?$/, "");
-window.ui = SwaggerUIBundle({
-  url: base + "/openapi.json",
-  dom_id: "#swagger-ui",
-  persistAuthorization: false,
-  requestInterceptor: (req) => { if (key) { req.headers["x-functions-key"] = key; } return req; },
-});
+const q = key ? "?code=" + encodeURIComponent(key) : "";
+const css = document.createElement("link");
+css.rel = "stylesheet";
+css.href = base + "/docs/assets/swagger-ui.css" + q;
+css.integrity = "{css_integrity}";
+document.head.appendChild(css);
+const js = document.createElement("script");
+js.src = base + "/docs/assets/swagger-ui-bundle.js" + q;
+js.integrity = "{js_integrity}";
+js.onload = () => {
+  window.ui = SwaggerUIBundle({
+    url: base + "/openapi.json",
+    dom_id: "#swagger-ui",
+    persistAuthorization: false,
+    requestInterceptor: (req) => { if (key) { req.headers["x-functions-key"] = key; } return req; },
+  });
+};
+document.body.appendChild(js);
 </script></body></html>
 """

@@ -3,7 +3,8 @@ anonymous route. The mode is the explicit setting ``DES_AUTH_MODE`` (:class:`sha
 never guessed from the platform's variables:
 
 * ``local-key`` (default; ``des api``, ``func start``, tests): the key in ``DES_ADMIN_API_KEY`` is
-  required, in the ``x-functions-key`` header or as ``Authorization: Bearer <key>``. Without the
+  required, in the ``x-functions-key`` header, as ``Authorization: Bearer <key>`` or as the
+  ``?code=<key>`` query parameter (as the Functions host accepts a function key). Without the
   setting every admin route answers 401 and says so.
 * ``function-keys`` (Azure): the Functions host has checked the function key (the HTTP function's
   ``AuthLevel.FUNCTION``) before the request gets here. Only behind the Functions host: a local
@@ -68,9 +69,13 @@ class AuthConfig:
     def from_env(cls, env: Mapping[str, str] | None = None, *, hosted: bool = False) -> AuthConfig:
         return cls.of(S.ApiConfig.from_env(os.environ if env is None else env), hosted=hosted)
 
-    def authorize(self, headers: Mapping[str, str]) -> str:
+    def authorize(self, headers: Mapping[str, str], code: str | None = None) -> str:
         """Return who the caller is, or raise :class:`AuthError` (401 unauthenticated, 403 forbidden,
-        503 when the configured mode cannot authenticate anyone)."""
+        503 when the configured mode cannot authenticate anyone).
+
+        In ``local-key`` mode the key is taken from ``x-functions-key``, ``Authorization: Bearer`` or
+        ``code`` (the ``?code=`` query parameter, as the Functions host takes a function key: the URL
+        ``des api`` prints opens ``/docs`` locally as it does in Azure)."""
         if self.mode is AuthMode.FUNCTION_KEYS:
             return "function key"
         if self.mode is AuthMode.ENTRA:
@@ -90,7 +95,11 @@ class AuthConfig:
             if scheme.lower() == "bearer":
                 given = token.strip()
         if not given:
-            raise AuthError(401, "an admin key is required: x-functions-key header or Authorization: Bearer")
+            given = code
+        if not given:
+            raise AuthError(
+                401, "an admin key is required: x-functions-key header, Authorization: Bearer or ?code="
+            )
         if not hmac.compare_digest(
             given.encode("utf-8", "surrogatepass"), self.api_key.encode("utf-8", "surrogatepass")
         ):

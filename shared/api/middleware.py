@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from shared.api.auth import AuthError
 from shared.api.deps import Lazy
@@ -43,6 +44,15 @@ async def _send_json(
         }
     )
     await send({"type": "http.response.body", "body": data})
+
+
+def _code(scope: Scope) -> str | None:
+    """The ``code`` query parameter (a function key, as the Functions host takes it), if any."""
+    raw = scope.get("query_string", b"")
+    if b"code=" not in raw:
+        return None
+    values = parse_qs(raw.decode("latin-1"), keep_blank_values=False).get("code")
+    return values[0] if values else None
 
 
 class GuardMiddleware:
@@ -87,7 +97,7 @@ class GuardMiddleware:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             try:
                 scope.setdefault("state", {})
-                who = svc.auth.authorize(headers)
+                who = svc.auth.authorize(headers, _code(scope))
             except AuthError as exc:
                 extra = [(b"www-authenticate", b'Bearer realm="des-admin"')] if exc.status == 401 else []
                 await _send_json(send, exc.status, {"detail": exc.detail}, extra)

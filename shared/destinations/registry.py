@@ -17,7 +17,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shared.destinations.checks import CheckReport, Runner
-from shared.destinations.redaction import describe_url, redact_url, url_secrets, with_encodings
+from shared.destinations.redaction import (
+    describe_url,
+    redact_text,
+    redact_url,
+    redacted,
+    remember,
+    url_secrets,
+    with_encodings,
+)
 from shared.engine.ports import Destination, Layout, UnsupportedDestination
 
 log = logging.getLogger(__name__)
@@ -169,36 +177,56 @@ def factory(dsn: str) -> DestinationFactory:
 
 # ------------------------------------------------------------------------- the public operations
 def open_destination(dsn: str, layout: Layout | None = None) -> Destination:
-    return factory(dsn).open(dsn, layout)
+    """Open the DSN's destination. Its secrets are remembered by the one redaction
+    (:func:`~shared.destinations.redaction.redact_text`), and an error raised while opening comes
+    out as the same class with its text redacted and without the driver's exception as its cause."""
+    secrets = secrets_of(dsn)  # remembered
+    try:
+        return factory(dsn).open(dsn, layout)
+    except Exception as exc:
+        raise redacted(exc, secrets) from None
 
 
 def redact(dsn: str) -> str:
     """The DSN with its secrets masked, for messages and logs (any scheme)."""
     found = find(dsn)
-    return redact_url(dsn) if found is None else found.redact(dsn)
+    secrets = secrets_of(dsn)
+    try:
+        text = redact_url(dsn) if found is None else found.redact(dsn)
+    except ValueError:
+        return f"{scheme_of(dsn)}://…"
+    return redact_text(text, secrets)
 
 
 def describe(dsn: str) -> str:
-    """Where a DSN points, rebuilt from harmless parts only (allow-list): never a credential."""
+    """Where a DSN points, rebuilt from harmless parts only (allow-list): never a credential, also
+    for a malformed DSN (checked against the DSN's secrets and the credential forms)."""
     found = find(dsn)
     scheme = scheme_of(dsn)
+    generic = f"{scheme if scheme.isalnum() else '?'}://… (literal connection string; credentials hidden)"
+    secrets = secrets_of(dsn)
     try:
-        return describe_url(dsn) if found is None else found.describe(dsn)
+        text = describe_url(dsn) if found is None else found.describe(dsn)
     except ValueError:
-        return f"{scheme}://… (literal connection string; credentials hidden)"
+        return generic
+    return text if redact_text(text, secrets) == text else generic
 
 
 def secrets_of(dsn: str) -> list[str]:
-    """Every secret of the DSN as it may appear in a message (plain and percent-encoded), longest first."""
+    """Every secret of the DSN as it may appear in a message (plain and percent-encoded), longest
+    first; remembered by the one redaction from now on."""
     found = find(dsn)
-    return with_encodings(url_secrets(dsn) if found is None else found.secrets(dsn))
+    try:
+        secrets = with_encodings(url_secrets(dsn) if found is None else found.secrets(dsn))
+    except ValueError:
+        secrets = []
+    remember(secrets)
+    return secrets
 
 
 def scrub(text: str, dsn: str) -> str:
-    """``text`` with every secret of ``dsn`` replaced by ``***``."""
-    for secret in secrets_of(dsn):
-        text = text.replace(secret, "***")
-    return text
+    """``text`` with every secret of ``dsn`` (and every credential by its form) masked."""
+    return redact_text(text, secrets_of(dsn))
 
 
 def check(dsn: str, layout: Layout) -> CheckReport:

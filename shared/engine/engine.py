@@ -31,7 +31,7 @@ from shared.contract.parse import ParsedBatch, parse_bodies
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.metadata import MetadataApplier
-from shared.engine.outcomes import BatchResult, RecordFailure
+from shared.engine.outcomes import BatchResult, Outcome, RecordFailure
 from shared.engine.ports import (
     SYSTEM_COLUMNS,
     Applied,
@@ -79,6 +79,7 @@ def reduce_batch(notifications: Iterable[Notification], result: BatchResult) -> 
     does not depend on arrival order.
     """
     best: dict[tuple[str, str], Notification] = {}
+    stale: Counter[str] = Counter()  # tallied here, counted once per entity
     for n in notifications:
         key = (n.entity, n.recordId.lower())
         cur = best.get(key)
@@ -90,8 +91,9 @@ def reduce_batch(notifications: Iterable[Notification], result: BatchResult) -> 
             loser = cur
         else:
             loser = n
-        result.stale += 1
-        result.entity(loser.entity).stale += 1
+        stale[loser.entity] += 1
+    for entity, count in stale.items():
+        result.count(Outcome.STALE, entity, count)
     return list(best.values())
 
 
@@ -115,8 +117,7 @@ class _Group:
 
 
 def _record_failure(result: BatchResult, n: Notification, reason: str) -> None:
-    result.failed += 1
-    result.entity(n.entity).failed += 1
+    result.count(Outcome.FAILED, n.entity)
     result.failures.append(RecordFailure(n, reason))
 
 
@@ -147,10 +148,10 @@ class SyncEngine:
         result = BatchResult(received=parsed.received - len(parsed.unprocessable))
         result.add_unprocessable(parsed.unprocessable)
         for entity, count in Counter(map(attrgetter("entity"), parsed.notifications)).items():
-            result.entity(entity).received += count
+            result.receive(entity, count)
         if parsed.metadata:  # before the records: they meet the columns their metadata declares
             for m in parsed.metadata:
-                result.entity(m.entity).received += 1
+                result.receive(m.entity)
             self._catalog.update(
                 self.metadata.apply(
                     parsed.metadata,
@@ -484,24 +485,26 @@ class SyncEngine:
         result: BatchResult,
     ) -> None:
         counts = result.entity(entity)
+        applied_n = stale_n = 0  # tallied here, counted once per outcome
         for group, done in ((upserts, applied.upserted), (deletes, applied.deleted)):
             if len(done) == len(group):  # the common case: everything took effect
                 if group:
-                    result.applied += len(group)
-                    counts.applied += len(group)
+                    applied_n += len(group)
                     newest = max(n.changedOn for n in group)
                     if counts.last_changed_on is None or newest > counts.last_changed_on:
                         counts.last_changed_on = newest
                 continue
             for n in group:
                 if n.recordId.lower() in done:
-                    result.applied += 1
-                    counts.applied += 1
+                    applied_n += 1
                     if counts.last_changed_on is None or n.changedOn > counts.last_changed_on:
                         counts.last_changed_on = n.changedOn
                 else:
-                    result.stale += 1
-                    counts.stale += 1
+                    stale_n += 1
+        if applied_n:
+            result.count(Outcome.APPLIED, entity, applied_n)
+        if stale_n:
+            result.count(Outcome.STALE, entity, stale_n)
 
 
 _NONE = type(None)

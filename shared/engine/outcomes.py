@@ -100,6 +100,11 @@ class BatchResult:
             if received:
                 counts.received += n
 
+    def receive(self, entity: str, n: int = 1) -> None:
+        """``n`` notifications of ``entity`` are in the per-entity received count (the batch total is
+        set when the result is made); their outcomes are counted with :meth:`count`."""
+        self.entity(entity).received += n
+
     def add_unprocessable(self, items: Iterable[Unprocessable]) -> None:
         """Count bodies that fail the contract (received and unprocessable) and keep them."""
         for u in items:

@@ -29,12 +29,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from shared.contract.metadata import MetadataNotification
 from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable, parse_bodies
 from shared.destinations import Destination, Layout, open_destination
+from shared.destinations.redaction import redacted
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from shared.observability import propagating
@@ -93,7 +94,9 @@ class ProfileDirectory:
 
 
 @dataclass
-class _Slot:
+class EngineSlot:
+    """A profile's engine, with the lock that keeps it to one batch at a time."""
+
     revision: int
     destination_ref: str
     engine: SyncEngine
@@ -113,10 +116,10 @@ class EngineRegistry:
         self.resolver = resolver
         self.opener = opener
         self.write_attempts = write_attempts
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[str, EngineSlot] = {}
         self._lock = threading.Lock()
 
-    def slot(self, profile: Profile) -> _Slot:
+    def slot(self, profile: Profile) -> EngineSlot:
         with self._lock:
             slot = self._slots.get(profile.id)
             if slot is not None and (slot.revision, slot.destination_ref) == (profile.revision, profile.destination):
@@ -124,7 +127,7 @@ class EngineRegistry:
         # Open outside the registry lock: a slow destination must not hold up the other profiles.
         dsn = self.resolver.resolve(profile.destination)
         dest = self.opener(dsn, profile.layout)
-        new = _Slot(profile.revision, profile.destination, SyncEngine(dest, attempts=self.write_attempts))
+        new = EngineSlot(profile.revision, profile.destination, SyncEngine(dest, attempts=self.write_attempts))
         with self._lock:
             old = self._slots.get(profile.id)
             if old is not None and old.revision >= new.revision and old.destination_ref == profile.destination:
@@ -225,6 +228,16 @@ class FanOutResult:
         assert all(e.profile_id == UNROUTED or e.profile_id for e in entries)
         return entries
 
+    def final(self) -> BatchResult:
+        """The batch's final outcomes as one result: every profile's, plus the unprocessable bodies
+        (what was skipped or parked for retry is not in it)."""
+        result = BatchResult()
+        for o in self.outcomes.values():
+            if o.result is not None:
+                result.merge(o.result)
+        result.add_unprocessable(self.unprocessable)
+        return result
+
     def summary(self) -> dict[str, Any]:
         per_profile = {}
         for pid, o in self.outcomes.items():
@@ -238,13 +251,26 @@ class FanOutResult:
         }
 
 
+class Directory(Protocol):
+    """The profiles of an organization (:class:`ProfileDirectory`; one fixed target in
+    single-destination mode, shared/routing.py)."""
+
+    def for_org(self, organization_id: str) -> list[Profile]: ...
+
+
+class Engines(Protocol):
+    """A profile's engine (:class:`EngineRegistry`; one fixed engine in single-destination mode)."""
+
+    def slot(self, profile: Profile) -> EngineSlot: ...
+
+
 class FanOut:
     """Applies notifications to every matching profile's destination."""
 
     def __init__(
         self,
-        directory: ProfileDirectory,
-        engines: EngineRegistry,
+        directory: Directory,
+        engines: Engines,
         *,
         max_parallel: int = MAX_PARALLEL_PROFILES,
     ) -> None:
@@ -311,8 +337,9 @@ class FanOut:
             o.result = self.apply_batch_to_profile(o.profile, o.batch())
         except Exception as exc:
             # Whatever it is (destination down, secret unavailable, a bug), the other profiles go on
-            # and this profile's notifications are parked for retry by the caller, not lost.
-            o.error = exc
+            # and this profile's notifications are parked for retry by the caller, not lost. Its text
+            # may quote the destination's credentials: kept redacted (the same class, no cause).
+            o.error = exc = redacted(exc)
             log.warning(
                 "profile %s (%s): %s notifications not applied: %s: %s",
                 o.profile.id, o.profile.name, o.routed, type(exc).__name__, exc,

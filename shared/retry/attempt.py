@@ -29,7 +29,18 @@ from shared.retry.batch import (
 )
 from shared.retry.policy import RetryPolicy, environmental_backoff
 from shared.retry.ports import Disposition, Lease, RetryDeps
-from shared.storage.blobs import M_ATTEMPT, M_LAST_ERROR, M_NOT_BEFORE, BlobMissing, RetryBatch, RetryState, iso
+from shared.retry.quarantine import quarantine
+from shared.storage.blobs import (
+    M_ATTEMPT,
+    M_LAST_ERROR,
+    M_NOT_BEFORE,
+    BlobMissing,
+    RetryBatch,
+    RetryBlobInvalid,
+    RetryState,
+    iso,
+    verify_retry_batch,
+)
 from shared.storage.claimcheck import Resolution, resolve_references
 from shared.store.base import UNROUTED
 
@@ -80,6 +91,7 @@ class Status(enum.Enum):
     GONE = "gone"  # no such blob (done by another worker)
     SKIPPED = "skipped"  # its profile is no longer active: counted as skipped; blob deleted
     ORPHANED = "profile deleted"  # its profile was deleted: kept under unprocessablemessages/unrouted/
+    UNPROCESSABLE = "unprocessable"  # malformed metadata or content not its name's: unprocessable store
 
 
 @dataclass
@@ -105,7 +117,13 @@ class _Attempt:
 
     def run(self) -> RetryOutcome:
         router = self.deps.router
-        batch = self.deps.retries.read(self.name, lease=self.lease, state=self.state)
+        try:
+            batch = self.deps.retries.read(self.name, lease=self.lease, state=self.state)
+            verify_retry_batch(self.name, batch)
+        except RetryBlobInvalid as exc:
+            quarantine(self.deps, self.state, short(exc), lease=self.lease)
+            self.held = False
+            return RetryOutcome(Status.UNPROCESSABLE, self.name, attempt=self.state.attempt)
         profile_id = batch.profile_id or self.state.profile_id or router.default_profile_id
         parsed = parse_parked(batch.notifications)
         resolution = resolve_references(parsed, self.deps.payloads)
@@ -233,7 +251,7 @@ def process_retry_blob(
     except BlobMissing:
         return RetryOutcome(Status.GONE, name)
     now = now or deps.clock()
-    if state.not_before > now:
+    if state.problem is None and state.not_before > now:
         return RetryOutcome(Status.NOT_DUE, name, not_before=state.not_before, attempt=state.attempt)
     try:
         lease = retries.lease(name, LEASE_SECONDS)
@@ -241,6 +259,13 @@ def process_retry_blob(
         return RetryOutcome(Status.GONE, name)
     if lease is None:
         return RetryOutcome(Status.BUSY, name)
+    if state.problem is not None:
+        try:
+            quarantine(deps, state, state.problem, lease=lease)
+        except BaseException:
+            lease.release()
+            raise
+        return RetryOutcome(Status.UNPROCESSABLE, name, attempt=state.attempt)
     attempt = _Attempt(deps, name, state, lease, now, policy_for or deps.router.policy_for)
     try:
         with LeaseKeeper(lease, name, renew_every):

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from shared.contract.metadata import METADATA_CHANGE_TYPE, MetadataNotification, validate_metadata
 from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable
+from shared.destinations.redaction import redact_text
 from shared.engine.outcomes import BatchResult, Outcome, RecordFailure
 from shared.engine.ports import ConnectionFailed, TransientDestinationError
 from shared.profiles.secrets import SecretError
@@ -31,7 +32,9 @@ _ONE = TypeAdapter(Notification)
 
 
 def short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """An error as one short line for retry-blob metadata, failure reasons and logs: redacted by the
+    one redaction (no destination or store credential)."""
+    text = " ".join(redact_text(str(exc)).split()) or type(exc).__name__
     return text[:300]
 
 

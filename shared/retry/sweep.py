@@ -7,11 +7,19 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.engine.outcomes import BatchResult
 from shared.retry.attempt import process_retry_blob
 from shared.retry.batch import M_COUNTED, fail_all, parse_parked, short, unprocessable_too
 from shared.retry.ports import RetryDeps
-from shared.storage.blobs import M_CRASHES, M_LAST_ERROR, RETRY, BlobMissing, BlobStoreError, RetryState
+from shared.retry.quarantine import profile_of, quarantine
+from shared.storage.blobs import (
+    M_CRASHES,
+    M_LAST_ERROR,
+    RETRY,
+    BlobMissing,
+    BlobStoreError,
+    RetryState,
+    verify_retry_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +34,17 @@ def give_up(name: str, deps: RetryDeps, reason: str) -> str:
         state = retries.state(name)
     except BlobMissing:
         return "gone"
-    profile_id = state.profile_id or router.default_profile_id
+    if state.problem is not None:
+        quarantine(deps, state, f"{reason}; {state.problem}")
+        return "unprocessable"
+    profile_id = profile_of(state, router.default_profile_id)
     counted = state.raw.get(M_COUNTED) == "1"
     pending = -state.count if counted else 0
     try:
         batch = retries.read(name, state=state)
-    except BlobStoreError as exc:
-        kept = deps.unprocessable.keep_undecryptable(profile_id, RETRY, name, f"{reason}; {exc}")
-        result = BatchResult(received=state.count, unprocessable=state.count)
-        router.record(profile_id, result, pending)
-        retries.delete(name)
-        log.error("retry blob %s could not be processed nor read (%s); kept as %s", name, short(exc), kept)
+        verify_retry_batch(name, batch)
+    except BlobStoreError as exc:  # cannot be decrypted, or not what its name says: kept as it is
+        quarantine(deps, state, f"{reason}; {short(exc)}")
         return "unprocessable"
     parsed = parse_parked(batch.notifications)
     failed = fail_all(parsed.notifications, f"retry processing kept failing: {reason}", parsed.metadata)
@@ -83,7 +91,7 @@ def sweep_retries(deps: RetryDeps, *, now: datetime | None = None, limit: int = 
     """The timer function: process the retry blobs that are due (also those whose event was lost)."""
     report = SweepReport()
     now = now or deps.clock()
-    due = [s for s in deps.retries.states() if s.not_before <= now]
+    due = [s for s in deps.retries.states() if s.not_before <= now or s.problem is not None]
     for state in due[:limit]:
         report.seen += 1
         try:

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from shared.contract.parse import Unprocessable
 from shared.engine.outcomes import RecordFailure
+from shared.rejects import redact_failures
 from shared.storage.blobs import BlobStores, ParkedFailureStore, PayloadStore, RetryStore, UnprocessableStore, utcnow
 from shared.storage.crypto import KeyRing
 from shared.storage.failurelog import FailureLog
@@ -57,6 +58,7 @@ class BlobRejects:
     def failures(self, items: list[RecordFailure]) -> None:
         if not items:
             return
+        items = redact_failures(items)
         # The parked copy first: a failure-log line always has its notification for a re-sync.
         self.storage.parked.put(self.profile_id, items)
         self.storage.failure_log.append(self.profile_id, items)

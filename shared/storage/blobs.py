@@ -74,6 +74,12 @@ class BlobMissing(BlobStoreError):
     """The named blob does not exist (anymore)."""
 
 
+class RetryBlobInvalid(BlobStoreError):
+    """A retry blob that was read (decrypted) but is not what its name says: not a retry batch, or
+    its notifications or profile are not the ones its name was made from (a copied or altered blob).
+    It goes to the unprocessable store with the reason; it is never applied."""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -300,23 +306,60 @@ class RetryState:
     etag: str
     raw: dict[str, str]
 
+    problem: str | None = None  # malformed metadata: the blob goes to the unprocessable store at once
+
     @classmethod
     def of(cls, name: str, meta: dict[str, str], etag: str) -> RetryState:
-        try:
-            return cls(
-                name=name,
-                profile_id=meta.get(M_PROFILE, ""),
-                attempt=int(meta.get(M_ATTEMPT, "0")),
-                not_before=parse_iso(meta[M_NOT_BEFORE]) if M_NOT_BEFORE in meta else datetime.min.replace(tzinfo=UTC),
-                first_seen=parse_iso(meta[M_FIRST_SEEN]) if M_FIRST_SEEN in meta else utcnow(),
-                count=int(meta.get(M_COUNT, "0")),
-                crashes=int(meta.get(M_CRASHES, "0")),
-                last_error=meta.get(M_LAST_ERROR, ""),
-                etag=etag,
-                raw=meta,
-            )
-        except (KeyError, ValueError) as exc:
-            raise BlobStoreError(f"retry blob {name} has unreadable metadata: {exc}") from exc
+        """The state of any retry blob; never raises. Malformed metadata (``desattempt=abc``) is named
+        in ``problem`` and its fields take values that make the blob due now, so nothing waits on it."""
+        problems: list[str] = []
+
+        def number(key: str) -> int:
+            raw = meta.get(key, "0")
+            try:
+                value = int(raw)
+            except ValueError:
+                problems.append(f"{key}={raw[:40]!r} is not a number")
+                return 0
+            if value < 0:
+                problems.append(f"{key}={value} is negative")
+                return 0
+            return value
+
+        def when(key: str, default: datetime) -> datetime:
+            if key not in meta:
+                return default
+            try:
+                return parse_iso(meta[key])
+            except ValueError:
+                problems.append(f"{key}={meta[key][:40]!r} is not a time")
+                return datetime.min.replace(tzinfo=UTC)
+
+        profile = meta.get(M_PROFILE, "")
+        if profile and not PROFILE_RE.match(profile):
+            problems.append(f"{M_PROFILE}={profile[:40]!r} is not a profile id")
+            profile = ""
+        attempt, count, crashes = number(M_ATTEMPT), number(M_COUNT), number(M_CRASHES)
+        not_before = when(M_NOT_BEFORE, datetime.min.replace(tzinfo=UTC))
+        first_seen = when(M_FIRST_SEEN, utcnow())
+        return cls(
+            name=name, profile_id=profile, attempt=attempt, not_before=not_before, first_seen=first_seen,
+            count=count, crashes=crashes, last_error=meta.get(M_LAST_ERROR, ""), etag=etag, raw=meta,
+            problem=f"retry blob {name} has malformed metadata: {'; '.join(problems)}" if problems else None,
+        )  # fmt: skip
+
+
+def verify_retry_batch(name: str, batch: RetryBatch) -> None:
+    """A retry blob's content must be what its name was made from: ``<profile>/<batch key>.json``,
+    the key a hash of the notifications (:func:`batch_key`) and the folder the profile the content
+    names. Raises :class:`RetryBlobInvalid` otherwise (another blob's content copied over it, or an
+    altered one), so a parked batch is never replaced silently."""
+    folder, _, file = name.rpartition("/")
+    key = file.removesuffix(".json")
+    if batch_key(batch.notifications) != key:
+        raise RetryBlobInvalid(f"retry blob {name}: its notifications are not the ones its name was made from")
+    if folder and batch.profile_id != folder:
+        raise RetryBlobInvalid(f"retry blob {name}: its content names profile {batch.profile_id[:40]!r}")
 
 
 @dataclass(slots=True)
@@ -338,10 +381,16 @@ class RetryBatch:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RetryBatch:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or doc.get("format") != "des-retry/1":
-            raise BlobStoreError("not a des-retry/1 document")
-        return cls(str(doc["profile"]), parse_iso(doc["firstSeen"]), list(doc["notifications"]))
+        try:
+            doc = json.loads(data)
+            if not isinstance(doc, dict) or doc.get("format") != "des-retry/1":
+                raise RetryBlobInvalid("not a des-retry/1 document")
+            notifications = doc["notifications"]
+            if not isinstance(notifications, list):
+                raise RetryBlobInvalid("its notifications are not a list")
+            return cls(str(doc["profile"]), parse_iso(doc["firstSeen"]), notifications)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RetryBlobInvalid(f"not a readable retry batch: {type(exc).__name__}: {exc}") from None
 
 
 def batch_key(notifications: list[dict[str, Any]]) -> str:
@@ -394,8 +443,8 @@ class RetryStore:
         data = self.stores.get(RETRY, name, lease=lease)
         try:
             return RetryBatch.from_bytes(data)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BlobStoreError(f"retry blob {RETRY}/{name} is not a readable retry batch: {exc}") from exc
+        except RetryBlobInvalid as exc:
+            raise RetryBlobInvalid(f"retry blob {RETRY}/{name}: {exc}") from None
 
     def update(self, state: RetryState, changes: dict[str, str], *, lease: BlobLeaseClient | None = None) -> None:
         """Change our metadata keys, keeping the rest (``encryptiondata`` above all)."""
@@ -426,13 +475,11 @@ class RetryStore:
         container = self.stores.plain.get_container_client(RETRY)
         prefix = f"{check_profile(profile_id)}/" if profile_id else None
         for b in container.list_blobs(name_starts_with=prefix, include=["metadata"]):
-            try:
-                yield RetryState.of(str(b.name), dict(b.metadata or {}), str(b.etag))
-            except BlobStoreError as exc:
-                log.warning("%s", exc)
+            yield RetryState.of(str(b.name), dict(b.metadata or {}), str(b.etag))  # malformed ones too
 
     def pending(self, profile_id: str | None = None) -> int:
-        """Notifications waiting in retry blobs (the exact pending-retry figure)."""
+        """Notifications waiting in retry blobs (the exact pending-retry figure): every retry blob,
+        those with malformed metadata included (by their count, when it can be read)."""
         return sum(s.count for s in self.states(profile_id))
 
 

@@ -145,6 +145,20 @@ class MetricsEntry:
                 last_changed_on=c.last_changed_on,
                 status=_status(c.applied, c.stale, c.failed, c.unprocessable),
             )
+        # Notifications whose entity could not be read (unprocessable bodies) are in the totals only.
+        rest = EntityDelta(
+            received=result.received - sum(c.received for c in result.per_entity.values()),
+            applied=result.applied - sum(c.applied for c in result.per_entity.values()),
+            failed=result.failed - sum(c.failed for c in result.per_entity.values()),
+            stale=result.stale - sum(c.stale for c in result.per_entity.values()),
+            unprocessable=result.unprocessable - sum(c.unprocessable for c in result.per_entity.values()),
+        )
+        if not rest.empty():
+            known = entry.entities.get(UNKNOWN_ENTITY) or EntityDelta()
+            for name in ("received", "applied", "failed", "stale", "unprocessable"):
+                setattr(known, name, getattr(known, name) + getattr(rest, name))
+            known.status = _status(known.applied, known.stale, known.failed, known.unprocessable)
+            entry.entities[UNKNOWN_ENTITY] = known
         if pending_retry:
             entry.entities[PROFILE_LEVEL] = EntityDelta(pending_retry=pending_retry)
         return entry

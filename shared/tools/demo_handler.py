@@ -16,17 +16,9 @@ def fold(out: FanOutResult) -> tuple[BatchResult, int]:
     """A fan-out's final outcomes as one BatchResult (every profile's, plus the batch's
     unprocessable bodies) and the notifications skipped (no active profile). With one profile:
     received = result.received + skipped + what was parked for retry (reported when it resolves)."""
-    result = BatchResult()
-    for o in out.outcomes.values():
-        if o.result is not None:
-            result.merge(o.result)
-    result.add_unprocessable(out.unprocessable)
-    return result, out.skipped
+    return out.final(), out.skipped
 
 
 def handle(bodies: Sequence[bytes | str], c: Root) -> tuple[BatchResult, int]:
     """The Service Bus function's handler (profile mode), folded for the demo's tables."""
-    out = handle_notifications(bodies, c)
-    if not isinstance(out, FanOutResult):
-        raise TypeError("the demo runs the function app in profile mode")
-    return fold(out)
+    return fold(handle_notifications(bodies, c))

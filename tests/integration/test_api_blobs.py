@@ -114,7 +114,7 @@ def test_failures_download_json_and_csv_by_time_range(setup: Setup) -> None:
         params={"start": past.isoformat(), "end": (past + timedelta(hours=1)).isoformat()},
     )
     assert empty.json() == []
-    assert setup.call("GET", f"/profiles/{pid}/failures/links").status_code == 503  # Azurite: shared key, no SAS
+    assert setup.call("GET", f"/profiles/{pid}/failures/links").status_code == 409  # Azurite: shared key, no SAS
 
 
 def test_resync_reapplies_parked_failures_and_skips_stale(setup: Setup) -> None:

@@ -489,8 +489,8 @@ def test_the_function_app_picks_its_mode_from_the_settings(tmp_path: Path) -> No
         assert (single.mode, single.runtime, single.router.default_profile_id) == ("single destination", None, "local")
         assert single.storage is None
         result = handle_notifications([body(note("account", 1, 1, "create"))], single)
-        assert not isinstance(result, FanOutResult)
-        assert result.applied == 1
+        assert isinstance(result, FanOutResult)  # one result type in both modes
+        assert (list(result.outcomes), result.final().applied) == (["local"], 1)
     finally:
         single.close()
 

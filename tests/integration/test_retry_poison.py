@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,3 +176,58 @@ def test_the_blob_trigger_function_runs_through_the_container(app: Root, storage
     finally:
         reset_root(None)
     assert list(storage.stores.names(RETRY)) == []
+
+
+# ------------------------------------------------------------- retry blobs are authenticated (issue 12)
+def applied_ids(c: Root) -> set[str]:
+    try:
+        return {str(r["Id"]) for r in table_rows(c.router.engine.destination, "account")}
+    except sqlite3.OperationalError:  # no table: nothing was ever applied
+        return set()
+
+
+def park_notes(c: Root, *ids: int) -> str:
+    bodies = [json.dumps(note(i, 1, "create", name=f"r{i}")) for i in ids]
+    park_batch(c.retries, parse_bodies(bodies), Resolution(), ConnectionError("connection refused"))
+    assert c.storage is not None
+    return max(c.storage.retries.states(), key=lambda s: s.first_seen).name
+
+
+def test_a_retry_blob_with_another_blobs_content_is_kept_not_applied(app: Root, storage: Storage) -> None:
+    first = park_notes(app, 1)
+    second = park_notes(app, 2)
+    data, meta = storage.stores.raw(RETRY, second)  # encrypted bytes and their encryption metadata
+    storage.stores.plain.get_blob_client(RETRY, first).upload_blob(data, metadata=meta, overwrite=True)
+    assert handle_retry_blob(f"{RETRY}/{first}", app) == "unprocessable"
+    assert applied_ids(app) == set()  # nothing applied under the wrong name
+    [kept] = list(storage.stores.names(UNPROCESSABLE))
+    kept_data, kept_meta = storage.stores.raw(UNPROCESSABLE, kept)
+    assert kept_data == data
+    assert kept_meta["dessource"] == f"{RETRY}/{first}"
+    assert "not the ones its name was made from" in kept_meta["desreason"]
+    assert handle_retry_blob(f"{RETRY}/{second}", app) == "resolved"  # the original is intact
+    assert applied_ids(app) == {rid(2)}
+    metrics = app.router.metrics
+    assert isinstance(metrics, RecordedMetrics)
+    assert metrics.conserved()
+    assert (metrics.totals.applied, metrics.totals.unprocessable, metrics.pending) == (1, 1, 0)
+
+
+def test_malformed_retry_metadata_is_counted_then_kept_with_the_reason(app: Root, storage: Storage) -> None:
+    name = park_notes(app, 1, 2, 3)
+    blob = storage.stores.plain.get_blob_client(RETRY, name)
+    meta = dict(blob.get_blob_properties().metadata)
+    blob.set_blob_metadata({**meta, "desattempt": "abc", "desnotbefore": "2999-01-01T00:00:00Z"})
+    assert storage.retries.pending() == 3  # listed and counted, not skipped
+    report = handle_retry_sweep(app)
+    assert report is not None
+    assert report.processed == {"unprocessable": 1}  # due at once: nothing stays stuck
+    assert list(storage.stores.names(RETRY)) == []
+    [kept] = list(storage.stores.names(UNPROCESSABLE))
+    _, kept_meta = storage.stores.raw(UNPROCESSABLE, kept)
+    assert "desattempt='abc' is not a number" in kept_meta["desreason"]
+    assert applied_ids(app) == set()
+    metrics = app.router.metrics
+    assert isinstance(metrics, RecordedMetrics)
+    assert metrics.conserved()
+    assert (metrics.totals.unprocessable, metrics.pending) == (3, 0)

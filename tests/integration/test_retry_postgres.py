@@ -67,10 +67,10 @@ def test_destination_down_then_up_every_record_once_counts_conserve(switch: Swit
     metrics = RecordedMetrics()
     app = make_app(switch, storage, RetryPolicy(count=5, interval_seconds=0), metrics)
     first, second = batches()
-    up = handle_notifications(first, app)  # up: applied at once (the reduction buffer makes 10 stale)
+    up = handle_notifications(first, app).final()  # up: applied at once (the reduction buffer makes 10 stale)
     assert (up.applied, up.stale, up.unprocessable) == (40, 10, 1)
     switch.down()
-    parked = handle_notifications(second, app)  # down: parked, the function returns normally
+    parked = handle_notifications(second, app).final()  # down: parked, the function returns normally
     assert (parked.received, parked.applied, parked.failed) == (0, 0, 0)
     [state] = list(storage.retries.states())
     assert (state.count, state.attempt, state.profile_id) == (13, 0, "pg")
@@ -92,7 +92,7 @@ def test_destination_down_then_up_every_record_once_counts_conserve(switch: Swit
     assert metrics.pending == 0
     assert (t.received, t.unprocessable) == (51 + 13, 1)
     assert t.applied + t.stale == 50 + 13  # each notification one outcome, none counted twice
-    app.router.engine.destination.close()
+    app.router.close()
 
 
 def test_crash_between_park_and_settle_does_not_double_count(switch: Switch, storage: Storage) -> None:
@@ -112,7 +112,7 @@ def test_crash_between_park_and_settle_does_not_double_count(switch: Switch, sto
     assert metrics.pending == 50
     # And again, now with the destination back: applied from the message itself...
     switch.up()
-    redelivered = handle_notifications(first, app)
+    redelivered = handle_notifications(first, app).final()
     assert (redelivered.applied, redelivered.stale) == (40, 10)
     # ...then the parked copy resolves as stale: no record twice, the pending gauge back to zero.
     report = sweep_retries(app.retries)
@@ -123,7 +123,7 @@ def test_crash_between_park_and_settle_does_not_double_count(switch: Switch, sto
     assert t.applied == 40  # not 80
     want = {rid(i): (2, f"v2 {i}") if i <= 10 else (1, f"v1 {i}") for i in range(1, 41)}
     assert switch.rows() == want
-    app.router.engine.destination.close()
+    app.router.close()
 
 
 def test_retry_count_exhausted_records_go_to_the_failure_log(switch: Switch, storage: Storage) -> None:
@@ -149,19 +149,19 @@ def test_retry_count_exhausted_records_go_to_the_failure_log(switch: Switch, sto
     assert metrics.pending == 0
     assert metrics.totals.failed == 13
     switch.up()
-    app.router.engine.destination.close()
+    app.router.close()
 
 
 def test_retry_count_zero_logs_at_once(switch: Switch, storage: Storage) -> None:
     metrics = RecordedMetrics()
     app = make_app(switch, storage, RetryPolicy(count=0, interval_seconds=5), metrics)
     switch.down()
-    result = handle_notifications([json.dumps(note(1, 1, "create", name="x"))], app)
+    result = handle_notifications([json.dumps(note(1, 1, "create", name="x"))], app).final()
     assert (result.received, result.failed) == (1, 1)
     assert list(storage.stores.names(RETRY)) == []
     assert "retry count 0" in next(iter(storage.failure_log.rows("pg")))["FailureReason"]
     switch.up()
-    app.router.engine.destination.close()
+    app.router.close()
 
 
 def test_long_intervals_are_not_waited_for_in_a_worker(switch: Switch, storage: Storage) -> None:
@@ -179,4 +179,4 @@ def test_long_intervals_are_not_waited_for_in_a_worker(switch: Switch, storage: 
     due = state.not_before + timedelta(seconds=1)
     assert sweep_retries(app.retries, now=due).processed == {"resolved": 1}
     assert switch.rows() == {rid(1): (1, "later")}
-    app.router.engine.destination.close()
+    app.router.close()

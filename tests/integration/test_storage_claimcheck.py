@@ -16,6 +16,7 @@ from shared.destinations import Layout
 from shared.destinations.inspect import table_rows
 from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.handlers import handle_notifications
+from shared.profiles.fanout import UNROUTED_FOLDER
 from shared.publisher import NotificationPublisher
 from shared.retry.attempt import Status, process_retry_blob
 from shared.retry.policy import RetryPolicy
@@ -66,7 +67,7 @@ def test_large_notifications_travel_by_claim_check(app: Root, storage: Storage) 
     blobs = sorted(r["payloadRef"]["blob"] for r in refs)
     assert sorted(storage.stores.names(DATA)) == blobs
 
-    result = handle_notifications(bodies, app)
+    result = handle_notifications(bodies, app).final()
     assert result.conserved
     assert (result.received, result.applied, result.unprocessable) == (62, 62, 0)
     got = rows(app)
@@ -76,10 +77,10 @@ def test_large_notifications_travel_by_claim_check(app: Root, storage: Storage) 
 
     # A redelivery after the payloads were deleted: the references are unprocessable with the reason;
     # the plain notifications are stale (already there).
-    again = handle_notifications(bodies, app)
+    again = handle_notifications(bodies, app).final()
     assert (again.stale, again.unprocessable) == (59, 3)
     assert all("payload blob is missing" in u.reason for u in again.unprocessables)
-    kept = list(storage.unprocessable.entries("claims"))
+    kept = list(storage.unprocessable.entries(UNROUTED_FOLDER))  # the batch's, as in profile mode
     assert len(kept) == 3
     assert all(json.loads(k["body"])["payloadRef"] for k in kept)
 
@@ -94,7 +95,8 @@ def test_a_payload_that_is_not_the_one_referenced_is_unprocessable(app: Root, st
     # Swap: each reference points at the other's blob (right key, wrong content).
     a, b = refs[0]["payloadRef"], refs[1]["payloadRef"]
     refs[0]["payloadRef"], refs[1]["payloadRef"] = {**b}, {**a}
-    result = handle_notifications([json.dumps(refs[:1]), json.dumps({**refs[1], "payloadRef": {**a, "size": 3}})], app)
+    bodies = [json.dumps(refs[:1]), json.dumps({**refs[1], "payloadRef": {**a, "size": 3}})]
+    result = handle_notifications(bodies, app).final()
     assert result.unprocessable == 2
     # One reason each, in either order (both start with a random blob name).
     reasons = [u.reason for u in result.unprocessables]
@@ -103,7 +105,12 @@ def test_a_payload_that_is_not_the_one_referenced_is_unprocessable(app: Root, st
     assert sorted(storage.stores.names(DATA)) == sorted([a["blob"], b["blob"]])  # kept for inspection
 
 
-def test_payload_blobs_stay_until_the_retry_commits(app: Root, storage: Storage, tmp_path: Path) -> None:
+def test_a_parked_claim_check_is_parked_in_full_and_its_payload_deleted(
+    app: Root, storage: Storage, tmp_path: Path
+) -> None:
+    """Single-destination mode parks as profile mode does (one rule): the failing target's
+    notifications in full in the encrypted retry blob, so the payload blob (which a fan-out shares
+    between profiles) goes once every target committed or parked."""
     sender = RecordingSender(link_max=LIMIT)
     NotificationPublisher(sender, storage.payloads, max_message_bytes=LIMIT).publish(
         [note(1, 1, "create", description="z" * LIMIT), note(2, 1, "create", name="plain")]
@@ -111,16 +118,16 @@ def test_payload_blobs_stay_until_the_retry_commits(app: Root, storage: Storage,
     holder = sqlite3.connect(tmp_path / "dest.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another writer holds the database: the destination is unavailable
     try:
-        result = handle_notifications(sender.bodies(), app)
+        result = handle_notifications(sender.bodies(), app).final()
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     assert (result.received, result.applied) == (0, 0)  # nothing final yet: both pending
     [name] = list(storage.stores.names(RETRY))
-    assert len(list(storage.stores.names(DATA))) == 1  # the payload is still needed
-    # The retry blob holds the small reference, not a second copy of the payload.
+    assert list(storage.stores.names(DATA)) == []  # parked in full: the payload is no longer needed
     parked = storage.retries.read(name).notifications
-    assert [("payloadRef" in n) for n in parked] == [True, False]
+    assert [("payloadRef" in n) for n in parked] == [False, False]
+    assert parked[0]["attributes"]["description"] == "z" * LIMIT
     outcome = process_retry_blob(name, app.retries)
     assert outcome.status is Status.RESOLVED
     assert outcome.result is not None

@@ -6,10 +6,12 @@ SQL): it keeps the calls in memory so a test can check the conservation law acro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.engine.outcomes import BatchResult
+from shared.engine.outcomes import BatchResult, Outcome
+from shared.store.base import PROFILE_LEVEL, MetricsEntry
 
 ORG = "11111111-1111-1111-1111-111111111111"
 
@@ -40,6 +42,7 @@ class RecordedMetrics:
     totals: BatchResult = field(default_factory=BatchResult)
     pending: int = 0
     calls: int = 0
+    skipped: int = 0
     fail_next: int = 0  # raise on the next N calls (a process dying right there)
 
     def record(self, profile_id: str, result: BatchResult, *, pending_retry: int = 0) -> None:
@@ -55,6 +58,27 @@ class RecordedMetrics:
             )
         )
         self.pending += pending_retry
+
+    def record_batch(self, entries: Sequence[MetricsEntry]) -> None:
+        """The routers' one call per batch: every profile's (and the unrouted bucket's) entries."""
+        if self.fail_next:
+            self.fail_next -= 1
+            raise RuntimeError("the process died here (simulated by the test)")
+        self.calls += 1
+        for e in entries:
+            for entity, d in e.entities.items():
+                self.pending += d.pending_retry
+                self.skipped += d.skipped
+                received = d.received - d.skipped  # skipped notifications have no outcome here
+                assert received == d.applied + d.stale + d.failed + d.unprocessable, (e.profile_id, entity, d)
+                if entity == PROFILE_LEVEL:
+                    continue
+                self.totals.received += received
+                for outcome, n in ((Outcome.APPLIED, d.applied), (Outcome.STALE, d.stale),
+                                   (Outcome.FAILED, d.failed), (Outcome.UNPROCESSABLE, d.unprocessable)):  # fmt: skip
+                    if n:
+                        self.totals.count(outcome, entity, n)
+                self.totals.receive(entity, received)
 
     def conserved(self) -> bool:
         t = self.totals

@@ -139,9 +139,9 @@ def test_published_messages_apply_through_the_function_handler(tmp_path: Path) -
         DestinationConfig(destination_dsn=f"sqlite:///{db}", rejects_dir=str(tmp_path / "rejects"))
     )
     try:
-        result = handle_notifications(sender.bodies(), c)
+        result = handle_notifications(sender.bodies(), c).final()
     finally:
-        c.router.engine.destination.close()
+        c.close()
     assert result.conserved
     assert (result.received, result.applied, result.stale, result.failed, result.unprocessable) == (402, 400, 2, 0, 0)
     with sqlite3.connect(db) as conn:

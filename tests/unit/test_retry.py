@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,23 +191,32 @@ def test_a_committed_batch_goes_through_the_router_and_counts_once(parts: Parts)
     router = parts.deps.router
     assert isinstance(router, FixedRouter)
     bodies = [json.dumps(note(1, 1, "create", name="a")), json.dumps(note(1, 2, name="a2")), "{broken"]
-    result = router.apply_batch(parse_bodies(bodies), Resolution(), parts.deps)
-    assert (result.received, result.applied, result.stale, result.unprocessable) == (3, 1, 1, 1)
+    out = router.apply_batch(parse_bodies(bodies), Resolution(), parts.deps)
+    result = out.final()
+    assert (out.received, result.received, result.applied, result.stale, result.unprocessable) == (3, 3, 1, 1, 1)
+    assert list(out.outcomes) == ["px"]
     assert parts.rows() == {rid(1): "a2"}
     assert [u.body for u in parts.rejects.kept] == ["{broken"]
     assert parts.metrics.calls == 1
     assert list(parts.blobs.states()) == []
 
 
-def test_a_transient_error_parks_the_whole_batch(parts: Parts, locked: None) -> None:
+def test_a_transient_error_parks_the_targets_notifications(parts: Parts, locked: None) -> None:
+    """The fixed target parks like a profile of the fan-out: its notifications in a retry blob, the
+    unprocessable body kept once (final), the same result type as profile mode."""
     router = parts.deps.router
     assert isinstance(router, FixedRouter)
     bodies = [json.dumps(note(1, 1, "create", name="a")), "{broken"]
-    result = router.apply_batch(parse_bodies(bodies), Resolution(), parts.deps)
-    assert (result.received, result.unprocessable) == (1, 1)  # the parked one is pending, not in the result
+    out = router.apply_batch(parse_bodies(bodies), Resolution(), parts.deps)
+    result = out.final()
+    assert (out.received, result.received, result.unprocessable) == (2, 1, 1)  # the parked one is pending
+    assert (out.outcomes["px"].routed, out.outcomes["px"].pending) == (1, 1)
+    assert isinstance(out.errors["px"], (TransientDestinationError, ConnectionFailed))
     [state] = list(parts.blobs.states())
     assert (state.profile_id, state.count) == ("px", 1)
-    assert parts.metrics.pending == 1
+    assert state.raw.get(M_COUNTED) == "1"
+    assert [u.body for u in parts.rejects.kept] == ["{broken"]
+    assert (parts.metrics.pending, parts.metrics.totals.unprocessable, parts.metrics.calls) == (1, 1, 1)
 
 
 def test_without_blob_storage_a_transient_error_propagates(parts: Parts, locked: None) -> None:
@@ -261,3 +271,72 @@ def test_a_lost_lease_stops_the_keeper_and_is_logged(caplog: pytest.LogCaptureFi
     assert isinstance(keeper.lost, RuntimeError)
     assert keeper.renewals == 0
     assert "lease on px/abc.json could not be renewed" in caplog.text
+
+
+# ------------------------------------------------------------- retry blobs are authenticated (issue 12)
+def test_malformed_metadata_goes_to_the_unprocessable_store_and_nothing_sticks(parts: Parts) -> None:
+    name = parts.park(note(1, 1, "create", name="a"), note(2, 1, "create", name="b"))
+    parts.blobs.blobs[name].meta[M_ATTEMPT] = "abc"
+    [state] = list(parts.blobs.states())  # listed, not skipped: the pending figure counts it
+    assert (state.count, state.problem is not None) == (2, True)
+    report = sweep_retries(parts.deps)  # due at once, whatever its not-before time says
+    assert report.processed == {"unprocessable": 1}
+    assert list(parts.blobs.states()) == []
+    [(profile, container, source, reason)] = parts.keeper.kept
+    assert (profile, container, source) == ("px", RETRY, name)
+    assert "desattempt='abc' is not a number" in reason
+    assert parts.rows() == {}
+    assert (parts.metrics.pending, parts.metrics.totals.unprocessable) == (0, 2)
+    assert parts.metrics.conserved()
+
+
+def test_a_blob_whose_content_is_another_blobs_is_not_applied(parts: Parts) -> None:
+    first = parts.park(note(1, 1, "create", name="first"))
+    parts.blobs.blobs.pop(first)
+    parts.metrics.pending = 0
+    second = parts.park(note(2, 1, "create", name="second"))
+    parts.blobs.blobs[first] = _copy_of(parts.blobs, second)  # second's content (and metadata) under first's name
+    parts.clock.advance(10)
+    outcome = process_retry_blob(first, parts.deps)
+    assert outcome.status is Status.UNPROCESSABLE
+    [(_, _, source, reason)] = parts.keeper.kept
+    assert source == first
+    assert "not the ones its name was made from" in reason
+    assert parts.rows() == {}  # nothing applied under a name it was not parked with
+    assert process_retry_blob(second, parts.deps).status is Status.RESOLVED  # the original is intact
+    assert parts.rows() == {rid(2): "second"}
+
+
+def test_a_blob_moved_to_another_profiles_folder_is_not_applied(parts: Parts) -> None:
+    name = parts.park(note(1, 1, "create", name="a"))
+    moved = name.replace("px/", "other/", 1)
+    parts.blobs.blobs[moved] = _copy_of(parts.blobs, name)
+    parts.blobs.blobs[moved].meta.pop("desprofile")
+    parts.clock.advance(10)
+    assert process_retry_blob(moved, parts.deps).status is Status.UNPROCESSABLE
+    assert "names profile 'px'" in parts.keeper.kept[0][3]
+    assert parts.keeper.kept[0][0] == "other"  # kept under the folder it was found in
+
+
+def test_content_that_is_not_a_retry_batch_is_unprocessable_at_once(parts: Parts) -> None:
+    name = parts.park(note(1, 1, "create", name="a"))
+    parts.blobs.blobs[name].data = b'{"format": "des-retry/1", "notifications": 3}'
+    parts.clock.advance(10)
+    assert process_retry_blob(name, parts.deps).status is Status.UNPROCESSABLE
+    assert "its notifications are not a list" in parts.keeper.kept[0][3]
+    assert list(parts.blobs.states()) == []
+    assert (parts.metrics.pending, parts.metrics.totals.unprocessable) == (0, 1)
+
+
+def test_the_poison_queue_takes_a_blob_with_malformed_metadata(parts: Parts) -> None:
+    name = parts.park(note(1, 1, "create", name="a"))
+    parts.blobs.blobs[name].meta["descount"] = "-4"
+    receipt = json.dumps({"ContainerName": RETRY, "BlobName": name})
+    assert handle_poison_message(receipt, parts.deps) == "unprocessable"
+    assert "descount=-4 is negative" in parts.keeper.kept[0][3]
+    assert list(parts.blobs.states()) == []
+
+
+def _copy_of(blobs: FakeRetryBlobs, name: str) -> Any:
+    src = blobs.blobs[name]
+    return type(src)(src.data, dict(src.meta))

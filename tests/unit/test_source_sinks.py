@@ -55,7 +55,7 @@ def test_pages_published_to_service_bus_reach_the_destination_through_the_handle
     root = single_destination_root(DestinationConfig(destination_dsn=dest_dsn, rejects_dir=str(tmp_path / "r")))
     try:
         for body in sender.bodies:
-            result = handle_notifications([body], root)
+            result = handle_notifications([body], root).final()
             assert result.conserved
     finally:
         root.close()

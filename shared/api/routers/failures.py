@@ -16,7 +16,7 @@ from shared.api.deps import ERRORS, ProfileId, Svc, window
 from shared.api.schemas import LinkOut, LinksOut, ResyncIn, ResyncOut
 from shared.engine.failure_schema import LOGGED_COLUMNS
 from shared.profiles.ports import FailureEntry
-from shared.profiles.service import ResyncSelection, Unavailable
+from shared.profiles.service import Conflict, ResyncSelection
 
 router = APIRouter()
 
@@ -90,8 +90,8 @@ def failure_links(
     """Read-only user-delegation SAS URLs (valid 24 hours) of the failure-log blobs in range (Azure)."""
     lo, hi = window(start, end, s.clock())
     links = s.profiles.failure_links(profile_id, lo, hi)
-    if links is None:
-        raise Unavailable("SAS links need Microsoft Entra access to the storage account (Azure only)")
+    if links is None:  # not a passing outage: this deployment cannot sign links (409, not 503)
+        raise Conflict("SAS links need Microsoft Entra access to the storage account (Azure only)")
     return LinksOut(links=[LinkOut(blob=x.blob, url=x.url, expiresOn=x.expires_on) for x in links])
 
 @router.post("/profiles/{profile_id}/failures/resync", response_model=ResyncOut, tags=["failures"], responses=ERRORS)
