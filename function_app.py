@@ -63,7 +63,7 @@ def sync_notifications(messages: list[func.ServiceBusMessage], context: func.Con
     one destination of ``DES_DESTINATION_DSN`` (single-destination mode); raising makes the host
     redeliver the batch."""
     with invocation(context):  # fan-out threads log under this invocation too
-        handle_notifications([m.get_body() for m in messages], root())
+        handle_notifications([(m.get_body(), m.application_properties) for m in messages], root())
 
 
 # Retries through blobs (shared/retry/). Event Grid source: works on Flex Consumption; locally

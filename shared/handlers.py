@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from shared.contract.parse import parse_bodies
 from shared.profiles.fanout import FanOutResult
 from shared.retry.attempt import run_retry_blob
 from shared.retry.sweep import SweepReport, blob_name_in, handle_poison_message, sweep_retries
 from shared.root import Root
+from shared.source.dataverse.push import Message, parse_messages
 from shared.storage.blobs import RETRY
 from shared.storage.claimcheck import resolve_references
 from shared.storage.failurelog import cleanup_retention
@@ -21,7 +21,7 @@ from shared.storage.failurelog import cleanup_retention
 log = logging.getLogger(__name__)
 
 
-def handle_notifications(bodies: Sequence[bytes | str], root: Root) -> FanOutResult:
+def handle_notifications(bodies: Sequence[Message], root: Root) -> FanOutResult:
     """Apply one Service Bus batch through the root's router: fanned out to the profiles (profile
     mode) or to the one fixed target (single-destination mode), the same code and result type.
 
@@ -33,7 +33,13 @@ def handle_notifications(bodies: Sequence[bytes | str], root: Root) -> FanOutRes
     completed after the blob is written. Without blob storage the error propagates and Service Bus
     redelivers the batch (the engine is idempotent, so that is safe).
     """
-    parsed = parse_bodies(bodies)
+    # Contract v1 bodies and Dataverse's own Service Bus messages (RemoteExecutionContext, recognised
+    # by their application properties or shape: docs/dataverse-push.md) on the same queue. No re-read
+    # source is attached here yet, so a Dataverse message without a full post-image is unprocessable
+    # with the reason (register the post-image), never applied partially.
+    parsed = parse_messages(bodies)
+    if parsed.skipped:
+        log.info("Service Bus batch: %s Dataverse message(s) superseded at the source, skipped", len(parsed.skipped))
     resolution = resolve_references(parsed, root.storage.payloads if root.storage is not None else None)
     return root.router.apply_batch(parsed, resolution, root.retries)
 
