@@ -34,29 +34,6 @@ ORG = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_dsn(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'admin.db'}"
-    else:
-        with fresh_database() as dsn:
-            yield dsn
-
-
-@pytest.fixture
-def opened(store_dsn: str) -> Iterator[Callable[..., SqlStore]]:
-    stores: list[SqlStore] = []
-
-    def open_(**kwargs: Any) -> SqlStore:
-        s = open_store(store_dsn, **kwargs)
-        stores.append(s)
-        return s
-
-    yield open_
-    for s in stores:
-        s.close()
-
-
 def profile(name: str = "Sales", **kw: Any) -> StoredProfile:
     return StoredProfile(
         kw.pop("id", str(uuid.uuid4())),

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,38 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.engine.outcomes import BatchResult
-from shared.store import MetricsEntry, SqlStore, StoredProfile, open_store
+from shared.store import MetricsEntry, SqlStore, StoredProfile
 from shared.store.base import UNROUTED
 from shared.store.migrations import MIGRATIONS
-from tests.support.postgres import fresh_database
 
 pytestmark = pytest.mark.integration
 
 ORG = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_dsn(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'admin.db'}"
-    else:
-        with fresh_database() as dsn:
-            yield dsn
-
-
-@pytest.fixture
-def opened(store_dsn: str) -> Iterator[Callable[..., SqlStore]]:
-    stores: list[SqlStore] = []
-
-    def open_(**kwargs: Any) -> SqlStore:
-        s = open_store(store_dsn, **kwargs)
-        stores.append(s)
-        return s
-
-    yield open_
-    for s in stores:
-        s.close()
 
 
 class Clock:
