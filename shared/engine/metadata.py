@@ -269,8 +269,7 @@ class MetadataApplier:
                     failed, pending = pending[0], pending[1:]
                     log.warning("%s metadata v%s failed (%s error): %s", failed.entity, failed.version,
                                 kind.value, exc)  # fmt: skip
-                    result.failed += 1
-                    result.entity(failed.entity).failed += 1
+                    result.count(Outcome.FAILED, failed.entity)
                     continue
                 log.warning("transient destination error applying metadata (attempt %s of %s): %s",
                             attempt, attempts, exc)  # fmt: skip

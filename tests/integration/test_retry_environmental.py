@@ -54,7 +54,7 @@ def test_a_read_only_database_parks_the_batch_past_the_retry_count_and_never_log
     )  # fmt: skip
     app.router.engine.backoff_seconds = 0.01
     bodies = [json.dumps(note(i, 1, "create", name=f"v{i}")) for i in range(1, 6)]
-    result = handle_notifications(bodies, app)
+    result = handle_notifications(bodies, app).final()
     assert result.failed == 0  # parked, pending: nothing final yet
     [state] = list(storage.retries.states())
     later = datetime.now(UTC)
