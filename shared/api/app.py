@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.api.deps import ApiServices, Lazy
 from shared.api.middleware import ANONYMOUS_PATHS, GuardMiddleware
-from shared.api.routers import console, failures, health, history, metrics, profiles
+from shared.api.routers import console, failures, health, history, metrics, profiles, sources
 from shared.api.schemas import CheckOut, FailureOut, Problem, ValidationItem
 from shared.destinations.redaction import install_log_redaction, redact_text
 from shared.profiles.service import ProfileError
@@ -148,7 +148,7 @@ def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
         log.error("admin API: unexpected %s", type(exc).__name__, exc_info=exc)
         return _problem(500, "internal error; see the service log")
 
-    for area in (health, profiles, metrics, history, failures, console):
+    for area in (health, profiles, sources, metrics, history, failures, console):
         app.include_router(area.router)
 
     # ------------------------------------------------------------------------ OpenAPI, docs

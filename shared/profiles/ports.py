@@ -81,11 +81,35 @@ class ProfileBlobs(Protocol):
         """Delete the profile's failure logs, parked failures and retry blobs; return how many."""
 
 
+@dataclass(frozen=True, slots=True)
+class SourceTable:
+    """A table of a source environment, as its metadata describes it (``EntityDefinitions``)."""
+
+    logical_name: str
+    schema_name: str
+    entity_set_name: str
+    display_name: str | None
+    change_tracking: bool
+    is_intersect: bool
+
+
+class SourceReadError(Exception):
+    """The source could not be read: ``transient`` (unreachable, throttled) or not (token, access, request)."""
+
+    def __init__(self, reason: str, *, transient: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
+
+
 class SourcePort(Protocol):
     """The Dataverse source of the profiles (shared/pull/work.py), as the profile service needs it."""
 
     def check(self, source: DataverseSource, organization_id: str, tables: Sequence[str]) -> CheckReport:
         """Token, reachability, organization, and per table: exists, change tracking, organization-level read."""
+
+    def tables(self, source: DataverseSource) -> list[SourceTable]:
+        """Every table of the environment, by logical name; :class:`SourceReadError` with the reason."""
 
     def activated(self, profile: Profile) -> int:
         """Enqueue the initial sync of every table (asynchronous: returns at once); units sent."""

@@ -30,6 +30,8 @@ from shared.profiles.ports import (
     ProfileBlobs,
     SasLink,
     SourcePort,
+    SourceReadError,
+    SourceTable,
 )
 from shared.profiles.secrets import SecretError, SecretResolver
 from shared.store.base import (
@@ -253,6 +255,17 @@ class ProfileService:
         except Exception as exc:
             log.warning("profile %s: enqueueing the initial sync failed (%s: %s); the poll timer sends it",
                         profile.id, type(exc).__name__, exc)  # fmt: skip
+
+    def source_tables(self, source: DataverseSource) -> list[SourceTable]:
+        """The tables of a source environment a profile could export (the console's table picker)."""
+        self._need_source()
+        assert self.source is not None
+        try:
+            return self.source.tables(source)
+        except SourceReadError as exc:
+            if exc.transient:
+                raise Unavailable(f"the source could not be read: {exc.reason}") from exc
+            raise Invalid(f"the source could not be read: {exc.reason}") from exc
 
     def source_status(self, profile_id: str) -> tuple[Profile, list[Any]]:
         p = self.get(profile_id)

@@ -19,14 +19,22 @@ import httpx
 
 from shared.destinations.checks import CheckReport
 from shared.profiles.model import DataverseSource
+from shared.profiles.ports import SourceReadError, SourceTable
 from shared.pull.auth import SecretSource, token_provider
-from shared.source.dataverse.client import AccessDenied, DataverseClient, DataverseError, NotFound
+from shared.source.dataverse.client import (
+    AccessDenied,
+    DataverseClient,
+    DataverseError,
+    NotFound,
+    SourceUnavailable,
+)
 from shared.source.dataverse.settings import DataverseSettings
 
 log = logging.getLogger(__name__)
 
 TOKEN, REACHABLE, ORGANIZATION = "source token", "source reachable", "source organization"
 GLOBAL = "Global"
+TABLE_SELECT = "LogicalName,SchemaName,EntitySetName,ChangeTrackingEnabled,IsIntersect,DisplayName"
 
 
 def _reason(exc: BaseException) -> str:
@@ -141,3 +149,59 @@ def _check_table(report: CheckReport, client: DataverseClient, table: str, privi
         return
     ok, detail = _probe(client, d)
     report.add(step, ok, detail)
+
+
+def _label(value: Any) -> str | None:
+    """A Label's text (``UserLocalizedLabel.Label``, else the first localized label)."""
+    if not isinstance(value, dict):
+        return None
+    user = value.get("UserLocalizedLabel")
+    if isinstance(user, dict) and isinstance(user.get("Label"), str) and user["Label"]:
+        return str(user["Label"])
+    for item in value.get("LocalizedLabels") or ():
+        if isinstance(item, dict) and isinstance(item.get("Label"), str) and item["Label"]:
+            return str(item["Label"])
+    return None
+
+
+def list_tables(
+    source: DataverseSource,
+    *,
+    settings: DataverseSettings,
+    secrets: SecretSource,
+    transport: httpx.BaseTransport | None = None,
+) -> list[SourceTable]:
+    """Every table of the environment (``EntityDefinitions``), by logical name: what a profile could
+    export. :class:`SourceReadError` with the reason: the token, a refusal, an unreachable environment."""
+    try:
+        tokens = token_provider(source, settings, secrets)
+        tokens.token()
+    except Exception as exc:
+        raise SourceReadError(f"no token for {source.scope} ({source.auth.kind.value}): {_reason(exc)}",
+                              transient=False) from exc  # fmt: skip
+    quick = replace(settings, max_attempts=2, timeout_seconds=min(settings.timeout_seconds, 15.0),
+                    max_retry_after_seconds=5.0)  # fmt: skip
+    with DataverseClient(source.environmentUrl, quick, tokens=tokens, transport=transport) as client:
+        try:
+            doc = client.get(f"EntityDefinitions?$select={TABLE_SELECT}")
+        except AccessDenied as exc:
+            raise SourceReadError(f"the environment refused the token (HTTP {exc.status}): is the app an "
+                                  f"application user of the environment with a security role? {exc}",
+                                  transient=False) from exc  # fmt: skip
+        except SourceUnavailable as exc:
+            raise SourceReadError(f"{client.api}: {exc}", transient=True) from exc
+        except DataverseError as exc:
+            raise SourceReadError(f"{client.api}: {exc}", transient=False) from exc
+    rows = doc.get("value") if isinstance(doc, dict) else None
+    if not isinstance(rows, list):
+        raise SourceReadError(f"{client.api}EntityDefinitions: unexpected response", transient=False)
+    out = [
+        SourceTable(
+            logical_name=str(r["LogicalName"]), schema_name=str(r.get("SchemaName") or r["LogicalName"]),
+            entity_set_name=str(r.get("EntitySetName") or ""), display_name=_label(r.get("DisplayName")),
+            change_tracking=r.get("ChangeTrackingEnabled") is True, is_intersect=r.get("IsIntersect") is True,
+        )
+        for r in rows
+        if isinstance(r, dict) and isinstance(r.get("LogicalName"), str) and r["LogicalName"]
+    ]
+    return sorted(out, key=lambda t: t.logical_name)

@@ -29,8 +29,9 @@ import httpx
 from shared.destinations.checks import CheckReport
 from shared.engine.outcomes import BatchResult
 from shared.profiles.model import DataverseSource, Profile, ProfileState
+from shared.profiles.ports import SourceTable
 from shared.pull.auth import SecretSource, token_provider
-from shared.pull.checks import check_source
+from shared.pull.checks import check_source, list_tables
 from shared.pull.queue import BadMessage, PageMessage, WorkQueue
 from shared.source.dataverse.client import DataverseClient, Throttled
 from shared.source.dataverse.cursors import (
@@ -267,6 +268,10 @@ class SourceWork:
         """Validate / test / activate: the named source steps (:mod:`shared.pull.checks`)."""
         return check_source(source, organization_id=organization_id, tables=tables, settings=self.settings,
                             secrets=self.secrets, transport=self.transport)  # fmt: skip
+
+    def tables(self, source: DataverseSource) -> list[SourceTable]:
+        """The console's table picker: every table of the environment (:mod:`shared.pull.checks`)."""
+        return list_tables(source, settings=self.settings, secrets=self.secrets, transport=self.transport)
 
     # ----------------------------------------------------------------------------- status
     def status(self, profile: Profile) -> list[EntitySourceStatus]:

@@ -340,3 +340,58 @@ def test_failures_page_shows_the_api_reason_without_blob_storage(browser: Any, t
             assert errors == []
     finally:
         rt.close()
+
+
+def test_wizard_offers_the_sources_tables(browser: Any, tmp_path: Path, shots: Path) -> None:
+    """A profile with a Dataverse source (the simulator): "Load tables from the source" lists the
+    environment's tables as checkboxes, a table without change tracking disabled with the reason; the
+    picked tables and a typed one become the profile's entities, the source is stored with it."""
+    from playwright.sync_api import expect
+
+    from shared import config as S
+    from shared.root import api_root
+    from shared.tools.dataverse_sim import run_simulator
+
+    with run_simulator(records=3, seed=5) as running:
+        env = {S.ADMIN_STORE: f"sqlite:///{tmp_path / 'admin.db'}", S.ALLOW_LITERAL_DESTINATIONS: "true",
+               S.DATAVERSE_TOKEN: running.token, S.REJECTS_DIR: str(tmp_path / "rejects")}  # fmt: skip
+        root = api_root(S.AppConfig.from_env(env))
+        try:
+            assert root.runtime is not None
+            with serve(root.runtime) as served:
+                context = browser.new_context(viewport=DESKTOP)
+                context.add_init_script(f"sessionStorage.setItem('des-admin-key', {json.dumps(served.key)})")
+                page = context.new_page()
+                errors = page_errors(page)
+                page.goto(f"{served.url}/console/#/new")
+                page.get_by_label("Name", exact=True).fill("From the source")
+                page.get_by_label("Organization id").fill(running.sim.state.organization.organization_id)
+                page.get_by_label("Destination").fill(f"sqlite:///{tmp_path / 'd.db'}")
+                page.get_by_role("button", name="Next").click()
+                load = page.get_by_role("button", name="Load tables from the source")
+                expect(load).to_be_disabled()  # no source URL yet
+                page.get_by_label("Dataverse environment URL (optional)").fill(running.environment_url)
+                page.get_by_label("Authentication").select_option("developmentToken")
+                load.click()
+                expect(page.get_by_label("Account (account)")).to_be_enabled()
+                user = page.get_by_label("Systemuser (systemuser)")
+                expect(user).to_be_disabled()
+                expect(page.locator("#t-systemuser-reason")).to_contain_text("change tracking is off")
+                page.get_by_label("Account (account)").check()
+                page.get_by_label("Contact (contact)").check()
+                page.get_by_label("Contact (contact)").uncheck()
+                page.get_by_label("Opportunity (opportunity)").check()
+                entities = page.get_by_label("Entities (logical names)")
+                expect(entities).to_have_value("account\nopportunity")
+                entities.fill("account\nopportunity\nlead")  # a typed name is still allowed
+                page.screenshot(path=shots / "09-wizard-source-tables.png", full_page=True)
+                page.get_by_role("button", name="Create draft").click()
+                expect(page.locator(".page-head .badge")).to_have_text("draft")
+                (p,) = served.api("GET", "/profiles").json()
+                assert p["entities"] == ["account", "opportunity", "lead"]
+                assert p["source"]["environmentUrl"] == running.environment_url.rstrip("/")
+                assert p["source"]["auth"]["kind"] == "developmentToken"
+                context.close()
+                assert errors == []
+        finally:
+            root.close()

@@ -1,14 +1,24 @@
 // Create / edit a profile, step by step like the DES wizard: destination and properties, then
 // entities, then N:N relationships, then review. The API validates; its messages are shown at the
 // fields they name. "Validate" runs the API's validation with the live destination check.
+// With a Dataverse source (environment URL and authentication), "Load tables from the source" asks
+// POST /sources/tables and offers the environment's tables as checkboxes (tables without change
+// tracking disabled, with the reason); the text areas stay the profile's lists, typed names included.
 
 import { ApiError, call, post } from "./api.js";
 import { checksList, clear, errorBox, field, fieldPath, h, toast } from "./dom.js";
 
 const STEPS = ["Destination and properties", "Entities", "N:N relationships", "Review"];
+const AUTH_KINDS = [
+  ["managedIdentity", "Managed identity"],
+  ["workloadIdentity", "Workload identity"],
+  ["clientSecret", "Client secret (Key Vault)"],
+  ["certificate", "Certificate (Key Vault)"],
+  ["developmentToken", "Development token (simulators and tests)"],
+];
 const FIELD_STEP = {
   name: 0, organizationId: 0, destination: 0, schema: 0, prefix: 0, retryCount: 0, retryIntervalSeconds: 0,
-  writeDeleteLog: 0, id: 0, state: 0, entities: 1, relationships: 2,
+  writeDeleteLog: 0, id: 0, state: 0, source: 1, entities: 1, relationships: 2,
 };
 
 export async function render(ctx, id) {
@@ -30,6 +40,13 @@ export async function render(ctx, id) {
     writeDeleteLog: h("input", { type: "checkbox" }),
     entities: h("textarea", { rows: 6, spellcheck: "false", placeholder: "account\ncontact" }),
     relationships: h("textarea", { rows: 4, spellcheck: "false", placeholder: "listmember" }),
+    source: h("input", { type: "text", inputmode: "url", autocomplete: "off", spellcheck: "false", placeholder: "https://contoso.crm.dynamics.com" }),
+  };
+  const auth = {
+    kind: h("select", {}, AUTH_KINDS.map(([k, label]) => h("option", { value: k }, label))),
+    tenantId: h("input", { type: "text", autocomplete: "off", spellcheck: "false" }),
+    clientId: h("input", { type: "text", autocomplete: "off", spellcheck: "false" }),
+    secretUri: h("input", { type: "text", autocomplete: "off", spellcheck: "false", placeholder: "https://<vault>.vault.azure.net/secrets/<name>" }),
   };
   const v = current || { retryCount: 12, retryIntervalSeconds: 5, entities: [], relationships: [] };
   inputs.name.value = v.name || "";
@@ -41,6 +58,18 @@ export async function render(ctx, id) {
   inputs.writeDeleteLog.checked = !!v.writeDeleteLog;
   inputs.entities.value = (v.entities || []).join("\n");
   inputs.relationships.value = (v.relationships || []).join("\n");
+  const src = v.source || null;
+  inputs.source.value = src ? src.environmentUrl : "";
+  auth.kind.value = src ? src.auth.kind : "managedIdentity";
+  auth.tenantId.value = (src && src.auth.tenantId) || "";
+  auth.clientId.value = (src && src.auth.clientId) || "";
+  auth.secretUri.value = (src && (src.auth.clientSecretUri || src.auth.certificateUri)) || "";
+
+  const loadTables = h("button", { type: "button", class: "secondary", id: "f-load-tables" }, "Load tables from the source");
+  const picker = h("div", { class: "table-picker", "aria-live": "polite" });
+  const syncLoad = () => (loadTables.disabled = !inputs.source.value.trim());
+  inputs.source.addEventListener("input", syncLoad);
+  syncLoad();
 
   const destHelp = current
     ? `Leave empty to keep the current destination (${current.destination}).`
@@ -73,7 +102,23 @@ export async function render(ctx, id) {
         h("small", { id: "f-writeDeleteLog-error", class: "error", "aria-live": "polite" }),
       ),
     ),
-    h("fieldset", {}, h("legend", {}, STEPS[1]), field("Entities (logical names)", inputs.entities, "One per line (or separated by commas).", "f-entities")),
+    h(
+      "fieldset",
+      {},
+      h("legend", {}, STEPS[1]),
+      field("Dataverse environment URL (optional)", inputs.source, "Pull from this environment with change tracking; empty: notifications from Service Bus only.", "f-source"),
+      h(
+        "div",
+        { class: "row" },
+        field("Authentication", auth.kind, "How the app gets a token for the environment.", "f-source-kind"),
+        field("Tenant id", auth.tenantId, "clientSecret, certificate, workloadIdentity.", "f-source-tenantId"),
+        field("Client id", auth.clientId, "The application user (or a user-assigned identity).", "f-source-clientId"),
+      ),
+      field("Key Vault secret URI", auth.secretUri, "The client secret, or the certificate with its key (never the secret itself).", "f-source-secretUri"),
+      h("div", { class: "buttons" }, loadTables),
+      picker,
+      field("Entities (logical names)", inputs.entities, "One per line (or separated by commas); tables not listed above may be typed.", "f-entities"),
+    ),
     h(
       "fieldset",
       {},
@@ -123,6 +168,72 @@ export async function render(ctx, id) {
       .map((x) => x.trim())
       .filter(Boolean);
   }
+  function sourceBody() {
+    const url = inputs.source.value.trim();
+    if (!url) return null;
+    const kind = auth.kind.value;
+    const a = { kind };
+    const tenant = auth.tenantId.value.trim();
+    const client = auth.clientId.value.trim();
+    const secret = auth.secretUri.value.trim();
+    if (tenant) a.tenantId = tenant;
+    if (client) a.clientId = client;
+    if (secret && kind === "clientSecret") a.clientSecretUri = secret;
+    if (secret && kind === "certificate") a.certificateUri = secret;
+    return { environmentUrl: url, auth: a };
+  }
+  function setListed(textarea, name, on) {
+    const names = list(textarea.value).filter((x) => x !== name);
+    if (on) names.push(name);
+    textarea.value = names.join("\n");
+  }
+  function showTables(tables) {
+    const entities = new Set(list(inputs.entities.value));
+    const relationships = new Set(list(inputs.relationships.value));
+    const box = (t) => {
+      const id = `t-${t.logicalName}`;
+      const target = t.isIntersect ? inputs.relationships : inputs.entities;
+      const chosen = (t.isIntersect ? relationships : entities).has(t.logicalName);
+      const input = h("input", {
+        type: "checkbox", id, value: t.logicalName, checked: chosen, disabled: !t.exportable,
+        "aria-describedby": t.reason ? `${id}-reason` : null,
+        onchange: (ev) => setListed(target, t.logicalName, ev.target.checked),
+      });
+      const label = t.displayName ? `${t.displayName} (${t.logicalName})` : t.logicalName;
+      return h(
+        "li",
+        { class: t.exportable ? "" : "muted" },
+        input,
+        " ",
+        h("label", { for: id }, label),
+        h("small", { class: "help" }, ` ${t.entitySetName}`),
+        t.reason ? h("small", { id: `${id}-reason`, class: "reason" }, ` — ${t.reason}`) : null,
+      );
+    };
+    const plain = tables.filter((t) => !t.isIntersect);
+    const intersect = tables.filter((t) => t.isIntersect);
+    clear(
+      picker,
+      h("fieldset", { class: "tables" }, h("legend", {}, `Tables in the source (${plain.length})`), h("ul", { class: "table-list" }, plain.map(box))),
+      intersect.length
+        ? h("fieldset", { class: "tables" }, h("legend", {}, "N:N intersect tables (relationships)"), h("ul", { class: "table-list" }, intersect.map(box)))
+        : null,
+    );
+  }
+  loadTables.addEventListener("click", async () => {
+    const s = sourceBody();
+    if (!s) return;
+    loadTables.disabled = true;
+    clear(picker, h("p", { class: "muted" }, "Reading the environment's tables…"));
+    try {
+      const r = await post("/sources/tables", s);
+      showTables(r.tables);
+    } catch (err) {
+      clear(picker, errorBox(err, "Could not load the tables"));
+    } finally {
+      syncLoad();
+    }
+  });
   function number(text) {
     const t = text.trim();
     return /^-?\d+$/.test(t) ? Number(t) : t; // anything else: the API says what is wrong
@@ -138,6 +249,7 @@ export async function render(ctx, id) {
       writeDeleteLog: inputs.writeDeleteLog.checked,
       entities: list(inputs.entities.value),
       relationships: list(inputs.relationships.value),
+      source: sourceBody(),
     };
     const dest = inputs.destination.value.trim();
     if (dest || !current) b.destination = dest;
@@ -236,6 +348,7 @@ function review(el, b) {
     ["Delete log", b.writeDeleteLog ? "kept" : "not kept"],
     ["Entities", b.entities.join(", ") || "none"],
     ["N:N relationships", b.relationships.join(", ") || "none"],
+    ["Source", b.source ? `${b.source.environmentUrl} (${b.source.auth.kind})` : "none: notifications from Service Bus"],
   ];
   clear(el, h("dl", { class: "definition" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])));
 }
