@@ -17,7 +17,7 @@ from shared.profiles.ports import SourceTable
 
 router = APIRouter(tags=["profiles"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {k: v for k, v in DEPS_ERRORS.items() if k in (401, 403, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {k: v for k, v in DEPS_ERRORS.items() if k in (400, 401, 403, 413, 422, 503)}
 NO_TRACKING = (
     "change tracking is off: turn on 'Track changes' in the table's properties (Advanced options) to export it"
 )
