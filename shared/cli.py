@@ -26,7 +26,7 @@ from shared.destinations import (
     redact,
 )
 from shared.destinations.redaction import install_log_redaction, redact_text
-from shared.replay import DEFAULT_BATCH_BYTES, DEFAULT_MAX_LINE_BYTES
+from shared.replay import DEFAULT_MAX_LINE_BYTES
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--write-delete-log", action="store_true", help="append applied deletes to <prefix>_DeleteLog")
     r.add_argument("--batch-size", type=int, default=5000, help="message bodies per batch (default 5000)")
     r.add_argument(
-        "--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES,
+        "--batch-bytes", type=int, default=S.DEFAULT_BATCH_BYTES,
         help="at most this many bytes of message bodies per batch (default 2 MiB): bounds memory per worker",
     )
     r.add_argument(

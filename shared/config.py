@@ -65,6 +65,12 @@ RETRY_COUNT = "DES_RETRY_COUNT"  # 0-20, default 12 (a profile's retryCount)
 RETRY_INTERVAL_SECONDS = "DES_RETRY_INTERVAL_SECONDS"  # 0-3600, default 5 (a profile's retryIntervalSeconds)
 RETRY_INLINE_WAIT_SECONDS = "DES_RETRY_INLINE_WAIT_SECONDS"  # longest a retry invocation waits for an interval
 SERVICEBUS_MAX_MESSAGE_BYTES = "DES_SERVICEBUS_MAX_MESSAGE_BYTES"  # 262144 Standard, 1048576+ Premium
+# The most message bytes parsed and applied at once: the Service Bus handler cuts a delivered batch
+# (and a large envelope) into chunks of this size (shared/chunking.py); des replay --batch-bytes
+# has the same default. Parsed, a chunk takes about six times its bytes.
+BATCH_BYTES = "DES_BATCH_BYTES"
+DEFAULT_BATCH_BYTES = 2 * 2**20
+MIN_BATCH_BYTES = 65_536
 # The retry blob trigger's path: a literal (a binding expression needs an app setting that a local
 # run may lack); the container is shared/storage/blobs.py's RETRY (a unit test holds them equal).
 RETRY_TRIGGER_PATH = "retry/{name}"
@@ -384,6 +390,7 @@ class AppConfig:
     dataverse: DataverseSettings = field(default_factory=DataverseSettings)
     hosting: Hosting = Hosting.LOCAL
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    batch_bytes: int = DEFAULT_BATCH_BYTES  # the Service Bus handler's chunk ceiling
 
     def __post_init__(self) -> None:
         check_admin_store(self.hosting, self.profiles.store_dsn)
@@ -409,7 +416,15 @@ class AppConfig:
             dataverse=dataverse_from_env(env),
             hosting=hosting,
             identity=IdentityConfig.from_env(env),
+            batch_bytes=_batch_bytes(env),
         )
+
+
+def _batch_bytes(env: Mapping[str, str]) -> int:
+    value = _int(env, BATCH_BYTES, DEFAULT_BATCH_BYTES, "a whole number of bytes")
+    if value < MIN_BATCH_BYTES:
+        raise SettingsError(f"setting {BATCH_BYTES} must be at least {MIN_BATCH_BYTES}")
+    return value
 
 
 def check_admin_store(hosting: Hosting, store_dsn: str) -> None:

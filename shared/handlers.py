@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from shared.chunking import chunks
 from shared.profiles.fanout import FanOutResult
 from shared.retry.attempt import run_retry_blob
 from shared.retry.sweep import SweepReport, blob_name_in, handle_poison_message, sweep_retries
@@ -25,14 +26,30 @@ def handle_notifications(bodies: Sequence[Message], root: Root) -> FanOutResult:
     """Apply one Service Bus batch through the root's router: fanned out to the profiles (profile
     mode) or to the one fixed target (single-destination mode), the same code and result type.
 
+    The batch is applied in chunks of at most ``DES_BATCH_BYTES`` bytes of message bodies (default
+    2 MiB; a large contract envelope is cut too: shared/chunking.py), one after the other, so memory
+    is bounded by a chunk whatever the host delivers; the result is the chunks' results merged.
+
     Claim checks (``payloadRef``) are resolved first (download + decrypt); their blobs are deleted
     only after every destination committed or parked them. Failed records go to the failure log and
     unprocessable bodies are kept; both are outcomes, so the messages complete. On a transient
     destination error the failing target's notifications are parked in an encrypted retry blob
     (shared.retry; the other targets committed) and the function returns normally: the messages are
     completed after the blob is written. Without blob storage the error propagates and Service Bus
-    redelivers the batch (the engine is idempotent, so that is safe).
+    redelivers the batch (the engine is idempotent, so that is safe; the chunks before it stay
+    applied and are stale on redelivery).
     """
+    total: FanOutResult | None = None
+    for chunk in chunks(bodies, root.config.batch_bytes):
+        result = _apply_chunk(chunk, root)
+        if total is None:
+            total = result
+        else:
+            total.merge(result)
+    return total if total is not None else FanOutResult()
+
+
+def _apply_chunk(bodies: Sequence[Message], root: Root) -> FanOutResult:
     # Contract v1 bodies and Dataverse's own Service Bus messages (RemoteExecutionContext, recognised
     # by their application properties or shape: docs/dataverse-push.md) on the same queue. No re-read
     # source is attached here yet, so a Dataverse message without a full post-image is unprocessable

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from shared.config import DEFAULT_BATCH_BYTES
 from shared.contract.parse import Unprocessable, unprocessable
 from shared.destinations import Layout, open_destination
 from shared.engine.engine import SyncEngine
@@ -37,7 +38,6 @@ from shared.rejects import RejectFiles
 from shared.source.dataverse.push import parse_lines
 
 DEFAULT_BATCH_SIZE = 5000
-DEFAULT_BATCH_BYTES = 2 * 2**20
 DEFAULT_MAX_LINE_BYTES = 16 * 2**20
 KEPT_OF_A_LONG_LINE = 4096
 _SKIP_CHUNK = 2**20

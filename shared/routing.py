@@ -27,11 +27,11 @@ from shared.contract.parse import ParsedBatch
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from shared.metrics import MetricsSink
-from shared.profiles.fanout import UNROUTED_FOLDER, EngineSlot, FanOut, FanOutResult
+from shared.profiles.fanout import UNROUTED_FOLDER, EngineSlot, FanOut, FanOutResult, ProfileOutcome
 from shared.profiles.model import Profile, ProfileState
 from shared.profiles.service import NotFound, ProfileError
 from shared.rejects import LocalRejects, RejectSink
-from shared.retry.park import ParkedBlob, mark_counted, park_profile
+from shared.retry.park import ParkedBlob, fail_now, mark_counted, park_profile
 from shared.retry.policy import RetryPolicy
 from shared.retry.ports import Disposition, ParkedTarget, RetryDeps
 from shared.storage.claimcheck import Resolution
@@ -103,6 +103,14 @@ class FanOutRouter:
             log.info("retry policy of profile %s not readable (%s); using the settings' policy", profile_id, exc)
             return self.policy
 
+    def policy_for_outcome(self, outcome: ProfileOutcome) -> RetryPolicy:
+        try:
+            return self.policy_of(outcome.profile)
+        except (ProfileError, StoreError, ValueError) as exc:
+            pid = outcome.profile.id
+            log.info("retry policy of profile %s not readable (%s); using the settings' policy", pid, exc)
+            return self.policy
+
     def rejects_of(self, profile_id: str) -> RejectSink:
         return self.rejects_for(profile_id)
 
@@ -144,8 +152,16 @@ class FanOutRouter:
         if not failing:
             return []
         if retries is None:
+            # Nothing can be parked. A target with retry count 0 is not retried: its notifications
+            # fail now, to its (local) failure log, as with Blob storage. For the others the error
+            # is transient or environmental, never a per-record failure: the caller raises and
+            # Service Bus redelivers the batch (its delivery count is the retry; docs/storage.md).
+            retried = [o.error for o in fan.outcomes.values()
+                       if o.error is not None and not fail_now(o, self.policy_for_outcome(o))]  # fmt: skip
+            if not retried:
+                return []
             self._count_committed(fan)
-            raise failing[0]
+            raise retried[0]
         parked = [park_profile(retries, o) for o in fan.outcomes.values() if o.error is not None]
         return [p for p in parked if p is not None]
 
@@ -156,7 +172,7 @@ class FanOutRouter:
         self._keep_failures(fan)
         committed = [
             MetricsEntry.from_result(pid, o.result) for pid, o in fan.outcomes.items()
-            if o.error is None and o.result is not None
+            if o.result is not None and (o.error is None or o.parked == 0)
         ]  # fmt: skip
         self._record(committed)
 

@@ -238,6 +238,28 @@ class FanOutResult:
         result.add_unprocessable(self.unprocessable)
         return result
 
+    def merge(self, other: FanOutResult) -> None:
+        """Add a later chunk's result of the same delivery (shared/chunking.py): its counts,
+        outcomes, failures and unprocessable bodies. The notifications routed to each profile are
+        not kept (they were applied or parked with their chunk): a profile's pending count is kept
+        as a number instead, so memory stays bounded by a chunk."""
+        self.received += other.received
+        self.unrouted.update(other.unrouted)
+        self.unprocessable.extend(other.unprocessable)
+        for pid, o in other.outcomes.items():
+            mine = self.outcomes.get(pid)
+            if mine is None:
+                mine = self.outcomes[pid] = ProfileOutcome(o.profile, parked=0)
+            pending = mine.pending + o.pending
+            mine.notifications, mine.metadata = [], []
+            mine.skipped.update(o.skipped)
+            mine.error = mine.error or o.error
+            mine.parked = pending
+            if o.result is not None:
+                if mine.result is None:
+                    mine.result = BatchResult()
+                mine.result.merge(o.result)
+
     def summary(self) -> dict[str, Any]:
         per_profile = {}
         for pid, o in self.outcomes.items():

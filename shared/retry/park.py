@@ -99,6 +99,20 @@ def park_batch(
     return result
 
 
+def fail_now(outcome: ProfileOutcome, policy: RetryPolicy) -> bool:
+    """A profile whose retry count is 0 is not retried: its routed notifications fail at once with
+    the (redacted) reason, to its failure log. Not for an environmental error (the database cannot
+    write at all: never failure-logged, always retried). True when they failed."""
+    exc = outcome.error
+    assert exc is not None
+    if policy.count != 0 or isinstance(exc, EnvironmentalDestinationError):
+        return False
+    reason = f"destination unavailable (retry count 0): {short(exc)}"
+    outcome.result = fail_all(outcome.notifications, reason, outcome.metadata)
+    outcome.parked = 0
+    return True
+
+
 def park_profile(deps: RetryDeps, outcome: ProfileOutcome) -> ParkedBlob | None:
     """Fan-out: one profile's destination (or secret) failed. Its routed notifications are parked
     under the profile, in full (the payload blobs of claim checks are shared by the batch's profiles
@@ -107,10 +121,7 @@ def park_profile(deps: RetryDeps, outcome: ProfileOutcome) -> ParkedBlob | None:
     gains) and returns the blob, if one was written."""
     assert outcome.error is not None
     exc, policy = outcome.error, deps.router.policy_of(outcome.profile)
-    if policy.count == 0 and not isinstance(exc, EnvironmentalDestinationError):
-        reason = f"destination unavailable (retry count 0): {short(exc)}"
-        outcome.result = fail_all(outcome.notifications, reason, outcome.metadata)
-        outcome.parked = 0
+    if fail_now(outcome, policy):
         return None
     docs = [doc_of(n) for n in items_of(outcome.notifications, outcome.metadata)]
     parked = park_docs(deps, outcome.profile.id, docs, exc, policy)

@@ -9,7 +9,8 @@ SQL Server URL and ODBC forms. Through
 * ``des replay`` (its stdout and stderr),
 * the admin API (create, list, get, validate, test, activate with and without the check),
 * the single-destination root (the error it raises),
-* the Service Bus handler without Blob storage (the error it raises; the local reject files) and on
+* the Service Bus handler without Blob storage (the error it raises; with retry count 0 the local
+  failure log it writes, and the local reject files) and on
   Azurite (retry blobs: metadata and content; attempts until exhausted; the failure
   log, parked failures and unprocessable blobs),
 * every log record of all of that (caplog at DEBUG, tracebacks included),
@@ -228,6 +229,34 @@ def test_the_handler_without_blob_storage_never_shows_the_password(
         with pytest.raises(REFUSED) as raised:  # nothing can be parked: Service Bus redelivers
             handle_notifications([note(1), "{broken"], root)
         seen.error("handler", raised.value)
+    finally:
+        root.close()
+        rt.close()
+    seen.files(tmp_path / "rejects")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_handler_without_blob_storage_fails_retry_count_0_locally_without_the_password(
+    case: str, server: tuple[str, int], seen: Seen, tmp_path: Path
+) -> None:
+    """Retry count 0 means no retry: the notifications fail at once, to the local failure log, with
+    the redacted reason (as they do with Blob storage); the batch completes."""
+    dsn = dsns(*server)[case]
+    rt = build_runtime(ProfilesConfig(store_dsn=f"sqlite:///{tmp_path / 'admin.db'}", allow_literal=True))
+    root = profiles_root(rt, rejects_dir=tmp_path / "rejects")
+    try:
+        refused = create_profile(rt, dsn, retry_count=0)
+        if refused is not None:
+            seen.add("create", refused)
+            return
+        out = handle_notifications([note(1), note(2), "{broken"], root)
+        seen.add("result", out.summary())
+        final = out.final()
+        assert (final.failed, final.unprocessable) == (2, 1)
+        assert all(f.reason.startswith("destination unavailable (retry count 0): ") for f in final.failures)
+        pid = rt.store.list_profiles()[0].id
+        logged = (tmp_path / "rejects" / pid / "failures.csv").read_text()  # the local failure log
+        assert logged.count("destination unavailable (retry count 0)") == 2
     finally:
         root.close()
         rt.close()

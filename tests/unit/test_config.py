@@ -20,6 +20,7 @@ def test_an_empty_environment_is_profile_mode_with_the_defaults() -> None:
         S.DEFAULT_API_MAX_BODY_BYTES, "DES.Admin", S.AuthMode.LOCAL_KEY
     )
     assert c.rejects_dir == S.DEFAULT_REJECTS_DIR
+    assert c.batch_bytes == S.DEFAULT_BATCH_BYTES == 2 * 2**20
 
 
 def test_every_area_reads_its_settings() -> None:
@@ -32,8 +33,10 @@ def test_every_area_reads_its_settings() -> None:
         S.STORAGE_CONNECTION: "UseDevelopmentStorage=true;AccountKey=c2VjcmV0", S.BLOB_KEY: "local-aes:k:AAAA",
         S.BLOB_OLD_KEYS: " old1 , ,old2", S.ADMIN_API_KEY: "Zq-key-9", S.API_MAX_BODY_BYTES: "2048",
         S.AUTH_MODE: "entra", S.WEBSITE_AUTH_ENABLED: "True", S.SERVICE_BUS_QUEUE_NAME: "q",
+        S.BATCH_BYTES: "1048576",
     }  # fmt: skip
     c = S.AppConfig.from_env(env)
+    assert c.batch_bytes == 1048576
     assert c.mode == "single destination"
     assert c.destination == S.DestinationConfig("sqlite:///x.db", "crm", "p", True, 5, "r", "local")
     assert c.profiles == S.ProfilesConfig("postgresql://h/db", "des", True, 2.5, 60.0, 5)
@@ -54,6 +57,8 @@ def test_every_area_reads_its_settings() -> None:
         ({S.WRITE_ATTEMPTS: "three"}, S.WRITE_ATTEMPTS),
         ({S.PROFILE_CACHE_SECONDS: "soon"}, S.PROFILE_CACHE_SECONDS),
         ({S.API_MAX_BODY_BYTES: "12"}, S.API_MAX_BODY_BYTES),
+        ({S.BATCH_BYTES: "1000"}, S.BATCH_BYTES),
+        ({S.BATCH_BYTES: "2MB"}, S.BATCH_BYTES),
         ({S.RETRY_COUNT: "99"}, S.RETRY_COUNT),
         ({S.STORAGE_CONNECTION: "UseDevelopmentStorage=true"}, S.BLOB_KEY),
     ],

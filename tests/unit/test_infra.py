@@ -264,6 +264,7 @@ NOT_SET_IN_AZURE = {
     "DES_PROFILE_CACHE_SECONDS": "tuning; the code default applies",
     "DES_SECRET_CACHE_SECONDS": "tuning; the code default applies",
     "DES_API_MAX_BODY_BYTES": "tuning; the code default applies",
+    "DES_BATCH_BYTES": "tuning; the code default (2 MiB) applies",
     "DES_RETRY_COUNT": "tuning; the code default applies (profiles carry their own)",
     "DES_RETRY_INTERVAL_SECONDS": "tuning; the code default applies (profiles carry their own)",
     "DES_RETRY_INLINE_WAIT_SECONDS": "tuning; the code default applies",
