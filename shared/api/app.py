@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.api.deps import ApiServices, Lazy
@@ -184,7 +186,57 @@ def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
             raise StarletteHTTPException(404, "no such asset")
         return Response(_asset(name), media_type=media, headers=_ASSET_HEADERS)
 
+    answer_undeclared_methods(app)
     return app
+
+
+# ---------------------------------------------------------------- methods a path does not take
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+
+
+def _not_allowed(allowed: str) -> Callable[[Request], Any]:
+    async def endpoint(_: Request) -> JSONResponse:
+        response = _problem(405, "Method Not Allowed")
+        response.headers["Allow"] = allowed
+        return response
+
+    return endpoint
+
+
+def _routes(routes: Sequence[BaseRoute], prefix: str) -> Iterator[tuple[str, set[str]]]:
+    """(path, methods) of every route, into included routers (FastAPI keeps them as branches)."""
+    for route in routes:
+        sub = getattr(route, "original_router", None)
+        if sub is not None:
+            context = getattr(route, "include_context", None)
+            yield from _routes(sub.routes, prefix + str(getattr(context, "prefix", "") or ""))
+            continue
+        methods = getattr(route, "methods", None)
+        path = getattr(route, "path", None)
+        if methods and isinstance(path, str):
+            yield prefix + path, set(methods)
+
+
+def answer_undeclared_methods(app: FastAPI) -> None:
+    """405 with an ``Allow`` header listing every method of the path (RFC 9110) for a method the
+    path does not take, whatever route order Starlette would otherwise follow.
+
+    Starlette tries routes in order and answers a method mismatch from the *first* route whose path
+    matches: a fixed path's undeclared method (``PUT /profiles/validate``) reached the parametrised
+    route (``PUT /profiles/{profile_id}``, a 422 about the id), and ``Allow`` listed only the first
+    route's methods (``GET`` for ``/profiles``, which takes ``POST`` too). So every path gets a route
+    for the methods it does not take: a fixed path's before every other route (it wins over a
+    parametrised one), a parametrised path's after them (a fixed path's own routes win over it)."""
+    declared: dict[str, set[str]] = {}
+    for path, methods in _routes(app.router.routes, ""):
+        declared.setdefault(path, set()).update(methods)
+    first, last = [], []
+    for path, methods in declared.items():
+        allowed = ", ".join(m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") if m in methods)
+        catcher = APIRoute(path, _not_allowed(allowed), methods=sorted(_METHODS - methods), include_in_schema=False)
+        (last if "{" in path else first).append(catcher)
+    app.router.routes[:0] = first
+    app.router.routes.extend(last)
 
 
 # -------------------------------------------------------------------- Swagger UI, served here
