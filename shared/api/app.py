@@ -29,14 +29,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
 from shared.api.deps import ApiServices, Lazy
 from shared.api.middleware import ANONYMOUS_PATHS, GuardMiddleware
 from shared.api.routers import console, failures, health, history, metrics, profiles, sources
 from shared.api.schemas import CheckOut, FailureOut, Problem, ValidationItem
 from shared.destinations.redaction import install_log_redaction, redact_text
+from shared.profiles.model import KEY_VAULT_SECRET_PATTERN, LITERAL_DSN_PATTERN
 from shared.profiles.service import ProfileError
 from shared.store.base import StoreError, StoreUnavailable
 
@@ -166,6 +167,7 @@ def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
             for path, ops in schema.get("paths", {}).items():
                 for op in ops.values():
                     op["security"] = [] if path in ANONYMOUS_PATHS else [{"functionKey": []}, {"bearerKey": []}]
+            _destinations_as_configured(components["schemas"], lazy.get())
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -188,6 +190,21 @@ def create_app(services: ApiServices | Callable[[], ApiServices]) -> FastAPI:
 
     answer_undeclared_methods(app)
     return app
+
+
+def _destinations_as_configured(schemas: dict[str, Any], services: ApiServices) -> None:
+    """A profile's ``destination`` as this deployment takes it: a Key Vault secret URI, or (where
+    ``DES_ALLOW_LITERAL_DESTINATIONS`` is set) also a connection string of a known scheme, so that
+    what the schema admits is accepted and what it does not is refused (422)."""
+    allowed = bool(getattr(services.profiles.resolver, "allow_literal", False))
+    pattern = KEY_VAULT_SECRET_PATTERN if not allowed else f"(?:{KEY_VAULT_SECRET_PATTERN})|{LITERAL_DSN_PATTERN}"
+    for name in ("ProfileCreate", "ProfileUpdate"):
+        prop = schemas.get(name, {}).get("properties", {}).get("destination")
+        if prop is None:
+            continue
+        for variant in prop.get("anyOf", [prop]):
+            if variant.get("type") == "string":
+                variant["pattern"] = pattern
 
 
 # ---------------------------------------------------------------- methods a path does not take
@@ -230,7 +247,8 @@ def answer_undeclared_methods(app: FastAPI) -> None:
     declared: dict[str, set[str]] = {}
     for path, methods in _routes(app.router.routes, ""):
         declared.setdefault(path, set()).update(methods)
-    first, last = [], []
+    first: list[BaseRoute] = []
+    last: list[BaseRoute] = []
     for path, methods in declared.items():
         allowed = ", ".join(m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") if m in methods)
         catcher = APIRoute(path, _not_allowed(allowed), methods=sorted(_METHODS - methods), include_in_schema=False)

@@ -20,7 +20,6 @@ from shared.profiles.service import ProfileError, ProfileService
 from shared.store.base import Store
 
 DEFAULT_FAILURE_WINDOW = timedelta(hours=24)
-MAX_FAILURE_WINDOW = timedelta(days=31)
 
 
 @dataclass
@@ -54,10 +53,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "No or invalid admin credential"},
     403: {"model": Problem, "description": "Signed in without the admin app role"},
     404: {"model": Problem, "description": "No such profile"},
-    409: {"model": Problem, "description": "Duplicate name or id, or a state that does not allow it"},
+    409: {"model": Problem, "description": "Duplicate name or id, a state that does not allow it, or a "
+          "destination or source check that failed (the request itself is valid)"},
     412: {"model": Problem, "description": "The profile changed (If-Match revision)"},
     413: {"model": Problem, "description": "Request body too large"},
-    422: {"model": Problem, "description": "Invalid fields, or the destination check failed"},
+    422: {"model": Problem, "description": "Invalid fields"},
     503: {"model": Problem, "description": "Store, Blob storage or destination unavailable"},
 }
 
@@ -85,12 +85,15 @@ def window(start: datetime | None, end: datetime | None, now: datetime) -> tuple
         s = _aware(start, e - DEFAULT_FAILURE_WINDOW)
     except (OverflowError, ValueError) as exc:
         raise ProfileError("start and end must be dates between the years 1 and 9999") from exc
-    if s >= e:
-        raise ProfileError("start must be before end")
-    if e - s > MAX_FAILURE_WINDOW:
-        raise ProfileError("the time range may cover at most 31 days")
-    return s, e
+    if s > e:  # start == end: an empty range, nothing in it
+        raise ProfileError("start must not be after end")
+    return s, e  # any length: the failure log keeps 30 days (retention), and is listed, not scanned
 
+
+
+# What revision() takes, for the header's schema: the revision, quoted or not (a weak tag too), or
+# "*" or nothing (no condition). HTTP strips the blanks around a header value.
+IF_MATCH_PATTERN = r'^(?:(?:W/)?"?\d{1,9}"?|\*)?$'
 
 
 def revision(if_match: str | None) -> int | None:

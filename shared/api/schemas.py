@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from shared.profiles.checks import CheckReport
 from shared.profiles.model import Guid, LogicalName, ProfileState
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> object:
+    """A time in a request: an RFC 3339 date-time with its offset (``2026-11-30T08:00:00Z``), as the
+    schema's ``format: date-time`` says; not a number of seconds, not a naive or date-only value."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
+        raise ValueError("must be an RFC 3339 date-time with an offset, such as 2026-11-30T08:00:00Z")
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339)]
 
 
 class ValidationItem(BaseModel):
@@ -102,8 +118,8 @@ class LinksOut(BaseModel):
 class ResyncIn(BaseModel):
     model_config = {"extra": "forbid"}
 
-    start: datetime | None = Field(default=None, description="Failures logged from (default: 24 hours ago).")
-    end: datetime | None = Field(default=None, description="Failures logged until (default: now).")
+    start: Rfc3339 | None = Field(default=None, description="Failures logged from (default: end minus 24 hours).")
+    end: Rfc3339 | None = Field(default=None, description="Failures logged until (default: now).")
     entities: list[LogicalName] = Field(default_factory=list, max_length=1000, description="Only these entities.")
     recordIds: list[Guid] = Field(default_factory=list, max_length=10_000, description="Only these records.")
 

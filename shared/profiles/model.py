@@ -21,7 +21,16 @@ from enum import Enum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from shared.contract.models import GUID_PATTERN, NAME_PATTERN
 from shared.destinations import Layout, registry
@@ -65,7 +74,7 @@ class KeyVaultSecretRef:
 
     @classmethod
     def parse(cls, uri: str) -> KeyVaultSecretRef | None:
-        m = KEY_VAULT_SECRET_RE.match(uri)
+        m = KEY_VAULT_SECRET_RE.fullmatch(uri)  # not .match: its $ takes a trailing newline
         if m is None:
             return None
         return cls(f"https://{m['vault'].lower()}.{m['host']}", m["name"], m["version"])
@@ -73,6 +82,16 @@ class KeyVaultSecretRef:
     @property
     def uri(self) -> str:
         return f"{self.vault_url}/secrets/{self.name}" + (f"/{self.version}" if self.version else "")
+
+
+def _any_case(text: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in text)
+
+
+# A literal connection string as _check_destination takes it (where literals are allowed): a known
+# scheme (any case), then no control characters. For the schema (ECMA 262: no inline flags).
+_SCHEMES = sorted({scheme for f in registry.FACTORIES for scheme in f.schemes})
+LITERAL_DSN_PATTERN = "^(?:" + "|".join(_any_case(s) for s in _SCHEMES) + r"):[^\x00-\x1f]*$"
 
 
 def destination_kind(value: str) -> DestinationKind:
@@ -128,10 +147,43 @@ def _key_vault_uri(value: str | None, name: str) -> str | None:
     return value
 
 
+# KEY_VAULT_SECRET_RE for JSON Schema (ECMA 262: no named groups): what the API accepts, stated.
+KEY_VAULT_SECRET_PATTERN = re.sub(r"\(\?P<\w+>", "(", KEY_VAULT_SECRET_RE.pattern)
+_AUTH_OPTIONAL = ("tenantId", "clientId", "clientSecretUri", "certificateUri")
+
+
+def _auth_schema(schema: dict[str, Any]) -> None:
+    """The credential's schema as one variant per kind (``oneOf``, discriminated by ``kind``): the
+    fields each kind needs and allows, as :meth:`SourceAuth._fields_of_kind` checks them, so that
+    what the schema admits is accepted and what it does not is refused."""
+    guid = {"type": "string", "pattern": GUID_PATTERN}
+    uri = {"type": "string", "maxLength": DESTINATION_MAX, "pattern": KEY_VAULT_SECRET_PATTERN}
+    given = {"tenantId": guid, "clientId": guid, "clientSecretUri": uri, "certificateUri": uri}
+    variants = []
+    for kind, (required, allowed) in _AUTH_FIELDS.items():
+        props: dict[str, Any] = {"kind": {"type": "string", "const": kind.value}}
+        for name in _AUTH_OPTIONAL:
+            if name in required:
+                props[name] = given[name]
+            elif name in allowed:
+                props[name] = {"anyOf": [given[name], {"type": "null"}]}
+            else:
+                props[name] = {"type": "null"}
+        variants.append({"type": "object", "title": kind.value, "additionalProperties": False,
+                         "properties": props, "required": ["kind", *sorted(required)]})  # fmt: skip
+    description = schema.get("description")
+    schema.clear()
+    schema.update({"oneOf": variants, "title": "SourceAuth"})
+    if description:
+        schema["description"] = description
+
+
 class SourceAuth(BaseModel):
     """The source's credential. Secrets are never stored here: Key Vault secret URIs only."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, hide_input_in_errors=True, json_schema_extra=_auth_schema
+    )
 
     kind: SourceAuthKind = Field(description="clientSecret, certificate, managedIdentity, workloadIdentity; "
                                  "developmentToken only where DES_DATAVERSE_TOKEN is set (simulators, tests).")
@@ -182,13 +234,23 @@ def _check_environment_url(value: str) -> str:
     return value.rstrip("/")
 
 
+# What _check_environment_url accepts, stated for the schema (and enforced with it): https with a
+# host name (plain http only on this machine), an optional port and path; no user, query, fragment.
+ENVIRONMENT_URL_PATTERN = (
+    r"^(?:https://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|http://(?:127\.0\.0\.1|localhost|\[::1\]))"
+    r"(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
+)
+
+
 class DataverseSource(BaseModel):
     """Where a profile's records come from: a Dataverse environment read through change tracking."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     kind: Literal["dataverse"] = "dataverse"
-    environmentUrl: Annotated[str, StringConstraints(min_length=8, max_length=ENVIRONMENT_URL_MAX)] = Field(
+    environmentUrl: Annotated[
+        str, StringConstraints(min_length=8, max_length=ENVIRONMENT_URL_MAX, pattern=ENVIRONMENT_URL_PATTERN)
+    ] = Field(
         description="https://<org>.crm<N>.dynamics.com (or any base whose /api/data/v9.2/ serves the Web API).",
         examples=["https://contoso.crm.dynamics.com"],
     )
@@ -232,16 +294,21 @@ class _Fields(BaseModel):
     prefix: Annotated[str, StringConstraints(pattern=PREFIX_PATTERN)] = Field(
         default="", description="Table prefix, alphanumeric, fewer than 15 characters."
     )
-    retryCount: int = Field(default=12, ge=0, le=20, description="Retries of a failing record (0-20).")
-    retryIntervalSeconds: int = Field(default=5, ge=0, le=3600, description="Seconds between retries (0-3600).")
-    writeDeleteLog: bool = Field(default=False, description="Keep <prefix>_DeleteLog of applied deletes.")
+    # Strict: JSON integers and booleans only (0 is not false, "12" is not 12), as the schema says.
+    retryCount: StrictInt = Field(default=12, ge=0, le=20, description="Retries of a failing record (0-20).")
+    retryIntervalSeconds: StrictInt = Field(
+        default=5, ge=0, le=3600, description="Seconds between retries (0-3600)."
+    )
+    writeDeleteLog: StrictBool = Field(default=False, description="Keep <prefix>_DeleteLog of applied deletes.")
     entities: list[LogicalName] = Field(
-        default_factory=list, max_length=ENTITIES_MAX, description="Logical names of the entities to export."
+        default_factory=list, max_length=ENTITIES_MAX, description="Logical names of the entities to export.",
+        json_schema_extra={"uniqueItems": True},
     )
     relationships: list[LogicalName] = Field(
         default_factory=list,
         max_length=ENTITIES_MAX,
         description="N:N relationships (intersect entity logical names) to export.",
+        json_schema_extra={"uniqueItems": True},
     )
     source: DataverseSource | None = Field(
         default=None,
@@ -277,6 +344,16 @@ DestinationField = Annotated[
 ]
 
 
+def _creatable_states_schema(schema: dict[str, Any]) -> None:
+    """The schema of a new profile's state: draft or active (inactive comes later, by deactivating)."""
+    description = schema.get("description")
+    schema.clear()
+    schema.update({"type": "string", "enum": [ProfileState.DRAFT.value, ProfileState.ACTIVE.value],
+                   "default": ProfileState.DRAFT.value})  # fmt: skip
+    if description:
+        schema["description"] = description
+
+
 class ProfileCreate(_Fields):
     """Body of POST /profiles and POST /profiles/validate."""
 
@@ -285,6 +362,7 @@ class ProfileCreate(_Fields):
     state: ProfileState = Field(
         default=ProfileState.DRAFT,
         description="draft (default) or active: 'Create and Activate' (checks the destination first).",
+        json_schema_extra=_creatable_states_schema,
     )
 
     @field_validator("state")

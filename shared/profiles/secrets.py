@@ -148,6 +148,10 @@ class SecretResolver:
             raise SecretError(
                 f"Key Vault refused {where} ({status})", transient=status in (429, 500, 502, 503, 504)
             ) from exc
+        except ValueError as exc:  # the SDK's own refusals, e.g. a challenge for another cloud's vault domain
+            raise SecretError(
+                f"Key Vault could not be used for {where}: {str(exc).split('. ')[0]}", transient=False
+            ) from exc
         value = getattr(secret, "value", None)
         if not value:
             raise SecretError(f"{where} is empty", transient=False)

@@ -72,6 +72,11 @@ class Invalid(ProfileError):
     status = 422
 
 
+class CheckFailed(Conflict):
+    """The request is valid, but the destination (or source) it needs does not pass its check now:
+    409 with the named steps, as for any state that keeps an action from happening."""
+
+
 class Unavailable(ProfileError):
     status = 503
 
@@ -149,7 +154,9 @@ class ProfileService:
             report = self._live_check(body.destination, Layout(body.schema_, body.prefix, body.writeDeleteLog))
             self._check_source(report, body.source, body.organizationId, _tables(body.entities, body.relationships))
             if not report.ok:
-                raise Invalid(_failed_summary("cannot create and activate: the check failed", report), report=report)
+                raise CheckFailed(
+                    _failed_summary("cannot create and activate: the check failed", report), report=report
+                )
         if state is ProfileState.ACTIVE and body.source is not None:
             self._need_source()
         stored = StoredProfile(
@@ -222,7 +229,7 @@ class ProfileService:
             report = self._live_check(p.destination, p.layout)
             self._check_source(report, p.source, p.organizationId, p.pulled)
             if not report.ok:
-                raise Invalid(_failed_summary("cannot activate: the check failed", report), report=report)
+                raise CheckFailed(_failed_summary("cannot activate: the check failed", report), report=report)
         if p.source is not None:
             self._need_source()
         activated = self._set_state(p, ProfileState.ACTIVE)
@@ -233,7 +240,8 @@ class ProfileService:
     # -------------------------------------------------------------------------------- source
     def _need_source(self) -> None:
         if self.source is None:
-            raise Unavailable("the profile has a Dataverse source, but this app runs none (profile mode only)")
+            # Not a passing outage (503 would say "try again"): this deployment's configuration.
+            raise Conflict("the profile has a Dataverse source, but this app runs none (profile mode only)")
 
     def _check_source(
         self, report: CheckReport, source: DataverseSource | None, organization_id: str, tables: Sequence[str]
@@ -265,7 +273,7 @@ class ProfileService:
         except SourceReadError as exc:
             if exc.transient:
                 raise Unavailable(f"the source could not be read: {exc.reason}") from exc
-            raise Invalid(f"the source could not be read: {exc.reason}") from exc
+            raise CheckFailed(f"the source could not be read: {exc.reason}") from exc  # a valid request
 
     def source_status(self, profile_id: str) -> tuple[Profile, list[Any]]:
         p = self.get(profile_id)

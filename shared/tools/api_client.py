@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,18 @@ def _metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _moment(text: str) -> str:
+    """``--start``/``--end`` as the API takes them (RFC 3339 with an offset): a date or a time
+    without an offset is taken as UTC, as before."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise ClientError(f"not an ISO 8601 date or time: {text!r}", EXIT_USAGE) from exc
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).isoformat()
+
+
 def _failures(args: argparse.Namespace) -> int:
-    params = {k: v for k, v in (("start", args.start), ("end", args.end)) if v}
+    params = {k: _moment(v) for k, v in (("start", args.start), ("end", args.end)) if v}
     if args.action == "resync":
         body: dict[str, Any] = {"entities": args.entity or [], "recordIds": args.record or []}
         body.update(params)

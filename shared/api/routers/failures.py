@@ -6,14 +6,13 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from shared.api.deps import ERRORS, ProfileId, Svc, window
-from shared.api.schemas import LinkOut, LinksOut, ResyncIn, ResyncOut
+from shared.api.schemas import LinkOut, LinksOut, ResyncIn, ResyncOut, Rfc3339
 from shared.engine.failure_schema import LOGGED_COLUMNS
 from shared.profiles.ports import FailureEntry
 from shared.profiles.service import Conflict, ResyncSelection
@@ -68,11 +67,11 @@ failure_responses: dict[int | str, dict[str, Any]] = {
 def failures(
     s: Svc,
     profile_id: ProfileId,
-    start: Annotated[datetime | None, Query(description="From (default: end minus 24 hours).")] = None,
-    end: Annotated[datetime | None, Query(description="Until (default: now).")] = None,
+    start: Annotated[Rfc3339 | None, Query(description="From (default: end minus 24 hours).")] = None,
+    end: Annotated[Rfc3339 | None, Query(description="Until (default: now).")] = None,
     accept: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> Any:
-    """The profile's failure log by time range (at most 31 days), streamed."""
+    """The profile's failure log by time range (what the 30-day retention kept), streamed."""
     lo, hi = window(start, end, s.clock())
     entries = iter(s.profiles.failures(profile_id, lo, hi))
     first = next(entries, None)  # errors surface before the response starts
@@ -84,8 +83,8 @@ def failures(
 def failure_links(
     s: Svc,
     profile_id: ProfileId,
-    start: Annotated[datetime | None, Query()] = None,
-    end: Annotated[datetime | None, Query()] = None,
+    start: Annotated[Rfc3339 | None, Query(description="From (default: end minus 24 hours).")] = None,
+    end: Annotated[Rfc3339 | None, Query(description="Until (default: now).")] = None,
 ) -> Any:
     """Read-only user-delegation SAS URLs (valid 24 hours) of the failure-log blobs in range (Azure)."""
     lo, hi = window(start, end, s.clock())

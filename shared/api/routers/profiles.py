@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 
-from shared.api.deps import ERRORS, Guid, ProfileId, Svc, revision
+from shared.api.deps import ERRORS, IF_MATCH_PATTERN, Guid, ProfileId, Svc, revision
 from shared.api.schemas import DeletedOut, ValidationOut
 from shared.profiles.model import ProfileCreate, ProfileOut, ProfileState, ProfileUpdate
 
@@ -53,7 +53,7 @@ def update_profile(
     profile_id: ProfileId,
     body: ProfileUpdate,
     response: Response,
-    if_match: Annotated[str | None, Header(alias="If-Match", max_length=40)] = None,
+    if_match: Annotated[str, Header(alias="If-Match", max_length=40, pattern=IF_MATCH_PATTERN)] = "",
 ) -> Any:
     """Replace the profile's fields (entities and relationships may be added or removed; nothing
     is dropped in the destination). Send ``If-Match: "<revision>"`` to update safely."""

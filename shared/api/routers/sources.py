@@ -17,7 +17,9 @@ from shared.profiles.ports import SourceTable
 
 router = APIRouter(tags=["profiles"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {k: v for k, v in DEPS_ERRORS.items() if k in (400, 401, 403, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    k: v for k, v in DEPS_ERRORS.items() if k in (400, 401, 403, 409, 413, 422, 503)
+}
 NO_TRACKING = (
     "change tracking is off: turn on 'Track changes' in the table's properties (Advanced options) to export it"
 )
@@ -51,7 +53,8 @@ class SourceTablesOut(BaseModel):
 @router.post("/sources/tables", response_model=SourceTablesOut, responses=ERRORS)
 def source_tables(s: Svc, body: DataverseSource) -> Any:
     """The tables of a Dataverse environment (a profile's ``source``): logical and entity set name,
-    display name, whether change tracking is on. 422 with the reason when the token is refused or the
-    metadata cannot be read; 503 when the environment is unreachable or this app runs no source."""
+    display name, whether change tracking is on. 409 with the reason when the token is refused or
+    missing or the metadata cannot be read (the request is valid; the source says no); 422 for an
+    invalid body; 503 when the environment is unreachable or this app runs no source."""
     tables = s.profiles.source_tables(body)
     return SourceTablesOut(environmentUrl=body.environmentUrl, tables=[SourceTableOut.of(t) for t in tables])

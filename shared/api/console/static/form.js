@@ -274,7 +274,7 @@ export async function render(ctx, id) {
       if (input) input.setAttribute("aria-invalid", "true");
       if (first === null || FIELD_STEP[name] < FIELD_STEP[first]) first = name;
     }
-    if (err.status === 409 && /name/.test(String(err.detail))) {
+    if (err.status === 409 && !err.checks && /name/.test(String(err.detail))) {
       formEl.querySelector("#f-name-error").textContent = String(err.detail);
       inputs.name.setAttribute("aria-invalid", "true");
       first = "name";
