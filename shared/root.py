@@ -292,7 +292,7 @@ def attach_source(
     rt = r.runtime
     if rt is None or not isinstance(r.router, ProfileRouter) or not isinstance(rt.store, SqlStore):
         return None
-    from shared.pull.sinks import DirectSink, LazyPublisher, ServiceBusSink, destination_ids
+    from shared.pull.sinks import DirectSink, LazyPublisher, ProfileDestination, ServiceBusSink
     from shared.pull.work import SourceWork
     from shared.source.dataverse.cursors import CursorStore
 
@@ -300,8 +300,8 @@ def attach_source(
     sb = config.service_bus
     engines = rt.engines
 
-    def ids(profile: Profile) -> Callable[[str], set[str]]:
-        return lambda entity: destination_ids(engines, profile, entity)
+    def ids(profile: Profile) -> ProfileDestination:
+        return ProfileDestination(engines, profile)
 
     if sb.queue_name and (sb.connection_string or sb.namespace):
         from shared.publisher import NotificationPublisher, open_client

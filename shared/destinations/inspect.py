@@ -6,8 +6,8 @@ implement :class:`TableReader`; :func:`table_rows` says clearly when a destinati
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -21,3 +21,43 @@ def table_rows(destination: object, table: str) -> Iterator[dict[str, object]]:
     if not isinstance(destination, TableReader):
         raise TypeError(f"{type(destination).__name__} cannot read tables back")
     return destination.table_rows(table)
+
+
+@runtime_checkable
+class VersionReader(Protocol):
+    """Keyed and chunked reads of an entity table's (id, version), for the Dataverse source: the
+    versions a destination holds (a delete must be newer) and its ids in bounded chunks (reconcile)."""
+
+    def record_versions(self, table: str, ids: Sequence[str]) -> dict[str, int]:
+        """The version each of ``ids`` holds in ``table`` (lower-case id -> version; absent: no row)."""
+
+    def id_versions_after(self, table: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+        """At most ``limit`` rows (lower-case id, version) after the id ``after`` (None: from the first),
+        in the database's key order."""
+
+
+def _reader(destination: object) -> VersionReader:
+    if not isinstance(destination, VersionReader):
+        raise TypeError(f"{type(destination).__name__} cannot read record versions back")
+    return destination
+
+
+def _exists(destination: Any, table: str) -> bool:
+    with destination.transaction() as tx:
+        return tx.columns(table) is not None
+
+
+def record_versions(destination: Any, entity: str, ids: Sequence[str]) -> dict[str, int]:
+    """The contract version ``destination`` holds for each of ``ids`` of ``entity`` (its rows)."""
+    table = destination.layout.entity_table(entity)
+    if not ids or not _exists(destination, table):
+        return {}
+    return _reader(destination).record_versions(table, ids)
+
+
+def id_versions_after(destination: Any, entity: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+    """A chunk of ``entity``'s (id, version) in ``destination``, after ``after`` in key order."""
+    table = destination.layout.entity_table(entity)
+    if after is None and not _exists(destination, table):
+        return []
+    return _reader(destination).id_versions_after(table, after, limit)

@@ -419,6 +419,19 @@ class TSql:
     def select_all(self, table: str) -> str:
         return f"SELECT * FROM {self.table(table)}"
 
+    def record_versions(self, table: str, n: int) -> str:
+        """Parameters: ``n`` ids. Rows (id, version) of those the table holds."""
+        marks = ", ".join("?" * n)
+        return f"SELECT {quote(ID)}, {quote(VERSION)} FROM {self.table(table)} WHERE {quote(ID)} IN ({marks})"
+
+    def id_versions_after(self, table: str, first: bool) -> str:
+        """Parameters: the chunk size (, the last id of the previous chunk unless ``first``). Rows
+        (id, version) in key order (uniqueidentifier order: a total order, all a keyset needs)."""
+        where = "" if first else f" WHERE {quote(ID)} > CAST(? AS UNIQUEIDENTIFIER)"
+        return (
+            f"SELECT TOP (?) {quote(ID)}, {quote(VERSION)} FROM {self.table(table)}{where} ORDER BY {quote(ID)}"
+        )
+
     # -- bulk write
     @staticmethod
     def create_stage(columns: Sequence[tuple[str, ColumnType]]) -> str:
@@ -1038,6 +1051,22 @@ class MssqlDestination:
         self._drop()
         self._support_ready = False
         self._types.clear()
+
+    def record_versions(self, table: str, ids: Sequence[str]) -> dict[str, int]:
+        """The version each of ``ids`` holds in ``table`` (absent: no row); read back, not the write path."""
+        out: dict[str, int] = {}
+        wanted = [i.lower() for i in ids]
+        for at in range(0, len(wanted), 1000):  # well under the 2,100 parameters of one request
+            chunk = wanted[at : at + 1000]
+            for r in self.query(self.sql.record_versions(table, len(chunk)), *chunk):
+                out[_guid_text(r[0])] = int(r[1])
+        return out
+
+    def id_versions_after(self, table: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+        """At most ``limit`` rows (id, version) of ``table`` after the id ``after``, in key order."""
+        params: tuple[object, ...] = (limit,) if after is None else (limit, after)
+        rows = self.query(self.sql.id_versions_after(table, after is None), *params)
+        return [(_guid_text(r[0]), int(r[1])) for r in rows]
 
     def table_rows(self, table: str) -> Iterator[dict[str, object]]:
         self.read_columns(table)

@@ -292,6 +292,19 @@ class PostgresDestination:
             self.conn = self._connect()
             self._support_ready = False
 
+    def record_versions(self, table: str, ids: Sequence[str]) -> dict[str, int]:
+        """The version each of ``ids`` holds in ``table`` (absent: no row); read back, not the write path."""
+        with self.conn.cursor() as cur:
+            cur.execute(self.sql.record_versions(table), [[i.lower() for i in ids]])
+            return {str(r[0]).lower(): int(r[1]) for r in cur.fetchall()}
+
+    def id_versions_after(self, table: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+        """At most ``limit`` rows (id, version) of ``table`` after the id ``after``, in key order."""
+        params: list[object] = [limit] if after is None else [after, limit]
+        with self.conn.cursor() as cur:
+            cur.execute(self.sql.id_versions_after(table, after is None), params)
+            return [(str(r[0]).lower(), int(r[1])) for r in cur.fetchall()]
+
     def table_rows(self, table: str) -> Iterator[dict[str, object]]:
         with self.conn.cursor() as cur:
             cur.execute(self.sql.select_all(table))

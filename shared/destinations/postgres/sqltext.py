@@ -191,6 +191,20 @@ ORDER BY k.ord
     def select_all(self, table: str) -> sql.Composed:
         return sql.SQL("SELECT * FROM {}").format(self.table(table))
 
+    def record_versions(self, table: str) -> sql.Composed:
+        """Parameter: a list of ids. Rows (id, version) of those the table holds."""
+        return sql.SQL("SELECT {}, {} FROM {} WHERE {} = ANY(%s::uuid[])").format(
+            I(ID), I(VERSION), self.table(table), I(ID)
+        )
+
+    def id_versions_after(self, table: str, first: bool) -> sql.Composed:
+        """Parameters: (the last id of the previous chunk unless ``first``,) the chunk size. Rows
+        (id, version) in key order: the source's reconcile reads a table in bounded chunks."""
+        where = sql.SQL("") if first else sql.SQL(" WHERE {} > %s::uuid").format(I(ID))
+        return sql.SQL("SELECT {}, {} FROM {}{} ORDER BY {} LIMIT %s").format(
+            I(ID), I(VERSION), self.table(table), where, I(ID)
+        )
+
     # -- the write path (one entity of a batch)
     @staticmethod
     def create_stage(stage: str, columns: Sequence[tuple[str, str]]) -> sql.Composed:

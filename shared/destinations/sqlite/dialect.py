@@ -285,6 +285,17 @@ class SqliteDestination:
         finally:
             self.conn = self._connect()
 
+    def record_versions(self, table: str, ids: Sequence[str]) -> dict[str, int]:
+        """The version each of ``ids`` holds in ``table`` (absent: no row); read back, not the write path."""
+        rows = self.conn.execute(SqliteSql.live_versions(table), (json.dumps([i.lower() for i in ids]),))
+        return {str(r[0]).lower(): int(r[1]) for r in rows}
+
+    def id_versions_after(self, table: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+        """At most ``limit`` rows (id, version) of ``table`` after the id ``after``, in key order."""
+        params: tuple[object, ...] = (limit,) if after is None else (after, limit)
+        rows = self.conn.execute(SqliteSql.id_versions_after(table, after is None), params).fetchall()
+        return [(str(r[0]).lower(), int(r[1])) for r in rows]
+
     def table_rows(self, table: str) -> Iterator[dict[str, object]]:
         cur = self.conn.execute(SqliteSql.select_all(table))
         names = [d[0] for d in cur.description]

@@ -188,6 +188,13 @@ class SqliteSql:
     def select_all(table: str) -> str:
         return f"SELECT * FROM {quote(table)}"
 
+    @staticmethod
+    def id_versions_after(table: str, first: bool) -> str:
+        """Parameters: (the last id of the previous chunk unless ``first``,) the chunk size. Rows
+        (id, version) in key order: the source's reconcile reads a table in bounded chunks."""
+        where = "" if first else f" WHERE {quote(ID)} > ?"
+        return f"SELECT {quote(ID)}, {quote(VERSION)} FROM {quote(table)}{where} ORDER BY {quote(ID)} LIMIT ?"
+
     # -- the write path (one entity of a batch)
     @staticmethod
     def live_versions(table: str) -> str:
