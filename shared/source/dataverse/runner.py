@@ -359,6 +359,25 @@ class SourceRunner:
             pass_complete=True, result=result,
         )  # fmt: skip
 
+    # ---------------------------------------------------------------------------- re-read by id
+    def current(self, entity: str, ids: Sequence[str]) -> list[bytes]:
+        """The current state of records by id, as notification bodies (re-sync of failed records).
+
+        Each id is read with ``GET <set>(<id>)?$select=...`` (lookup annotations included): a row is
+        published as an update at ``2 * versionnumber``; a 404 means the record is gone: a delete at
+        ``2H + 1``, ``H`` raised above the version the destination holds (both read before the
+        reads), as for the verified deletes of a pass (docs/dataverse.md, "Versions"). Needs the
+        entity's cursor past its metadata (its columns); the cursor is read, not advanced.
+        """
+        state = self.cursors.get(self.profile_id, entity)
+        if state is None or state.info is None:
+            raise EntityFailed(f"{entity}: the source has not read this table's definition yet")
+        org = self._org(state)
+        wanted = list(dict.fromkeys(i.lower() for i in ids))
+        held = self.sink.held(entity, wanted)
+        bodies, _, _ = self._deletes(state.info, org, wanted, state.high_water, self.clock(), verify=True, held=held)
+        return bodies
+
     # ---------------------------------------------------------------------------- passes
     def run_pass(self, entity: str, *, progress: Callable[[PageResult], Any] | None = None) -> list[PageResult]:
         """Units of work until the entity completes a pass: the initial sync (metadata, full load), or
