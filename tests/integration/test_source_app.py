@@ -184,8 +184,8 @@ def refuse_in_destination(dsn: str, table: str, column: str, value: str) -> None
         conn = sqlite3.connect(dsn.removeprefix("sqlite:///"))
         try:
             for event in ("INSERT", "UPDATE"):
-                conn.execute(f'CREATE TRIGGER refuse_{event.lower()} BEFORE {event} ON "{table}" '
-                             f"WHEN NEW.\"{column}\" = '{value}' BEGIN SELECT RAISE(ABORT, 'refused'); END")  # fmt: skip
+                trigger = f'CREATE TRIGGER refuse_{event.lower()} BEFORE {event} ON "{table}" '
+                conn.execute(trigger + f"WHEN NEW.\"{column}\" = '{value}' BEGIN SELECT RAISE(ABORT, 'refused'); END")
             conn.commit()
         finally:
             conn.close()
@@ -211,7 +211,8 @@ def test_failed_records_resync_from_the_source_by_id(tmp_path: Path, dsn: str, s
     root = api_root(S.AppConfig.from_env(app_env(tmp_path, sim, DES_ADMIN_API_KEY="k-4711")))
     try:
         rt = root.runtime
-        assert rt is not None and root.source is not None
+        assert rt is not None
+        assert root.source is not None
         worker = LocalWorker(root.source, poll_seconds=0.5)
         p = rt.service.create(profile_body(sim, dsn, entities=["account"], relationships=[]))
         rt.service.activate(p.id)
@@ -238,7 +239,8 @@ def test_failed_records_resync_from_the_source_by_id(tmp_path: Path, dsn: str, s
             assert out.status_code == 200, out.text
             body = out.json()
             assert (body["selected"], body["fromSource"], body["missing"]) == (2, 2, 0), body
-            assert body["counts"]["applied"] == 2 and body["counts"]["failed"] == 0, body
+            assert body["counts"]["applied"] == 2, body
+            assert body["counts"]["failed"] == 0, body
             assert converged(dsn, sim, ("account",)) == []
             dest = open_destination(dsn, Layout(write_delete_log=True))
             try:
@@ -248,7 +250,8 @@ def test_failed_records_resync_from_the_source_by_id(tmp_path: Path, dsn: str, s
             assert len(logged) == 1
             # a selection of one record re-reads only that one (its current state: applied again, stale)
             again = client.post(f"/profiles/{p.id}/failures/resync", json={"recordIds": [fixed]})
-            assert again.status_code == 200 and again.json()["fromSource"] == 1, again.text
+            assert again.status_code == 200, again.text
+            assert again.json()["fromSource"] == 1, again.text
             assert again.json()["counts"]["stale"] == 1, again.text
             # and a re-created record with the deleted id comes back with the next pass (newer than the delete)
             sim.sim.state.create("account", {"name": "back again"}, record_id=gone)

@@ -201,7 +201,8 @@ def test_a_delete_is_newer_than_what_the_destination_holds_and_older_than_a_recr
     held = None if held_vn is None else 2 * held_vn + (1 if odd else 0)
     mark = m.delete_mark(high_water, held)
     version = m.delete_version(mark)
-    assert version % 2 == 1 and version > m.row_version(high_water)
+    assert version % 2 == 1
+    assert version > m.row_version(high_water)
     if held is not None:
         assert version > held
     newest_before = max(high_water, held_vn if held_vn is not None else 0)
