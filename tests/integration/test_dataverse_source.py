@@ -392,3 +392,24 @@ def test_reconcile_of_a_large_table_in_bounded_memory(tmp_path: Path) -> None:
         assert result.deletes == len(missing)
         assert peak < 4_000_000, f"reconcile peak {peak / 1e6:.1f} MB"
         assert set(r.table("account")) == {first, *extra} - missing
+
+
+def test_money_of_twenty_digits_arrives_exactly(tmp_path: Path, dsn: str) -> None:
+    """Money and decimals are exact end to end from the Web API's JSON: 20 significant digits (more
+    than a double holds) in the initial sync and in a delta, stored exactly (PostgreSQL numeric; SQLite
+    keeps the exact text in its DECIMAL(38,4) column, whose name gives it no affinity); ordinary values
+    stay numbers."""
+    big, bigger = Decimal("1234567890123456.7891"), Decimal("-9999999999999999.9999")
+    dv = DataverseDouble()
+    a = dv.upsert("account", name="big", revenue=big)
+    b = dv.upsert("account", name="ordinary", revenue=Decimal("20000.0000"))
+    with rig(tmp_path, dsn, dv.transport(), base_url=ORG_URL) as r:
+        runner = r.runner()
+        drive(runner, "account")
+        rows = r.table("account")
+        assert Decimal(str(rows[a]["revenue"])) == big
+        assert float(rows[b]["revenue"]) == 20000.0  # type: ignore[arg-type]
+        dv.upsert("account", b, revenue=bigger)
+        drive(runner, "account")
+        assert Decimal(str(r.table("account")[b]["revenue"])) == bigger
+        assert Decimal(str(r.table("account")[a]["revenue"])) == big

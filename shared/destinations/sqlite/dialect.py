@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from decimal import Decimal
 from itertools import count
 from typing import cast
 
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 # __adapt__/__conform__ and raises and clears an AttributeError per value: ~1,200 instructions for
 # every boolean. A registered adapter is found first and binds the same 1 or 0 (issue 14).
 sqlite3.register_adapter(bool, int)
+# A Decimal is a number a double cannot hold (shared.contract.parse.exact_number): bound as its exact
+# text, which a DECIMAL(p, s) column (no affinity: sqltext.declared_type) keeps as it is.
+sqlite3.register_adapter(Decimal, str)
 
 BUSY_TIMEOUT_S = 60.0
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

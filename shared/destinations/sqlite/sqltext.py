@@ -50,7 +50,10 @@ def declared_type(t: ColumnType) -> str:
     if t.kind is Kind.TEXT and t.length is not None:
         return f"VARCHAR({t.length})"
     if t.kind is Kind.DECIMAL and t.precision is not None:
-        return f"DECIMAL({t.precision},{t.scale or 0})"
+        # BLOB in the name: no affinity. SQLite would turn the exact text of a 20-digit money value
+        # into a double in a NUMERIC-affinity column (``DECIMAL(p,s)``); here a number stays what
+        # it was bound as: an integer or a double when a double holds it, else its exact text.
+        return f"DECIMAL BLOB({t.precision},{t.scale or 0})"
     return _DECLARED[t.kind]
 
 
