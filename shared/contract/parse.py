@@ -145,15 +145,18 @@ def _accept(out: ParsedBatch, n: Notification, raw: bytes | str | None) -> None:
 # A JSON number with more significant digits than a double holds (DBL_DIG = 15) has a run of at least
 # 16 digits and points; only bodies with such a run can hold one (a long id or phone number in a
 # string costs the exact path, never a wrong value).
-_LONG_RUN = re.compile(rb"[0-9][0-9.]{15}")
-_LONG_RUN_TEXT = re.compile(r"[0-9][0-9.]{15}")
+# Bytes: digits and points become "d", the rest " ", then a C substring search (about 1 us for a
+# 1 KB body; a regex takes 5).
+_DIGITS = bytes(ord("d") if chr(i) in "0123456789." else ord(" ") for i in range(256))
+_LONG_RUN = b"d" * 16
+_LONG_RUN_TEXT = re.compile(r"[0-9.]{16}")
 
 
 def has_long_number(body: bytes | str) -> bool:
     """Whether ``body`` may hold a number a double cannot hold exactly (then: the exact path)."""
     if isinstance(body, str):
         return _LONG_RUN_TEXT.search(body) is not None
-    return _LONG_RUN.search(body) is not None
+    return _LONG_RUN in bytes(body).translate(_DIGITS)
 
 
 def exact_number(text: str) -> float | Decimal:
