@@ -401,7 +401,8 @@ class ProfileService:
                     raise Unavailable(f"the source could not be read: {exc.reason}") from exc
                 raise Conflict(f"the source refused the re-read: {exc.reason}") from exc
             rest = records.unread
-            reread = [k for k in keys if k not in set(rest)]
+            unread = set(rest)
+            reread = [k for k in keys if k not in unread]
             report.from_source = len(reread)
             if records.bodies:
                 self._apply_resync(p, report, parse_bodies(records.bodies))
