@@ -1063,3 +1063,19 @@ def test_an_operators_own_column_is_never_written() -> None:
         assert "[notes]" not in batch
         assert "[phone]" in batch  # ours: written (NULL: the row is the full state)
         assert not [s.sql for s in state.sent if s.sql.startswith("ALTER")]
+
+
+def test_version_reads_for_the_dataverse_source_parse_as_tsql() -> None:
+    """The keyed and keyset reads of (Id, versionnumber) (held versions, the bounded reconcile)."""
+    sql = TSql("dbo", Layout(prefix="P1"))
+    keyed = sqlglot.parse_one(sql.record_versions("P1_account", 3), read="tsql")
+    assert isinstance(keyed, exp.Select)
+    assert [c.name for c in keyed.expressions] == ["Id", "versionnumber"]
+    assert len(list(keyed.find_all(exp.Placeholder))) == 3
+    for first in (True, False):
+        chunk = sqlglot.parse_one(sql.id_versions_after("P1_account", first), read="tsql")
+        assert isinstance(chunk, exp.Select)
+        assert chunk.args.get("limit") is not None or "TOP" in chunk.sql(dialect="tsql").upper()
+        assert chunk.args["order"].expressions[0].this.name == "Id"
+        assert len(list(chunk.find_all(exp.Placeholder))) == (1 if first else 2)
+        assert (chunk.args.get("where") is None) is first
