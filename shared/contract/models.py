@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from pydantic import (
@@ -158,8 +158,9 @@ class Lookup(BaseModel):
     logicalName: LogicalName
 
 
-def _decimal_json(value: Decimal) -> float:
-    return float(value)
+def _decimal_json(value: object) -> object:
+    # pydantic may run a union member's serializer on any value of the union: only a Decimal changes
+    return float(value) if type(value) is Decimal else value
 
 
 # A JSON number a double cannot hold (more significant digits than a double round-trips, e.g. money
@@ -174,7 +175,7 @@ def _exact_decimal(value: object) -> Decimal:
 
 
 ExactDecimal = Annotated[
-    Decimal, PlainValidator(_exact_decimal), PlainSerializer(_decimal_json, return_type=float, when_used="json")
+    Decimal, PlainValidator(_exact_decimal), PlainSerializer(_decimal_json, return_type=Any, when_used="json")
 ]
 
 # Strict types never overlap, so trying them left to right is exact, and much faster than "smart" mode.

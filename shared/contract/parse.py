@@ -166,7 +166,10 @@ def exact_number(text: str) -> float | Decimal:
     value = float(text)
     if not math.isfinite(value):
         return value  # out of range: the contract refuses it with the reason
-    exact = Decimal(text)
+    try:
+        exact = Decimal(text)
+    except ArithmeticError:  # an exponent beyond any decimal context: no exact value to keep
+        return value
     return value if Decimal(repr(value)) == exact else exact
 
 

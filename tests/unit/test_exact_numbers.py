@@ -98,3 +98,14 @@ def test_the_engine_types_exact_decimals_as_decimals() -> None:
     assert coltypes.coerce(coltypes.FLOAT, d) == (True, float(d))  # a Double column holds the nearest double
     assert coltypes.coerce(coltypes.INTEGER, Decimal("12345678901234567")) == (True, 12345678901234567)
     assert coltypes.coerce(coltypes.INTEGER, d)[0] is False
+
+
+def test_parked_copies_keep_every_other_value_as_it_was() -> None:
+    """A parked copy (model_dump in JSON mode: retry blobs, parked failures) writes an exact decimal as
+    a double and leaves every other value alone (a postal code "45693" stays text, a lookup an object)."""
+    [n] = parse_bodies([body('{"revenue":1234567890123456.7891,"zip":"45693","ok":true,"n":7,"r":1.5,'
+                             f'"parent":{{"id":"{RID}","logicalName":"account"}}}}')]).notifications  # fmt: skip
+    doc = n.model_dump(mode="json", exclude_unset=True)["attributes"]
+    assert doc == {"revenue": 1234567890123456.8, "zip": "45693", "ok": True, "n": 7, "r": 1.5,
+                   "parent": {"id": RID, "logicalName": "account"}}  # fmt: skip
+    assert type(doc["zip"]) is str
