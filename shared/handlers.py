@@ -34,10 +34,11 @@ def handle_notifications(bodies: Sequence[Message], root: Root) -> FanOutResult:
     redelivers the batch (the engine is idempotent, so that is safe).
     """
     # Contract v1 bodies and Dataverse's own Service Bus messages (RemoteExecutionContext, recognised
-    # by their application properties or shape: docs/dataverse-push.md) on the same queue. No re-read
-    # source is attached here yet, so a Dataverse message without a full post-image is unprocessable
-    # with the reason (register the post-image), never applied partially.
-    parsed = parse_messages(bodies)
+    # by their application properties or shape: docs/dataverse-push.md) on the same queue. A Dataverse
+    # message without a full post-image is re-read by id through the Dataverse source of its
+    # organization's profiles (root.rereads); without one it is unprocessable with the reason
+    # (register the post-image), never applied partially.
+    parsed = parse_messages(bodies, reread_for=root.rereads)
     if parsed.skipped:
         log.info("Service Bus batch: %s Dataverse message(s) superseded at the source, skipped", len(parsed.skipped))
     resolution = resolve_references(parsed, root.storage.payloads if root.storage is not None else None)

@@ -64,6 +64,7 @@ from shared.store.sql import SqlStore
 if TYPE_CHECKING:  # the Dataverse source (httpx) is imported when a root attaches it, never at import
     from shared.pull.queue import WorkQueue
     from shared.pull.work import ClientFactory, Sink, SourceWork
+    from shared.source.dataverse.push import RereadFor
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,9 @@ class Root:
     owns_runtime: bool = False
     # The Dataverse source (profile mode): page units on the work queue, the poll timer.
     source: SourceWork | None = None
+    # The push re-read (docs/dataverse-push.md): a Dataverse message's organization -> the re-read
+    # source of its profiles (None: Dataverse messages without a full post-image are unprocessable).
+    rereads: RereadFor | None = None
     credentials: Credentials = field(default_factory=Credentials)  # one per process: shared token caches
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -329,6 +333,10 @@ def attach_source(
     )  # fmt: skip
     r.source = work
     rt.service.source = work
+    from shared.pull.reread import ProfileRereads
+
+    r.rereads = ProfileRereads(for_org=rt.directory.for_org, engines=engines, cursors=work.cursors,
+                               client_for=work.client)  # fmt: skip
     return work
 
 

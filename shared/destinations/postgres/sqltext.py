@@ -191,6 +191,20 @@ ORDER BY k.ord
     def select_all(self, table: str) -> sql.Composed:
         return sql.SQL("SELECT * FROM {}").format(self.table(table))
 
+    # -- keyed reads (the push re-read)
+    def held_versions(self, table: str) -> sql.Composed:
+        """Parameter: the ids (uuid[]). Rows (id as text, version), by primary key."""
+        return sql.SQL("SELECT {id}::text, {version} FROM {table} WHERE {id} = ANY(%s::uuid[])").format(
+            id=I(ID), version=I(VERSION), table=self.table(table)
+        )
+
+    def rows_with(self, table: str, columns: Sequence[str]) -> sql.Composed:
+        """Parameters: one lower-case GUID per column (a uuid or a text column). Rows (id, version)."""
+        where = sql.SQL(" AND ").join(sql.SQL("lower({}::text) = %s").format(I(c)) for c in columns)
+        return sql.SQL("SELECT {id}::text, {version} FROM {table} WHERE {where}").format(
+            id=I(ID), version=I(VERSION), table=self.table(table), where=where
+        )
+
     # -- the write path (one entity of a batch)
     @staticmethod
     def create_stage(stage: str, columns: Sequence[tuple[str, str]]) -> sql.Composed:

@@ -285,6 +285,23 @@ class SqliteDestination:
         finally:
             self.conn = self._connect()
 
+    # ------------------------------------------------------------------------------ keyed reads
+    def _catalog(self, table: str) -> set[str]:
+        return {str(r[1]) for r in self.conn.execute(SqliteSql.table_info(table)).fetchall()}
+
+    def held_versions(self, table: str, ids: Sequence[str]) -> dict[str, int]:
+        if not ids or not self._catalog(table):
+            return {}
+        rows = self.conn.execute(SqliteSql.live_versions(table), (json.dumps([i.lower() for i in ids]),)).fetchall()
+        return {str(rid).lower(): int(v) for rid, v in rows}
+
+    def rows_with(self, table: str, values: Mapping[str, str]) -> list[tuple[str, int]]:
+        present = self._catalog(table)
+        if not values or not present or not set(values) <= present:
+            return []
+        cur = self.conn.execute(SqliteSql.rows_with(table, list(values)), [v.lower() for v in values.values()])
+        return [(str(rid).lower(), int(v)) for rid, v in cur.fetchall()]
+
     def table_rows(self, table: str) -> Iterator[dict[str, object]]:
         cur = self.conn.execute(SqliteSql.select_all(table))
         names = [d[0] for d in cur.description]
