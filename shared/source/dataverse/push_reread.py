@@ -196,8 +196,13 @@ class SourceReread:
 
     def record(self, entity: str, record_id: str) -> dict[str, Any] | None:
         info = self._info(entity)
-        row = self._get(f"{quote(info.entity_set)}({record_id})?$select={info.select()}", allow_404=True)
-        return self._row(info, row) if isinstance(row, dict) else None
+        try:
+            row = self.client.record(info.entity_set, record_id, info.select())
+        except DataverseError as exc:
+            if exc.transient:
+                raise
+            raise RereadRefused(str(exc)) from exc
+        return self._row(info, row) if row is not None else None
 
     def deleted(self, entity: str, record_id: str) -> dict[str, Any]:
         """Verified delete (docs/dataverse-push.md, "Deletes without a pre-image"): ``H`` = the
@@ -329,3 +334,11 @@ def keyed_link_ids(dest: Destination) -> LinkIds:
         return dest.rows_with(dest.layout.entity_table(entity), {k: v.lower() for k, v in pair.items()})
 
     return ids
+
+
+def environment_reread(client: DataverseClient, dest: Destination, organization_id: str | None = None) -> SourceReread:
+    """A re-read source over one environment without a profile (``des replay --dataverse``): the
+    entities' columns from their definitions, a verified delete's scan from versionnumber 0, the
+    versions held read by key from ``dest``. ``organization_id`` defaults to the environment's (WhoAmI)."""
+    org = (organization_id or client.organization_id()).lower()
+    return SourceReread(client, org, MetadataInfos(client, org), held=keyed_held(dest), link_ids=keyed_link_ids(dest))
