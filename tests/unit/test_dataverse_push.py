@@ -130,6 +130,14 @@ def test_recognised_by_application_properties_or_shape_and_contract_bodies_uncha
     t = translate_body(b"\xff\xfe", properties("Create", "account"), None)
     assert t is not None
     assert "not UTF-8" in t.unprocessable[0].reason
+    # an AMQP client may give the application properties as bytes: recognised all the same
+    as_bytes = {k.encode(): v.encode() if isinstance(v, str) else v for k, v in properties("Create", "account").items()}
+    t = translate_body(b"[1, 2]", as_bytes, None)  # type: ignore[arg-type]
+    assert t is not None
+    assert "not a RemoteExecutionContext" in t.unprocessable[0].reason
+    t = translate_body(body(truncated(update_message({"name": "x"}, None))), {b"MessageMaxSizeExceeded": True}, None)  # type: ignore[dict-item]
+    assert t is not None
+    assert "truncated" in t.unprocessable[0].reason
 
 
 # ------------------------------------------------------------------------------------ values

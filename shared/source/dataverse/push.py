@@ -705,6 +705,16 @@ def _kept_text(body: bytes | str, props: Mapping[str, object] | None, *, is_json
     return head[:-1] + ',"body":' + text + "}"
 
 
+def _text_properties(props: Mapping[Any, object]) -> dict[str, object]:
+    """Application properties as text: an AMQP client (azure-servicebus) may give keys and string
+    values as bytes; the Functions binding gives text."""
+    out: dict[str, object] = {}
+    for key, value in props.items():
+        name = key.decode("utf-8", errors="replace") if isinstance(key, bytes) else key
+        out[str(name)] = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+    return out
+
+
 def translate_body(
     body: bytes | str,
     application_properties: Mapping[str, object] | None,
@@ -717,7 +727,7 @@ def translate_body(
     A message is Dataverse's when its application properties carry the ``Claims/*`` keys (or the
     truncation flag), or when its body is a JSON object with ``MessageName`` and no ``schemaVersion``.
     """
-    props = application_properties or None
+    props = _text_properties(application_properties) if application_properties else None
     by_properties = is_dataverse_properties(props)
     if not by_properties and not looks_like_dataverse(body):
         return None
