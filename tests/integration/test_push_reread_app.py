@@ -11,6 +11,8 @@ messages stay unprocessable with the reason.
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +22,9 @@ from typing import Any
 import pytest
 
 from shared import config as S
+from shared.contract.parse import parse_bodies
 from shared.destinations import Layout, open_destination
+from shared.engine.engine import SyncEngine
 from shared.handlers import handle_notifications
 from shared.profiles.fanout import FanOutResult
 from shared.profiles.model import ProfileCreate, ProfileState
@@ -30,6 +34,7 @@ from shared.source.dataverse.cursors import InitialSyncState
 from shared.tools.dataverse_check import compare
 from shared.tools.dataverse_sim import PushOptions, RunningSimulator, run_simulator
 from shared.tools.dataverse_sim.push import PushMessage
+from tests.support.metrics import note
 
 pytestmark = pytest.mark.integration
 
@@ -205,3 +210,46 @@ def test_without_a_source_the_messages_stay_unprocessable_with_the_reason(
     finally:
         root.close()
 
+
+
+def test_held_versions_come_from_every_profile_of_the_organization(
+    tmp_path: Path, sim: RunningSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The re-read source of an organization: its profile with a source answers; the versions held
+    are the highest over every active profile exporting the entity (read by key); a destination
+    that cannot be opened is left out with a warning."""
+    root = app_root(tmp_path, sim)
+    try:
+        org = sim.sim.state.organization.organization_id
+        assert root.rereads is not None
+        assert root.rereads(org) is None  # no profile yet
+        with_source = activate(root, sim, f"sqlite:///{tmp_path / 'a.db'}", source=True)
+        other_dsn = f"sqlite:///{tmp_path / 'b.db'}"
+        activate(root, sim, other_dsn, source=False)
+        (tmp_path / "c").mkdir()
+        activate(root, sim, f"sqlite:///{tmp_path / 'c' / 'c.db'}", source=False)
+        shutil.rmtree(tmp_path / "c")  # this destination cannot be opened any more
+        root.runtime.directory.invalidate()  # type: ignore[union-attr]
+        reread = root.rereads(org)
+        assert reread is not None
+        assert reread is root.rereads(org.upper())  # cached per organization and profile revisions
+        assert root.rereads(str(uuid.uuid4())) is None  # another organization: no source
+        account = sim.sim.state.ids("account")[0]
+        in_a = rows(f"sqlite:///{tmp_path / 'a.db'}", "account")[account]["versionnumber"]
+        assert reread.held("account", account) == in_a  # type: ignore[attr-defined]
+        # the other profile's destination holds a higher version (e.g. it applied a later message)
+        dest = open_destination(other_dsn, Layout())
+        try:
+            n = {**note(0, in_a + 10, "update", name="later"), "recordId": account, "organizationId": org}
+            assert SyncEngine(dest).apply_parsed(parse_bodies([json.dumps(n).encode()])).applied == 1
+        finally:
+            dest.close()
+        with caplog.at_level("WARNING", logger="shared.pull.reread"):
+            assert reread.held("account", account) == in_a + 10  # type: ignore[attr-defined]
+        assert any("left out" in r.getMessage() for r in caplog.records)
+        assert reread.columns("account") is not None
+        assert reread.columns("systemuser") is None  # not one of the source's tables
+        assert root.source is not None
+        assert root.source.cursors.get(with_source, "account") is not None  # its columns: the cursor's
+    finally:
+        root.close()
