@@ -455,3 +455,41 @@ def test_translate_to_notifications_gives_objects() -> None:
     assert [type(o).__name__ for o in out] == ["Notification"]
     out = translate_to_notifications(WEBHOOK_SAMPLE, None, None)
     assert [type(o).__name__ for o in out] == ["Unprocessable"]
+
+
+def test_the_reread_source_is_the_one_of_the_messages_organization() -> None:
+    """``reread_for``: looked up once per organization per batch; an organization without a source
+    keeps its messages unprocessable with the reason, the others are re-read."""
+    other = "0d8b2f52-7c55-4a9e-b8f6-2b1d2f0c9e11"
+    fake = FakeReread(rows={("account", ACCOUNT): contract_row("account", ACCOUNT, 9, {"name": "read"})})
+    asked: list[str] = []
+
+    def reread_for(org: str) -> FakeReread | None:
+        asked.append(org)
+        return fake if org == ORG else None
+
+    partial = update_message({"name": "partial"}, None)
+    elsewhere = context("Update", "account", ACCOUNT, inputs=partial["InputParameters"], org=other)
+    parsed = parse_messages([(body(partial), properties("Update", "account"))] * 2
+                            + [(body(elsewhere), properties("Update", "account"))], reread_for=reread_for)  # fmt: skip
+    assert sorted(asked) == sorted([ORG, other])  # once each
+    assert [n.attributes["name"] for n in parsed.notifications if n.attributes] == ["read", "read"]
+    assert fake.calls == [f"record account {ACCOUNT}"]  # one re-read of the record for the batch
+    [u] = parsed.unprocessable
+    assert "register a post-image on the step" in u.reason
+    assert "synchronous" not in u.reason
+
+
+def test_a_synchronous_steps_message_is_re_read_where_there_is_a_source() -> None:
+    """A synchronous step (Mode 0) posts inside the transaction: the message may be a phantom of a
+    rollback, so even a full post-image is checked at the source (gone: a delete at 2v + 1)."""
+    doc = {**create_message(), "Mode": 0}
+    fake = FakeReread()
+    parsed = parse_messages([(body(doc), properties("Create", "account"))], fake)
+    [n] = parsed.notifications
+    assert n.changeType is ChangeType.DELETE
+    assert n.version == m.delete_version(ALL_TYPES["versionnumber"])
+    assert fake.calls == [f"record account {ACCOUNT}"]
+    # without a source it is applied as it is (asynchronous steps are the supported setup)
+    [n] = parse_messages([(body(doc), properties("Create", "account"))]).notifications
+    assert n.changeType is ChangeType.CREATE
