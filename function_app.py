@@ -6,7 +6,7 @@ import azure.functions as func
 
 from shared.api import build_app
 from shared.config import (
-    BLOB_POISON_QUEUE,
+    RETRY_POISON_SCHEDULE,
     RETRY_SWEEP_SCHEDULE,
     RETRY_TRIGGER_PATH,
     SOURCE_POLL_SCHEDULE,
@@ -83,10 +83,13 @@ def retry_sweeper(timer: func.TimerRequest) -> None:
     handle_retry_sweep(root())
 
 
+# The blob trigger's poison queue (webjobs-blobtrigger-poison) is shared by every blob trigger on the
+# storage account: a queue trigger would delete other apps' receipts, so a timer peeks it and removes
+# only ours (shared/retry/poison.py).
 @app.function_name("retry_poison")
-@app.queue_trigger(arg_name="message", queue_name=BLOB_POISON_QUEUE, connection="AzureWebJobsStorage")
-def retry_poison(message: func.QueueMessage) -> None:
-    handle_blob_poison(message.get_body().decode("utf-8", errors="replace"), root())
+@app.timer_trigger(arg_name="timer", schedule=RETRY_POISON_SCHEDULE)
+def retry_poison(timer: func.TimerRequest) -> None:
+    handle_blob_poison(root())
 
 
 @app.function_name("blob_retention")

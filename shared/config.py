@@ -70,6 +70,8 @@ SERVICEBUS_MAX_MESSAGE_BYTES = "DES_SERVICEBUS_MAX_MESSAGE_BYTES"  # 262144 Stan
 RETRY_TRIGGER_PATH = "retry/{name}"
 RETRY_SWEEP_SCHEDULE = "0 * * * * *"  # the retry sweeper timer: every minute
 BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"  # where the Functions host puts blobs that kept failing
+# The poison queue is shared by every blob trigger on the account: a timer peeks it (shared.retry.poison).
+RETRY_POISON_SCHEDULE = "30 */5 * * * *"  # every 5 minutes
 
 # --- the Dataverse source (issue 9; docs/dataverse-app.md). The DES_DATAVERSE_* and
 # DES_SOURCE_POLL_* names are defined once in shared/source/dataverse/settings.py (read into

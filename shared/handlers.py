@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from shared.profiles.fanout import FanOutResult
 from shared.retry.attempt import run_retry_blob
-from shared.retry.sweep import SweepReport, blob_name_in, handle_poison_message, sweep_retries
+from shared.retry.poison import PoisonScan, scan_poison_queue
+from shared.retry.sweep import SweepReport, blob_name_in, sweep_retries
 from shared.root import Root
 from shared.source.dataverse.push import Message, parse_messages
 from shared.storage.blobs import RETRY
@@ -65,10 +66,13 @@ def handle_retry_sweep(root: Root) -> SweepReport | None:
     return report
 
 
-def handle_blob_poison(text: str, root: Root) -> str:
-    """The blob trigger's poison queue: take the blob out of limbo (failure log or unprocessable store)."""
-    retries = root.retries
-    return handle_poison_message(text, retries) if retries is not None else "ignored"
+def handle_blob_poison(root: Root) -> PoisonScan | None:
+    """The poison queue timer: our retry blobs that kept failing out of limbo (failure log or
+    unprocessable store); other containers' and apps' receipts on the shared queue left alone."""
+    retries, queue = root.retries, root.poison_queue()
+    if retries is None or queue is None:
+        return None
+    return scan_poison_queue(queue, retries)
 
 
 def handle_retention(root: Root) -> int:

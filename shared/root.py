@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from shared.config import (
     BLOB_KEY,
     BLOB_OLD_KEYS,
+    BLOB_POISON_QUEUE,
     DEFAULT_REJECTS_DIR,
     STORAGE_QUEUE_SERVICE_URI,
     AppConfig,
@@ -64,6 +65,7 @@ from shared.store.sql import SqlStore
 if TYPE_CHECKING:  # the Dataverse source (httpx) is imported when a root attaches it, never at import
     from shared.pull.queue import WorkQueue
     from shared.pull.work import ClientFactory, Sink, SourceWork
+    from shared.retry.poison import PoisonQueue
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +184,8 @@ class Root:
     # The Dataverse source (profile mode): page units on the work queue, the poll timer.
     source: SourceWork | None = None
     credentials: Credentials = field(default_factory=Credentials)  # one per process: shared token caches
+    # The blob trigger's (shared) poison queue, opened on first use (:meth:`poison_queue`).
+    poison: PoisonQueue | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -192,6 +196,13 @@ class Root:
     def retries(self) -> RetryDeps | None:
         """The retry code's dependencies; None without Blob storage (nothing can be parked)."""
         return RetryDeps.of(self.storage, self.router) if self.storage is not None else None
+
+    def poison_queue(self) -> PoisonQueue | None:
+        """``webjobs-blobtrigger-poison`` on the storage account; None without one."""
+        with self._lock:
+            if self.poison is None and self.config.storage is not None:
+                self.poison = open_poison_queue(self.config, self.credentials)
+            return self.poison
 
     def profiles(self) -> ProfileRuntime:
         """The profile runtime (the admin API's), built from the configuration on first use."""
@@ -210,6 +221,8 @@ class Root:
         self.router.close()
         if self.source is not None:
             self.source.close()
+        if self.poison is not None:
+            self.poison.close()
         if self.owns_runtime and self.runtime is not None:
             self.runtime.close()
 
@@ -269,18 +282,39 @@ def open_work_queue(config: AppConfig, credentials: Credentials | None = None) -
     identity-based with ``AzureWebJobsStorage__queueServiceUri`` / ``__accountName``), else in process."""
     from shared.pull.queue import InMemoryWorkQueue, StorageWorkQueue
 
-    storage, name = config.storage, config.source.queue_name
-    if storage is None:
+    if config.storage is None:
         return InMemoryWorkQueue()
+    name = config.source.queue_name
+    conn, url, credential = _queue_endpoint(config, credentials)
+    if conn:
+        return StorageWorkQueue.from_connection_string(conn, name)
+    return StorageWorkQueue.from_account_url(url, name, credential)
+
+
+def open_poison_queue(config: AppConfig, credentials: Credentials | None = None) -> PoisonQueue:
+    """The blob trigger's poison queue on the storage account (shared with other apps: shared.retry.poison)."""
+    from shared.retry.poison import StoragePoisonQueue
+
+    conn, url, credential = _queue_endpoint(config, credentials)
+    if conn:
+        return StoragePoisonQueue.from_connection_string(conn, BLOB_POISON_QUEUE)
+    return StoragePoisonQueue.from_account_url(url, BLOB_POISON_QUEUE, credential)
+
+
+def _queue_endpoint(config: AppConfig, credentials: Credentials | None) -> tuple[str | None, str, object]:
+    """The queue service of ``AzureWebJobsStorage``: a connection string, or identity-based with
+    ``AzureWebJobsStorage__queueServiceUri`` / ``__accountName`` and its credential."""
+    storage = config.storage
+    assert storage is not None
     if storage.connection_string:
-        return StorageWorkQueue.from_connection_string(storage.connection_string, name)
+        return storage.connection_string, "", None
     url = config.source.queue_service_uri or (
         f"https://{storage.account_name}.queue.core.windows.net" if storage.account_name else None
     )
     if url is None:
         raise SettingsError(f"setting {STORAGE_QUEUE_SERVICE_URI} is required with an identity-based blob endpoint")
     credential = (credentials or Credentials()).get(config.identity.storage)  # AzureWebJobsStorage's identity
-    return StorageWorkQueue.from_account_url(url, name, credential)
+    return None, url, credential
 
 
 def attach_source(
