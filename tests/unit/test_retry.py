@@ -186,6 +186,7 @@ def test_a_poison_receipt_puts_a_readable_blob_in_the_failure_log(parts: Parts) 
     assert [f.record_id for f in parts.rejects.failed] == [rid(1)]
     assert "poison queue" in parts.rejects.failed[0].reason
     assert handle_receipt(receipt, parts.deps) == "gone"
+    assert (parts.metrics.pending, parts.metrics.totals.failed) == (0, 1)
 
 
 def test_which_poison_receipts_are_ours() -> None:
@@ -200,7 +201,6 @@ def test_which_poison_receipts_are_ours() -> None:
     assert parse_receipt("not json") is None
     assert parse_receipt(json.dumps(["ContainerName"])) is None
     assert not is_ours(None)
-    assert (parts.metrics.pending, parts.metrics.totals.failed) == (0, 1)
 
 
 def test_a_committed_batch_goes_through_the_router_and_counts_once(parts: Parts) -> None:
