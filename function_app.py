@@ -23,7 +23,7 @@ from shared.handlers import (
     handle_source_page,
     handle_source_poll,
 )
-from shared.observability import invocation, quiet_azure_sdk_logs
+from shared.observability import configure_telemetry, invocation, quiet_azure_sdk_logs
 from shared.root import root
 
 # Azure SDK request/response lines at INFO would be one Application Insights trace per call.
@@ -33,6 +33,9 @@ quiet_azure_sdk_logs()
 # Azure) fails the app's indexing, so no trigger runs and no message is consumed, retried or
 # dead-lettered until it is fixed; the host logs the error (docs/deploy.md).
 CONFIG = AppConfig.from_env()
+
+# Azure Monitor OpenTelemetry when APPLICATIONINSIGHTS_CONNECTION_STRING is set (never imported otherwise).
+configure_telemetry(CONFIG.telemetry)
 
 # The v2 model allows one FunctionApp object: the admin HTTP API (FastAPI) is this app's HTTP
 # function, and the other functions register on it too. Its auth level follows DES_AUTH_MODE: the
@@ -79,8 +82,9 @@ def retry_blobs(blob: func.InputStream, context: func.Context) -> None:
 
 @app.function_name("retry_sweeper")
 @app.timer_trigger(arg_name="timer", schedule=RETRY_SWEEP_SCHEDULE)
-def retry_sweeper(timer: func.TimerRequest) -> None:
-    handle_retry_sweep(root())
+def retry_sweeper(timer: func.TimerRequest, context: func.Context) -> None:
+    with invocation(context):
+        handle_retry_sweep(root())
 
 
 # The blob trigger's poison queue (webjobs-blobtrigger-poison) is shared by every blob trigger on the
@@ -88,25 +92,29 @@ def retry_sweeper(timer: func.TimerRequest) -> None:
 # only ours (shared/retry/poison.py).
 @app.function_name("retry_poison")
 @app.timer_trigger(arg_name="timer", schedule=RETRY_POISON_SCHEDULE)
-def retry_poison(timer: func.TimerRequest) -> None:
-    handle_blob_poison(root())
+def retry_poison(timer: func.TimerRequest, context: func.Context) -> None:
+    with invocation(context):
+        handle_blob_poison(root())
 
 
 @app.function_name("blob_retention")
 @app.timer_trigger(arg_name="timer", schedule="0 30 3 * * *")
-def blob_retention(timer: func.TimerRequest) -> None:
-    handle_retention(root())
+def blob_retention(timer: func.TimerRequest, context: func.Context) -> None:
+    with invocation(context):
+        handle_retention(root())
 
 
 # The Dataverse source (issue 9; docs/dataverse-app.md): one page per queue message,
 # the cursor advanced after the page was published; the timer follows the delta links when due.
 @app.function_name("source_pages")
 @app.queue_trigger(arg_name="message", queue_name=f"%{SOURCE_QUEUE_NAME}%", connection=STORAGE_CONNECTION)
-def source_pages(message: func.QueueMessage) -> None:
-    handle_source_page(message.get_body(), root())
+def source_pages(message: func.QueueMessage, context: func.Context) -> None:
+    with invocation(context):
+        handle_source_page(message.get_body(), root())
 
 
 @app.function_name("source_poll")
 @app.timer_trigger(arg_name="timer", schedule=f"%{SOURCE_POLL_SCHEDULE}%")
-def source_poll(timer: func.TimerRequest) -> None:
-    handle_source_poll(root())
+def source_poll(timer: func.TimerRequest, context: func.Context) -> None:
+    with invocation(context):
+        handle_source_poll(root())

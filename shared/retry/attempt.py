@@ -16,6 +16,7 @@ from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable
 from shared.engine.outcomes import BatchResult
 from shared.engine.ports import EnvironmentalDestinationError
+from shared.observability import propagating
 from shared.profiles.fanout import UNROUTED_FOLDER
 from shared.retry.batch import (
     M_COUNTED,
@@ -61,7 +62,8 @@ class LeaseKeeper:
         self.renewals = 0
         self.lost: Exception | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"des-lease-{name[:40]}", daemon=True)
+        # Its warnings carry the invocation's id (the worker attributes logs per thread).
+        self._thread = threading.Thread(target=propagating(self._run), name=f"des-lease-{name[:40]}", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):

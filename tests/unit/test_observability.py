@@ -92,3 +92,39 @@ def test_azure_sdk_request_logs_are_quieted(caplog: pytest.LogCaptureFixture) ->
     finally:
         logging.getLogger("azure").setLevel(before[0])
         http_log.setLevel(before[1])
+
+
+# ------------------------------------------------------------------ Application Insights settings
+def test_telemetry_settings_parse_the_entra_authentication_string() -> None:
+    from shared.config import SettingsError, TelemetryConfig
+
+    assert TelemetryConfig.from_env({}) == TelemetryConfig(None, False, None)
+    on = TelemetryConfig.from_env({
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": " InstrumentationKey=k;IngestionEndpoint=https://x/ ",
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "ClientId=abc;Authorization=AAD",
+    })  # fmt: skip
+    assert on == TelemetryConfig("InstrumentationKey=k;IngestionEndpoint=https://x/", True, "abc")
+    system = TelemetryConfig.from_env({"APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=aad"})
+    assert (system.entra, system.client_id) == (True, None)  # the system-assigned identity
+    with pytest.raises(SettingsError, match="the only value is AAD"):
+        TelemetryConfig.from_env({"APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=Key"})
+
+
+def test_without_a_connection_string_telemetry_stays_off() -> None:
+    from shared.config import TelemetryConfig
+    from shared.observability import configure_telemetry
+
+    assert configure_telemetry(TelemetryConfig()) is False
+
+
+def test_the_invocation_filter_tags_records_inside_an_invocation_only() -> None:
+    from shared.observability import INVOCATION_ATTRIBUTE, InvocationIdFilter
+
+    f = InvocationIdFilter()
+    record = logging.LogRecord("shared.x", logging.INFO, __file__, 1, "m", None, None)
+    assert f.filter(record)
+    assert not hasattr(record, INVOCATION_ATTRIBUTE)
+    with invocation(FakeContext("inv-9")):
+        inside = logging.LogRecord("shared.x", logging.INFO, __file__, 1, "m", None, None)
+        assert f.filter(inside)
+    assert getattr(inside, INVOCATION_ATTRIBUTE) == "inv-9"
