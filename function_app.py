@@ -16,15 +16,15 @@ from shared.config import (
 )
 from shared.handlers import (
     handle_blob_poison,
-    handle_notifications,
     handle_retention,
-    handle_retry_blob,
+    handle_retry_event,
     handle_retry_sweep,
+    handle_service_bus,
     handle_source_page,
     handle_source_poll,
 )
 from shared.observability import configure_telemetry, invocation, quiet_azure_sdk_logs
-from shared.root import root
+from shared.root import check_settings, holding, root
 
 # Azure SDK request/response lines at INFO would be one Application Insights trace per call.
 quiet_azure_sdk_logs()
@@ -33,6 +33,7 @@ quiet_azure_sdk_logs()
 # Azure) fails the app's indexing, so no trigger runs and no message is consumed, retried or
 # dead-lettered until it is fixed; the host logs the error (docs/deploy.md).
 CONFIG = AppConfig.from_env()
+check_settings(CONFIG)  # and what can be checked without I/O: the blob key specs, the store's DSN form
 
 # Azure Monitor OpenTelemetry when APPLICATIONINSIGHTS_CONNECTION_STRING is set (never imported otherwise).
 configure_telemetry(CONFIG.telemetry)
@@ -66,7 +67,7 @@ def sync_notifications(messages: list[func.ServiceBusMessage], context: func.Con
     one destination of ``DES_DESTINATION_DSN`` (single-destination mode); raising makes the host
     redeliver the batch."""
     with invocation(context):  # fan-out threads log under this invocation too
-        handle_notifications([(m.get_body(), m.application_properties) for m in messages], root())
+        handle_service_bus([(m.get_body(), m.application_properties) for m in messages], root, holding)
 
 
 # Retries through blobs (shared/retry/). Event Grid source: works on Flex Consumption; locally
@@ -77,7 +78,7 @@ def sync_notifications(messages: list[func.ServiceBusMessage], context: func.Con
 )
 def retry_blobs(blob: func.InputStream, context: func.Context) -> None:
     with invocation(context):
-        handle_retry_blob(blob.name or "", root())
+        handle_retry_event(blob.name or "", root)
 
 
 @app.function_name("retry_sweeper")

@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.config import (
+    ADMIN_STORE,
     BLOB_KEY,
     BLOB_OLD_KEYS,
     BLOB_POISON_QUEUE,
     DEFAULT_REJECTS_DIR,
+    DESTINATION_DSN,
     STORAGE_QUEUE_SERVICE_URI,
     AppConfig,
     DestinationConfig,
@@ -39,7 +41,7 @@ from shared.config import (
     StorageConfig,
 )
 from shared.contract.parse import parse_bodies
-from shared.destinations import Destination, Layout, open_destination
+from shared.destinations import Destination, Layout, open_destination, registry
 from shared.destinations.redaction import install_log_redaction
 from shared.engine.engine import SyncEngine
 from shared.identity import Credentials
@@ -92,6 +94,26 @@ def open_storage(
     if config.connection_string:
         return Storage.from_connection_string(config.connection_string, keys)
     return Storage(BlobStores.from_account_url(config.account_url, credentials.get(identity.storage), keys))
+
+
+def check_settings(config: AppConfig) -> None:
+    """What can be checked of the settings without I/O, checked when the function app is indexed (a
+    mistake then stops every trigger, so no message is consumed, retried or dead-lettered): the blob
+    key specs parse (a local key's bytes, a Key Vault key URL's form; the vault is not called) and the
+    destination or admin store DSN is a supported form. Raises SettingsError with the setting's name."""
+    if config.storage is not None:
+        try:  # the credential is never called: constructing a Key Vault key's client is offline
+            key_ring_from_specs(config.storage.blob_key, list(config.storage.old_keys), vault_credential=object)
+        except EncryptionKeyError as exc:
+            raise SettingsError(f"setting {BLOB_KEY}/{BLOB_OLD_KEYS}: {exc}") from exc
+    if config.destination is not None:
+        dsn, setting = config.destination.destination_dsn, DESTINATION_DSN
+    else:
+        dsn, setting = config.profiles.store_dsn, ADMIN_STORE
+    if registry.find(dsn) is None:
+        raise SettingsError(
+            f"setting {setting} is {registry.redact(dsn)!r}: use sqlite:///path.db, postgresql://... or mssql://..."
+        )
 
 
 # ------------------------------------------------------------------------ the profile runtime
@@ -398,13 +420,38 @@ def root() -> Root:
         return _root
 
 
+@dataclass(frozen=True)
+class Holding:
+    """What holding a batch needs when no root can be built (the admin store is unreachable when the
+    process starts): the storage account and the settings' retry interval."""
+
+    storage: Storage | None
+    interval_seconds: float
+
+
+_holding: Holding | None = None
+
+
+def holding() -> Holding:
+    """The process's storage account without the rest of the root (opened once; the root's when built)."""
+    global _holding  # noqa: PLW0603
+    with _root_lock:
+        if _root is not None:
+            return Holding(_root.storage, _root.config.retry.interval_seconds)
+        if _holding is None:
+            config = AppConfig.from_env()
+            _holding = Holding(open_storage(config.storage, config.identity), config.retry.interval_seconds)
+        return _holding
+
+
 def reset_root(new: Root | None = None) -> None:
     """Replace the process-wide root (tests, configuration reload); closes the old one."""
-    global _root  # noqa: PLW0603
+    global _root, _holding  # noqa: PLW0603
     with _root_lock:
         if _root is not None and _root is not new:
             _root.close()
         _root = new
+        _holding = None
 
 
 def api_root(config: AppConfig) -> Root:
