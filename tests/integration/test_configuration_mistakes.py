@@ -200,3 +200,23 @@ def test_a_profiles_parked_batch_waits_for_an_unreachable_store_past_its_retry_c
     sw.up()
     resolve_once_the_store_answers(c, storage, parked.name)
     assert sqlite_rows(dest) == {rid(5): "account 5 v1"}
+
+
+def test_health_says_the_admin_store_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    import azure.functions as func
+
+    import function_app
+    from shared.root import reset_root
+    from tests.support.functions import FakeContext
+
+    monkeypatch.setenv("DES_ADMIN_STORE", f"postgresql://des:pw@127.0.0.1:{closed_port()}/des")
+    reset_root(None)  # the function app's root is built from these settings on first use
+    try:
+        req = func.HttpRequest(method="GET", url="http://localhost/health", headers={}, body=b"")
+        resp = asyncio.run(function_app.health(req, FakeContext(function_name="health")))  # type: ignore[arg-type]
+    finally:
+        reset_root(None)
+    assert resp.status_code == 503
+    assert json.loads(resp.get_body()) == {"status": "unavailable", "store": "unavailable"}
