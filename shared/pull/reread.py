@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from shared.engine.ports import Destination
 from shared.profiles.fanout import EngineRegistry
@@ -34,8 +34,9 @@ from shared.profiles.model import DataverseSource, Profile, ProfileState
 from shared.source.dataverse import mapping as m
 from shared.source.dataverse.client import DataverseClient
 from shared.source.dataverse.cursors import CursorStore
-from shared.source.dataverse.push import Reread
+from shared.source.dataverse.push import EntityRef, Reread, RereadRefused
 from shared.source.dataverse.push_reread import MetadataInfos, SourceReread, keyed_held, keyed_link_ids
+from shared.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,7 +64,15 @@ class ProfileRereads:
 
     def __call__(self, organization_id: str) -> Reread | None:
         org = organization_id.lower()
-        profiles = sorted((p for p in self._for_org(org) if p.state is ProfileState.ACTIVE), key=lambda p: p.id)
+        try:
+            found_profiles = self._for_org(org)
+        except StoreUnavailable as exc:
+            # The batch is held whole by the handler when the store is down (docs/deploy.md); the
+            # messages needing a re-read cannot wait in it (they are not notifications yet), so they
+            # are kept as unprocessable with this reason, replayable, and the pull pass catches them.
+            log.warning("push re-read: organization %s: the admin store is unavailable (%s)", org, exc)
+            return StoreDown(org, str(exc))
+        profiles = sorted((p for p in found_profiles if p.state is ProfileState.ACTIVE), key=lambda p: p.id)
         sources = [p for p in profiles if p.source is not None]
         if not sources:
             return None
@@ -129,3 +138,34 @@ class ProfileRereads:
                 log.warning("push re-read: profile %s: the version its destination holds for %s could not be "
                             "read (%s: %s); left out", p.id, entity, type(exc).__name__, exc)  # fmt: skip
         return out
+
+
+class StoreDown:
+    """The re-read source of an organization while the admin store cannot be reached: a message with
+    a full post-image is taken as it is (held with its batch); one that needs reading at the source
+    is refused with the reason (kept as unprocessable: ``des replay --dataverse`` applies it later,
+    and the profile's change-tracking pass brings the same change)."""
+
+    def __init__(self, organization_id: str, error: str) -> None:
+        self.reason = (
+            f"the admin store is unavailable, so the Dataverse source of organization {organization_id} cannot be "
+            f"found ({error}); replay this message with `des replay --dataverse` or let change tracking bring it"
+        )
+
+    def columns(self, entity: str) -> frozenset[str] | None:
+        return None  # unknown: a full post-image is taken as full state
+
+    def record(self, entity: str, record_id: str) -> dict[str, Any] | None:
+        raise RereadRefused(self.reason)
+
+    def deleted(self, entity: str, record_id: str) -> dict[str, Any]:
+        raise RereadRefused(self.reason)
+
+    def link(self, relationship: str, one: EntityRef, other: EntityRef) -> dict[str, Any] | None:
+        raise RereadRefused(self.reason)
+
+    def unlinked(self, relationship: str, one: EntityRef, other: EntityRef) -> list[dict[str, Any]]:
+        raise RereadRefused(self.reason)
+
+    def links_of(self, record: EntityRef) -> list[dict[str, Any]]:
+        raise RereadRefused(self.reason)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 
 from shared.contract.models import ChangeType, Lookup
 from shared.contract.parse import Unprocessable, parse_bodies
+from shared.profiles.fanout import EngineRegistry
+from shared.pull.reread import ProfileRereads
 from shared.source.dataverse import mapping as m
+from shared.source.dataverse.cursors import CursorStore
 from shared.source.dataverse.push import (
     CLAIMS,
     Skipped,
@@ -23,6 +26,7 @@ from shared.source.dataverse.push import (
     translate_body,
     translate_to_notifications,
 )
+from shared.store.base import StoreUnavailable
 from tests.support.dataverse_push import (
     ACCOUNT,
     ALL_TYPES,
@@ -493,3 +497,26 @@ def test_a_synchronous_steps_message_is_re_read_where_there_is_a_source() -> Non
     # without a source it is applied as it is (asynchronous steps are the supported setup)
     [n] = parse_messages([(body(doc), properties("Create", "account"))]).notifications
     assert n.changeType is ChangeType.CREATE
+
+
+def test_an_unavailable_admin_store_keeps_re_reads_as_unprocessable_and_full_images_as_they_are() -> None:
+    """The function app's re-read source is found through the admin store; when it cannot be reached
+    the batch is held whole by the handler (docs/deploy.md), so the lookup must not raise: a full
+    post-image is taken as it is, a message needing a re-read is kept with the reason."""
+    def for_org(org: str) -> list[Any]:
+        raise StoreUnavailable("connection refused")
+
+    def no_client(source: Any) -> Any:
+        raise AssertionError("no client is made without the store")
+
+    rereads = ProfileRereads(for_org=for_org, engines=cast(EngineRegistry, None), cursors=cast(CursorStore, None),
+                             client_for=no_client)  # fmt: skip
+    full = (body(create_message()), properties("Create", "account"))
+    partial = (body(update_message({"name": "partial"}, None)), properties("Update", "account"))
+    parsed = parse_messages([full, partial], reread_for=rereads)
+    [n] = parsed.notifications
+    assert n.changeType is ChangeType.CREATE
+    [u] = parsed.unprocessable
+    assert "admin store is unavailable" in u.reason
+    assert "connection refused" in u.reason
+    assert "des replay --dataverse" in u.reason
