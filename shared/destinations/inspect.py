@@ -25,21 +25,12 @@ def table_rows(destination: object, table: str) -> Iterator[dict[str, object]]:
 
 @runtime_checkable
 class VersionReader(Protocol):
-    """Keyed and chunked reads of an entity table's (id, version), for the Dataverse source: the
-    versions a destination holds (a delete must be newer) and its ids in bounded chunks (reconcile)."""
-
-    def record_versions(self, table: str, ids: Sequence[str]) -> dict[str, int]:
-        """The version each of ``ids`` holds in ``table`` (lower-case id -> version; absent: no row)."""
+    """Chunked reads of an entity table's (id, version), for the Dataverse source's reconcile: its ids
+    in bounded chunks, in the database's key order. (Keyed reads are the port's ``held_versions``.)"""
 
     def id_versions_after(self, table: str, after: str | None, limit: int) -> list[tuple[str, int]]:
         """At most ``limit`` rows (lower-case id, version) after the id ``after`` (None: from the first),
         in the database's key order."""
-
-
-def _reader(destination: object) -> VersionReader:
-    if not isinstance(destination, VersionReader):
-        raise TypeError(f"{type(destination).__name__} cannot read record versions back")
-    return destination
 
 
 def _exists(destination: Any, table: str) -> bool:
@@ -49,10 +40,10 @@ def _exists(destination: Any, table: str) -> bool:
 
 def record_versions(destination: Any, entity: str, ids: Sequence[str]) -> dict[str, int]:
     """The contract version ``destination`` holds for each of ``ids`` of ``entity`` (its rows)."""
-    table = destination.layout.entity_table(entity)
-    if not ids or not _exists(destination, table):
+    if not ids:
         return {}
-    return _reader(destination).record_versions(table, ids)
+    versions: dict[str, int] = destination.held_versions(destination.layout.entity_table(entity), ids)
+    return versions
 
 
 def id_versions_after(destination: Any, entity: str, after: str | None, limit: int) -> list[tuple[str, int]]:
@@ -60,4 +51,6 @@ def id_versions_after(destination: Any, entity: str, after: str | None, limit: i
     table = destination.layout.entity_table(entity)
     if after is None and not _exists(destination, table):
         return []
-    return _reader(destination).id_versions_after(table, after, limit)
+    if not isinstance(destination, VersionReader):
+        raise TypeError(f"{type(destination).__name__} cannot read record versions back in chunks")
+    return destination.id_versions_after(table, after, limit)

@@ -29,8 +29,8 @@ from shared.source.dataverse.push_reread import (
     SourceReread,
     cursor_infos,
     exported_columns,
-    scanning_held,
-    scanning_link_ids,
+    keyed_held,
+    keyed_link_ids,
 )
 from shared.tools.dataverse_sim import DataverseSimulator, PushOptions, run_simulator
 from shared.tools.dataverse_sim.push import PushMessage
@@ -77,7 +77,7 @@ def pushing(dsn: str, options: PushOptions, *, seed: int = 1, records: int = 6) 
                 return state.high_water if state is not None else 0
 
             reread = SourceReread(r.client, org, cursor_infos(r.cursors, PROFILE), high_water=high_water,
-                                  held=scanning_held(r.dest), link_ids=scanning_link_ids(r.dest))  # fmt: skip
+                                  held=keyed_held(r.dest), link_ids=keyed_link_ids(r.dest))  # fmt: skip
             yield Setup(sim, r, reread)
 
 

@@ -289,10 +289,22 @@ class SqliteDestination:
         finally:
             self.conn = self._connect()
 
-    def record_versions(self, table: str, ids: Sequence[str]) -> dict[str, int]:
-        """The version each of ``ids`` holds in ``table`` (absent: no row); read back, not the write path."""
-        rows = self.conn.execute(SqliteSql.live_versions(table), (json.dumps([i.lower() for i in ids]),))
-        return {str(r[0]).lower(): int(r[1]) for r in rows}
+    # ------------------------------------------------------------------------------ keyed reads
+    def _catalog(self, table: str) -> set[str]:
+        return {str(r[1]) for r in self.conn.execute(SqliteSql.table_info(table)).fetchall()}
+
+    def held_versions(self, table: str, ids: Sequence[str]) -> dict[str, int]:
+        if not ids or not self._catalog(table):
+            return {}
+        rows = self.conn.execute(SqliteSql.live_versions(table), (json.dumps([i.lower() for i in ids]),)).fetchall()
+        return {str(rid).lower(): int(v) for rid, v in rows}
+
+    def rows_with(self, table: str, values: Mapping[str, str]) -> list[tuple[str, int]]:
+        present = self._catalog(table)
+        if not values or not present or not set(values) <= present:
+            return []
+        cur = self.conn.execute(SqliteSql.rows_with(table, list(values)), [v.lower() for v in values.values()])
+        return [(str(rid).lower(), int(v)) for rid, v in cur.fetchall()]
 
     def id_versions_after(self, table: str, after: str | None, limit: int) -> list[tuple[str, int]]:
         """At most ``limit`` rows (id, version) of ``table`` after the id ``after``, in key order."""

@@ -207,6 +207,12 @@ class SqliteSql:
             f"WHERE {quote(ID)} IN (SELECT value FROM json_each(?))"
         )
 
+    @staticmethod
+    def rows_with(table: str, columns: Sequence[str]) -> str:
+        """Parameters: one lower-case GUID per column. Rows (id, version) whose columns hold them."""
+        where = " AND ".join(f"lower({quote(c)}) = ?" for c in columns)
+        return f"SELECT {quote(ID)}, {quote(VERSION)} FROM {quote(table)} WHERE {where}"
+
     def tombstone_versions(self) -> str:
         """Parameters: entity, a JSON array of ids. Rows (id, version) of their tombstones."""
         return (
