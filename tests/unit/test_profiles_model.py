@@ -161,3 +161,14 @@ def test_profile_round_trips_through_the_store_shape() -> None:
     assert p.includes("accountleads")
     assert not p.includes("contact")
     assert Profile.from_stored(p.to_stored()) == p
+
+
+def test_a_key_vault_uri_with_a_trailing_newline_is_refused() -> None:
+    """The same class of bug as the GUID check (issue 12): ``re.match`` with ``$`` took a trailing
+    newline, so ``.../secrets/db\\n`` passed as a Key Vault secret URI."""
+    from shared.profiles.model import KEY_VAULT_SECRET_PATTERN, KeyVaultSecretRef
+
+    good = "https://contoso-des.vault.azure.net/secrets/reporting-db"
+    assert KeyVaultSecretRef.parse(good) is not None
+    assert KeyVaultSecretRef.parse(good + "\n") is None
+    assert "(?P<" not in KEY_VAULT_SECRET_PATTERN  # JSON Schema (ECMA 262) has no named groups
