@@ -220,6 +220,14 @@ class SourceAuth(BaseModel):
         return self
 
 
+# What _check_environment_url accepts, stated for the schema (and enforced with it): https with a
+# host name (plain http only on this machine), an optional port and path; no user, query, fragment.
+ENVIRONMENT_URL_PATTERN = (
+    r"^(?:https://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|http://(?:127\.0\.0\.1|localhost|\[::1\]))"
+    r"(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
+)
+
+
 def _check_environment_url(value: str) -> str:
     parts = urlsplit(value)
     host = (parts.hostname or "").lower()
@@ -231,15 +239,10 @@ def _check_environment_url(value: str) -> str:
         raise ValueError("environmentUrl takes no user, query or fragment")
     if any(ord(c) < 33 for c in value):
         raise ValueError("environmentUrl must not contain blanks or control characters")
+    if re.fullmatch(ENVIRONMENT_URL_PATTERN, value) is None:  # what the schema states
+        raise ValueError("environmentUrl must be https://<host name>[:port][/path] (letters, digits, '.' and '-' "
+                         "in the host name; plain http only for a simulator on this machine)")
     return value.rstrip("/")
-
-
-# What _check_environment_url accepts, stated for the schema (and enforced with it): https with a
-# host name (plain http only on this machine), an optional port and path; no user, query, fragment.
-ENVIRONMENT_URL_PATTERN = (
-    r"^(?:https://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|http://(?:127\.0\.0\.1|localhost|\[::1\]))"
-    r"(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
-)
 
 
 class DataverseSource(BaseModel):
@@ -248,9 +251,8 @@ class DataverseSource(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     kind: Literal["dataverse"] = "dataverse"
-    environmentUrl: Annotated[
-        str, StringConstraints(min_length=8, max_length=ENVIRONMENT_URL_MAX, pattern=ENVIRONMENT_URL_PATTERN)
-    ] = Field(
+    environmentUrl: Annotated[str, StringConstraints(min_length=8, max_length=ENVIRONMENT_URL_MAX)] = Field(
+        json_schema_extra={"pattern": ENVIRONMENT_URL_PATTERN},  # checked by _check_environment_url
         description="https://<org>.crm<N>.dynamics.com (or any base whose /api/data/v9.2/ serves the Web API).",
         examples=["https://contoso.crm.dynamics.com"],
     )

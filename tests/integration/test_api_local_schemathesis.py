@@ -16,10 +16,12 @@ empty time range is empty, not an error, and the range is no longer capped at 31
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -39,11 +41,40 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _NoIdentity(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b'{"error": "invalid_request", "error_description": "no managed identity on this machine"}'
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.fixture
-def local_api(tmp_path: Path) -> Iterator[str]:
+def no_identity() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoIdentity)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+
+
+@pytest.fixture
+def local_api(tmp_path: Path, no_identity: int) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DES_", "AzureWebJobs"))}
     env["DES_ADMIN_API_KEY"] = KEY
+    # No managed identity on this machine, said at once: azure-identity's managed identity (Key Vault
+    # for the destination, a source's managedIdentity) asks a local endpoint that refuses every token
+    # request (HTTP 400, not retried) instead of probing the instance metadata address, which a
+    # sandboxed network may accept and never answer. The API's answers are the same (the credential
+    # is unavailable), without seconds to minutes of waiting per request.
+    env["IDENTITY_ENDPOINT"] = f"http://127.0.0.1:{no_identity}/msi/token"
+    env["IDENTITY_HEADER"] = "schemathesis"
     server = subprocess.Popen(
         [sys.executable, "-m", "shared", "api", "--port", str(port)], cwd=tmp_path, env=env,
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "api.log").open("w"),

@@ -18,7 +18,7 @@ import pytest
 from shared import config as S
 from shared.destinations import Layout, open_destination
 from shared.profiles.model import ProfileCreate, ProfileState
-from shared.profiles.service import Invalid
+from shared.profiles.service import CheckFailed
 from shared.pull.queue import InMemoryWorkQueue, StorageWorkQueue
 from shared.pull.worker import LocalWorker
 from shared.root import Root, api_root
@@ -150,7 +150,7 @@ def test_activation_refused_with_named_reasons(tmp_path: Path, sim: RunningSimul
         dsn = f"sqlite:///{tmp_path / 'dest.db'}"
         sim.sim.set_read_depth("contact", "Deep")
         p = rt.service.create(profile_body(sim, dsn, entities=["account", "contact", "systemuser", "nosuchtable"]))
-        with pytest.raises(Invalid) as caught:
+        with pytest.raises(CheckFailed) as caught:  # 409: a valid request, the check failed
             rt.service.activate(p.id)
         failed = {c.name: c.detail for c in caught.value.report.failed()}  # type: ignore[union-attr]
         assert set(failed) == {"contact: organization-level read", "systemuser: change tracking",
