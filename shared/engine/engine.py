@@ -429,8 +429,11 @@ class SyncEngine:
         deletes = [n for n in items if n.changeType is ChangeType.DELETE]
         ws = self._write_set(g, names, upserts, deletes, now)
         try:
-            with tx.savepoint():
+            if tx.isolates_records:
                 applied = tx.write(ws)
+            else:
+                with tx.savepoint():
+                    applied = tx.write(ws)
         except Exception as exc:
             kind = self.destination.classify(exc)
             if kind in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
@@ -486,6 +489,13 @@ class SyncEngine:
     ) -> None:
         counts = result.entity(entity)
         applied_n = stale_n = 0  # tallied here, counted once per outcome
+        if applied.rejected:  # refused by the database, record by record (isolates_records)
+            for n in upserts + deletes:
+                reason = applied.rejected.get(n.recordId.lower())
+                if reason is not None:
+                    _record_failure(result, n, reason[:1000])
+            upserts = [n for n in upserts if n.recordId.lower() not in applied.rejected]
+            deletes = [n for n in deletes if n.recordId.lower() not in applied.rejected]
         for group, done in ((upserts, applied.upserted), (deletes, applied.deleted)):
             if len(done) == len(group):  # the common case: everything took effect
                 if group:

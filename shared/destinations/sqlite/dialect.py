@@ -53,6 +53,8 @@ def sink_time(now: datetime) -> str:
 
 
 class SqliteTransaction:
+    isolates_records = True  # write() is one atomic statement per row (see write)
+
     def __init__(self, dest: SqliteDestination) -> None:
         self.dest = dest
         self.conn = dest.conn
@@ -88,27 +90,95 @@ class SqliteTransaction:
         return dict(self.conn.execute(sql, (*head, json.dumps(ids))).fetchall())
 
     def write(self, ws: WriteSet) -> Applied:
+        """One version-guarded statement per row; records SQLite refuses are reported, not raised.
+
+        Raises only when nothing changed (the reads come first, and a statement that fails changes
+        nothing), or :class:`errors.TransactionLost` when only the whole transaction can undo it:
+        so the engine needs no savepoint around it (``isolates_records``), and SQLite journals no
+        page twice.
+        """
         sql = self.dest.sql
-        ids = cast(list[str], [r[0] for r in ws.upserts]) + [d[0] for d in ws.deletes]
-        live = self._versions(sql.live_versions(ws.table), (), ids)
-        dead = self._versions(sql.tombstone_versions(), (ws.entity,), ids)
         now = sink_time(ws.now)
-        up = [
-            (r[0], now, now, *r[1:])
-            for r in ws.upserts
-            if r[1] > live.get(r[0], -1) and r[1] > dead.get(r[0], -1)  # type: ignore[call-overload,operator]
-        ]
-        if up:
-            self.conn.executemany(sql.upsert(ws.table, ws.columns), up)
+        # Reads first: the tombstones of every id (a small table whose pages stay cached) and the
+        # live versions of the deletes; a problem with the table surfaces here, before any change.
+        ids = [cast(str, r[0]) for r in ws.upserts] + [d[0] for d in ws.deletes]
+        dead = self._versions(sql.tombstone_versions(), (ws.entity,), ids)
+        live = self._versions(sql.live_versions(ws.table), (), [d[0] for d in ws.deletes]) if ws.deletes else {}
+        rejected: dict[str, str] = {}
+        upserted: list[str] = []
+        if ws.upserts:
+            # No pre-read of the live rows: the statement's guard decides, and its change count
+            # says applied (1) or stale (0). A Python loop over execute costs about what
+            # executemany does; RETURNING would cost twice that, INSERT ... SELECT a statement
+            # journal per row.
+            rows = [r for r in ws.upserts if r[1] > dead.get(r[0], -1)] if dead else ws.upserts  # type: ignore[call-overload,operator]
+            statement = sql.upsert(ws.table, ws.columns, now)
+            cur = self.conn.cursor()
+            run = cur.execute
+            append = upserted.append
+            for row in rows:
+                try:
+                    run(statement, row)
+                except Exception as exc:
+                    self._refuse(exc, cast(str, row[0]), rejected, changed=bool(upserted))
+                    continue
+                if cur.rowcount:
+                    append(row[0])  # type: ignore[arg-type]
         # A delete wins a tie with the live row's version (the same as in one batch's reduction).
         gone = [d for d in ws.deletes if d[1] >= live.get(d[0], -1) and d[1] > dead.get(d[0], -1)]
         if gone:
-            self.conn.executemany(sql.delete_older(ws.table), gone)
-            stones = [(ws.entity, rid, v, now) for rid, v in gone]
-            self.conn.executemany(sql.upsert_tombstones(), stones)
-            if self.dest.layout.write_delete_log:
-                self.conn.executemany(sql.insert_delete_log(), stones)
-        return Applied(frozenset(r[0] for r in up), frozenset(d[0] for d in gone))  # type: ignore[misc]
+            gone = self._delete(ws, gone, now, rejected, changed=bool(upserted))
+        return Applied(frozenset(upserted), frozenset(d[0] for d in gone), rejected)
+
+    def _delete(
+        self, ws: WriteSet, gone: list[tuple[str, int]], now: str, rejected: dict[str, str], *, changed: bool
+    ) -> list[tuple[str, int]]:
+        """Delete the rows and write their tombstones (and delete log), all or nothing per record."""
+        try:
+            with self.savepoint():
+                self._delete_rows(ws, gone, now)
+            return gone
+        except Exception as exc:
+            if errors.classify(exc) is not ErrorClass.RECORD:
+                self._refuse(exc, gone[0][0], rejected, changed=changed)
+        done: list[tuple[str, int]] = []  # one record refused: find it, one savepoint per delete
+        for d in gone:
+            try:
+                with self.savepoint():
+                    self._delete_rows(ws, [d], now)
+            except Exception as exc:
+                self._refuse(exc, d[0], rejected, changed=changed or bool(done))
+                continue
+            done.append(d)
+        return done
+
+    def _delete_rows(self, ws: WriteSet, gone: list[tuple[str, int]], now: str) -> None:
+        sql = self.dest.sql
+        self.conn.executemany(sql.delete_older(ws.table), gone)
+        stones = [(ws.entity, rid, v, now) for rid, v in gone]
+        self.conn.executemany(sql.upsert_tombstones(), stones)
+        if self.dest.layout.write_delete_log:
+            self.conn.executemany(sql.insert_delete_log(), stones)
+
+    def _refuse(self, exc: Exception, record_id: str, rejected: dict[str, str], *, changed: bool) -> None:
+        """A statement of ``write`` failed (and changed nothing): note a refused record, or raise."""
+        kind = errors.classify(exc)
+        if not self.conn.in_transaction:
+            # SQLite rolled the whole transaction back itself (SQLITE_FULL, SQLITE_IOERR, ...).
+            if kind in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
+                raise exc
+            raise errors.TransactionLost(
+                f"SQLite rolled the transaction back after an error ({exc}); the batch will be retried"
+            ) from exc
+        if kind is ErrorClass.RECORD:
+            rejected[record_id] = f"sqlite rejected the record: {exc}"
+            return
+        if kind is ErrorClass.ENTITY and changed:
+            # About the table, after rows of this write took effect: only the transaction can undo them.
+            raise errors.TransactionLost(
+                f"SQLite refused the table after part of the write ({exc}); the batch will be retried"
+            ) from exc
+        raise exc
 
 
 class SqliteDestination:
