@@ -8,6 +8,7 @@ processes may share one file (WAL mode, busy timeout).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import sqlite3
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import count
-from typing import cast
+from typing import IO, cast
 
 from shared.destinations.sqlite import errors
 from shared.destinations.sqlite.sqltext import SqliteSql, column_type, declared_type, quote
@@ -194,6 +195,11 @@ class SqliteDestination:
         self.path = path
         self.sql = SqliteSql(self.layout)
         self.conn = self._connect()
+        # Replay workers: a file whose lock each write transaction takes before BEGIN IMMEDIATE.
+        # Unlike SQLite's busy handler, which sleeps and polls, a blocked flock wakes the moment the
+        # holder releases it; and only the transaction is serialized, not the engine's preparation.
+        self.writer_lock: str | None = None
+        self._lock_file: IO[str] | None = None
         self._support_ready = False
         self._ours: set[str] = set()  # existing tables checked to be entity tables
         self._unwritable: dict[str, set[str]] = {}  # table -> generated columns and columns not ours
@@ -245,7 +251,25 @@ class SqliteDestination:
             self.conn.execute(self.sql.create_delete_log())
         self._support_ready = True
 
+    @contextmanager
+    def _serialized(self) -> Iterator[None]:
+        """Hold :attr:`writer_lock` (when set) for the body: one write transaction."""
+        if self.writer_lock is None:
+            yield
+            return
+        if self._lock_file is None:
+            self._lock_file = open(self.writer_lock, "a")  # noqa: SIM115 (kept open; closed by close())
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+
     def ensure_table(self, table: str, wanted: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
+        with self._serialized():
+            return self._ensure_table(table, wanted)
+
+    def _ensure_table(self, table: str, wanted: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
         self.conn.execute(SqliteSql.BEGIN)
         try:
             self._ensure_support()
@@ -325,15 +349,16 @@ class SqliteDestination:
     # ------------------------------------------------------------------------------ transactions
     @contextmanager
     def transaction(self) -> Iterator[SqliteTransaction]:
-        self._ensure_support()
-        self.conn.execute(SqliteSql.BEGIN)
-        try:
-            yield SqliteTransaction(self)
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute(SqliteSql.ROLLBACK)
-            raise
-        self.conn.execute(SqliteSql.COMMIT)
+        with self._serialized():
+            self._ensure_support()
+            self.conn.execute(SqliteSql.BEGIN)
+            try:
+                yield SqliteTransaction(self)
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute(SqliteSql.ROLLBACK)
+                raise
+            self.conn.execute(SqliteSql.COMMIT)
 
     def classify(self, exc: BaseException) -> ErrorClass:
         return errors.classify(exc)
@@ -362,6 +387,9 @@ class SqliteDestination:
             yield dict(zip(names, row, strict=True))
 
     def close(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
         self.conn.close()
 
     # ------------------------------------------------ entity metadata: DES's tables (engine/metadata.py)
@@ -376,6 +404,10 @@ class SqliteDestination:
         return None if row is None else (int(row[0]), str(row[1]))
 
     def replace_metadata(self, rows: MetadataRows) -> bool:
+        with self._serialized():
+            return self._replace_metadata(rows)
+
+    def _replace_metadata(self, rows: MetadataRows) -> bool:
         sql = self.sql
         self.conn.execute(SqliteSql.BEGIN)
         try:
