@@ -5,7 +5,9 @@ Per batch:
 2. per entity, decide column types from the values (create, add, widen losslessly) and fail the
    records whose values do not fit;
 3. in one destination transaction, each entity in a savepoint: one set-based write with the version
-   guard and tombstones; a write the database rejects is bisected to find the bad records;
+   guard and tombstones; a write the database rejects is bisected to find the bad records (a dialect
+   whose writes isolate records, SQLite's row by row, needs no savepoint: it reports the records it
+   refused);
 4. every error is classified by the destination (:class:`~shared.engine.ports.ErrorClass`):
    record-level errors are bisected to the culprit record; entity-level errors (DDL refused, too
    many columns, a reserved or colliding table name) fail that entity's records and the other

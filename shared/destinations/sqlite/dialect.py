@@ -1,9 +1,9 @@
 """SQLite destination (standard library driver): the embedded default.
 
 Statement text and type mapping live in :mod:`shared.destinations.sqlite.sqltext`; this module
-orchestrates them. Writers serialize on ``BEGIN IMMEDIATE``, so
-the version guard is computed from a read inside the write transaction and is exact; several
-processes may share one file (WAL mode, busy timeout).
+orchestrates them. Writers serialize on ``BEGIN IMMEDIATE``, so the version guard (in each row's
+upsert statement, and the tombstones read inside the write transaction) is exact; several processes
+may share one file (WAL mode, busy timeout; replay workers also take turns on a lock file).
 """
 
 from __future__ import annotations
