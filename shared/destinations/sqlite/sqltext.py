@@ -45,13 +45,6 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def literal(text: str) -> str:
-    """A SQL string literal (quotes doubled; NUL refused)."""
-    if "\0" in text:
-        raise ValueError("a SQL literal cannot hold NUL")
-    return "'" + text.replace("'", "''") + "'"
-
-
 # ------------------------------------------------------------------------------------- types
 def declared_type(t: ColumnType) -> str:
     if t.kind is Kind.TEXT and t.length is not None:
@@ -212,17 +205,15 @@ class SqliteSql:
         )
 
     @staticmethod
-    def upsert(table: str, columns: Sequence[str], now: str) -> str:
-        """Parameters per row: id, version, *columns (the write set's rows as they are). Only a newer
-        version updates; the connection's change count after it says whether the row took effect.
-
-        ``now`` (our sink timestamp) is a SQL literal, so rows bind without being copied; the text is
-        the same for every row of one entity and batch, so it is prepared once per batch. A single-row
-        ``VALUES`` statement, unlike ``INSERT ... SELECT``, needs no statement journal.
+    def upsert(table: str, columns: Sequence[str]) -> str:
+        """Parameters per row: id, version, *columns, the sink time (a write set's row plus the time).
+        Only a newer version updates; the connection's change count after it says whether the row
+        took effect. A single-row ``VALUES`` statement, unlike ``INSERT ... SELECT``, needs no
+        statement journal; its text is the same for every batch, so it stays prepared.
         """
         q = quote
         cols = [ID, CREATED, MODIFIED, VERSION, *columns]
-        stamp = literal(now)
+        stamp = f"?{len(columns) + 3}"
         values = ["?1", stamp, stamp, "?2", *(f"?{i}" for i in range(3, 3 + len(columns)))]
         updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in [MODIFIED, VERSION, *columns])
         return (
