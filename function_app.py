@@ -6,7 +6,7 @@ import azure.functions as func
 
 from shared.api import build_app
 from shared.config import (
-    BLOB_POISON_QUEUE,
+    RETRY_POISON_SCHEDULE,
     RETRY_SWEEP_SCHEDULE,
     RETRY_TRIGGER_PATH,
     SOURCE_POLL_SCHEDULE,
@@ -16,15 +16,15 @@ from shared.config import (
 )
 from shared.handlers import (
     handle_blob_poison,
-    handle_notifications,
     handle_retention,
-    handle_retry_blob,
+    handle_retry_event,
     handle_retry_sweep,
+    handle_service_bus,
     handle_source_page,
     handle_source_poll,
 )
-from shared.observability import invocation, quiet_azure_sdk_logs
-from shared.root import root
+from shared.observability import configure_telemetry, invocation, quiet_azure_sdk_logs
+from shared.root import check_settings, holding, root
 
 # Azure SDK request/response lines at INFO would be one Application Insights trace per call.
 quiet_azure_sdk_logs()
@@ -33,6 +33,10 @@ quiet_azure_sdk_logs()
 # Azure) fails the app's indexing, so no trigger runs and no message is consumed, retried or
 # dead-lettered until it is fixed; the host logs the error (docs/deploy.md).
 CONFIG = AppConfig.from_env()
+check_settings(CONFIG)  # and what can be checked without I/O: the blob key specs, the store's DSN form
+
+# Azure Monitor OpenTelemetry when APPLICATIONINSIGHTS_CONNECTION_STRING is set (never imported otherwise).
+configure_telemetry(CONFIG.telemetry)
 
 # The v2 model allows one FunctionApp object: the admin HTTP API (FastAPI) is this app's HTTP
 # function, and the other functions register on it too. Its auth level follows DES_AUTH_MODE: the
@@ -63,7 +67,7 @@ def sync_notifications(messages: list[func.ServiceBusMessage], context: func.Con
     one destination of ``DES_DESTINATION_DSN`` (single-destination mode); raising makes the host
     redeliver the batch."""
     with invocation(context):  # fan-out threads log under this invocation too
-        handle_notifications([(m.get_body(), m.application_properties) for m in messages], root())
+        handle_service_bus([(m.get_body(), m.application_properties) for m in messages], root, holding)
 
 
 # Retries through blobs (shared/retry/). Event Grid source: works on Flex Consumption; locally
@@ -74,36 +78,44 @@ def sync_notifications(messages: list[func.ServiceBusMessage], context: func.Con
 )
 def retry_blobs(blob: func.InputStream, context: func.Context) -> None:
     with invocation(context):
-        handle_retry_blob(blob.name or "", root())
+        handle_retry_event(blob.name or "", root)
 
 
 @app.function_name("retry_sweeper")
 @app.timer_trigger(arg_name="timer", schedule=RETRY_SWEEP_SCHEDULE)
-def retry_sweeper(timer: func.TimerRequest) -> None:
-    handle_retry_sweep(root())
+def retry_sweeper(timer: func.TimerRequest, context: func.Context) -> None:
+    with invocation(context):
+        handle_retry_sweep(root())
 
 
+# The blob trigger's poison queue (webjobs-blobtrigger-poison) is shared by every blob trigger on the
+# storage account: a queue trigger would delete other apps' receipts, so a timer peeks it and removes
+# only ours (shared/retry/poison.py).
 @app.function_name("retry_poison")
-@app.queue_trigger(arg_name="message", queue_name=BLOB_POISON_QUEUE, connection="AzureWebJobsStorage")
-def retry_poison(message: func.QueueMessage) -> None:
-    handle_blob_poison(message.get_body().decode("utf-8", errors="replace"), root())
+@app.timer_trigger(arg_name="timer", schedule=RETRY_POISON_SCHEDULE)
+def retry_poison(timer: func.TimerRequest, context: func.Context) -> None:
+    with invocation(context):
+        handle_blob_poison(root())
 
 
 @app.function_name("blob_retention")
 @app.timer_trigger(arg_name="timer", schedule="0 30 3 * * *")
-def blob_retention(timer: func.TimerRequest) -> None:
-    handle_retention(root())
+def blob_retention(timer: func.TimerRequest, context: func.Context) -> None:
+    with invocation(context):
+        handle_retention(root())
 
 
 # The Dataverse source (issue 9; docs/dataverse-app.md): one page per queue message,
 # the cursor advanced after the page was published; the timer follows the delta links when due.
 @app.function_name("source_pages")
 @app.queue_trigger(arg_name="message", queue_name=f"%{SOURCE_QUEUE_NAME}%", connection=STORAGE_CONNECTION)
-def source_pages(message: func.QueueMessage) -> None:
-    handle_source_page(message.get_body(), root())
+def source_pages(message: func.QueueMessage, context: func.Context) -> None:
+    with invocation(context):
+        handle_source_page(message.get_body(), root())
 
 
 @app.function_name("source_poll")
 @app.timer_trigger(arg_name="timer", schedule=f"%{SOURCE_POLL_SCHEDULE}%")
-def source_poll(timer: func.TimerRequest) -> None:
-    handle_source_poll(root())
+def source_poll(timer: func.TimerRequest, context: func.Context) -> None:
+    with invocation(context):
+        handle_source_poll(root())

@@ -51,8 +51,16 @@ def _replay(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         print("des replay: --batch-size must be at least 1", file=sys.stderr)
         return EXIT_USAGE
+    if args.workers is None:
+        args.workers = 1 if args.dataverse else DEFAULT_WORKERS
     if args.workers < 1:
         print("des replay: --workers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.dataverse and args.workers != 1:
+        print("des replay: --dataverse re-reads through one client: use --workers 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.dataverse and not args.dataverse.startswith(("http://", "https://")):
+        print("des replay: --dataverse must be an http(s) URL such as https://org.crm.dynamics.com", file=sys.stderr)
         return EXIT_USAGE
     if args.batch_bytes < 1 or args.max_line_bytes < 1:
         print("des replay: --batch-bytes and --max-line-bytes must be at least 1", file=sys.stderr)
@@ -68,6 +76,13 @@ def _replay(args: argparse.Namespace) -> int:
         return EXIT_CONNECTION
     if args.workers > 1:
         dest.close()  # opened to fail fast on a bad DSN or credentials; each worker opens its own
+    source: tuple[Any, Any] | None = None  # (Dataverse client, re-read source)
+    if args.dataverse:
+        made = _replay_source(args, dest)
+        if isinstance(made, int):
+            dest.close()
+            return made
+        source = made
     size = path.stat().st_size
     rejects_dir = Path(args.rejects_dir)
     rejects = RejectFiles(rejects_dir) if args.workers == 1 else None
@@ -82,6 +97,7 @@ def _replay(args: argparse.Namespace) -> int:
         return replay(
             path, SyncEngine(dest), batch_size=args.batch_size, rejects=rejects, progress=progress,
             batch_bytes=args.batch_bytes, max_line_bytes=args.max_line_bytes,
+            reread=source[1] if source is not None else None,
         )
 
     try:
@@ -109,7 +125,16 @@ def _replay(args: argparse.Namespace) -> int:
     except ConnectionFailed as exc:
         print(f"des replay: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_CONNECTION
+    except Exception as exc:
+        code = _dataverse_exit(exc) if source is not None else None
+        if code is None:
+            raise
+        print(f"des replay: Dataverse {args.dataverse}: {redact_text(str(exc))}; batches that committed stay "
+              "applied, and replaying again is safe", file=sys.stderr)  # fmt: skip
+        return code
     finally:
+        if source is not None:
+            source[0].close()
         if rejects is not None:
             rejects.close()
             dest.close()
@@ -118,6 +143,42 @@ def _replay(args: argparse.Namespace) -> int:
         summary["rejects_dir"] = str(Path(args.rejects_dir).resolve())
     print(json.dumps(summary))
     return 0
+
+
+def _dataverse_exit(exc: BaseException) -> int | None:
+    """The exit code of a Dataverse error (as ``des sync``'s): refused 3, unavailable 4; None: not one."""
+    from shared.source.dataverse.client import AccessDenied, DataverseError, ExpiredToken
+
+    if isinstance(exc, AccessDenied | ExpiredToken):
+        return EXIT_CONNECTION
+    if isinstance(exc, DataverseError):
+        return EXIT_TRANSIENT if exc.transient else EXIT_CONNECTION
+    return None
+
+
+def _replay_source(args: argparse.Namespace, dest: Any) -> tuple[Any, Any] | int:
+    """``--dataverse``: (client, re-read source), or an exit code. The token as ``des sync`` gets it:
+    DES_DATAVERSE_TOKEN, else azure-identity for ``<URL>/.default``."""
+    from shared.source.dataverse.client import DataverseClient
+    from shared.source.dataverse.push_reread import environment_reread
+    from shared.source.dataverse.settings import DataverseSettings, SettingsError
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    try:
+        settings = DataverseSettings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"des replay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    client = DataverseClient(args.dataverse, settings)
+    try:
+        return client, environment_reread(client, dest, args.organization_id)
+    except Exception as exc:
+        client.close()
+        code = _dataverse_exit(exc)
+        if code is None:
+            raise
+        print(f"des replay: Dataverse {args.dataverse}: {redact_text(str(exc))}", file=sys.stderr)
+        return code
 
 
 def _stderr_console() -> Console:
@@ -182,9 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--rejects-dir", default="des-rejects", help="where failures and unprocessables are written")
     r.add_argument(
-        "--workers", type=int, default=DEFAULT_WORKERS,
-        help=f"worker processes applying batches concurrently (default {DEFAULT_WORKERS}: one per core, at most 2)",
+        "--workers", type=int, default=None,
+        help=f"worker processes applying batches concurrently (default {DEFAULT_WORKERS}: one per core, at most 2; "
+        "1 with --dataverse)",
     )
+    r.add_argument(
+        "--dataverse", default=None, metavar="URL",
+        help="the environment (https://org.crm.dynamics.com) that Dataverse messages without a full post-image are "
+        "re-read from; token from DES_DATAVERSE_TOKEN, else azure-identity (as des sync)",
+    )
+    r.add_argument("--organization-id", default=None, help="with --dataverse: its organization id (default: WhoAmI)")
     r.set_defaults(func=_replay)
 
     d = sub.add_parser("demo", help="the DES story: a simulated Dataverse environment synced into ./des-demo.db "

@@ -70,6 +70,8 @@ SERVICEBUS_MAX_MESSAGE_BYTES = "DES_SERVICEBUS_MAX_MESSAGE_BYTES"  # 262144 Stan
 RETRY_TRIGGER_PATH = "retry/{name}"
 RETRY_SWEEP_SCHEDULE = "0 * * * * *"  # the retry sweeper timer: every minute
 BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"  # where the Functions host puts blobs that kept failing
+# The poison queue is shared by every blob trigger on the account: a timer peeks it (shared.retry.poison).
+RETRY_POISON_SCHEDULE = "30 */5 * * * *"  # every 5 minutes
 
 # --- the Dataverse source (issue 9; docs/dataverse-app.md). The DES_DATAVERSE_* and
 # DES_SOURCE_POLL_* names are defined once in shared/source/dataverse/settings.py (read into
@@ -369,6 +371,35 @@ class IdentityConfig:
             raise SettingsError(str(exc)) from exc
 
 
+APPINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"  # set: export telemetry (Azure Monitor)
+# "Authorization=AAD;ClientId=<identity>": Entra authentication to Application Insights (local auth off)
+APPINSIGHTS_AUTHENTICATION_STRING = "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Application Insights (:func:`shared.observability.configure_telemetry`): off without a connection
+    string; with ``Authorization=AAD`` the exporter signs in as the named managed identity."""
+
+    connection_string: str | None = None
+    entra: bool = False
+    client_id: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TelemetryConfig:
+        parts: dict[str, str] = {}
+        for item in (env.get(APPINSIGHTS_AUTHENTICATION_STRING) or "").split(";"):
+            key, sep, value = item.partition("=")
+            if sep:
+                parts[key.strip().lower()] = value.strip()
+        auth = parts.get("authorization", "")
+        if auth and auth.upper() != "AAD":
+            raise SettingsError(
+                f"setting {APPINSIGHTS_AUTHENTICATION_STRING}: Authorization={auth!r}, the only value is AAD"
+            )
+        return cls(_text(env, APPINSIGHTS_CONNECTION_STRING), bool(auth), parts.get("clientid") or None)
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """Every setting of the function app, the admin API and the ``des`` commands."""
@@ -384,6 +415,7 @@ class AppConfig:
     dataverse: DataverseSettings = field(default_factory=DataverseSettings)
     hosting: Hosting = Hosting.LOCAL
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     def __post_init__(self) -> None:
         check_admin_store(self.hosting, self.profiles.store_dsn)
@@ -409,6 +441,7 @@ class AppConfig:
             dataverse=dataverse_from_env(env),
             hosting=hosting,
             identity=IdentityConfig.from_env(env),
+            telemetry=TelemetryConfig.from_env(env),
         )
 
 

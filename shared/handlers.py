@@ -7,16 +7,19 @@ the router (both modes, :mod:`shared.routing`) and the retry dependencies (Blob 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from shared.profiles.fanout import FanOutResult
+from shared.profiles.fanout import UNROUTED_FOLDER, FanOutResult
 from shared.retry.attempt import run_retry_blob
-from shared.retry.sweep import SweepReport, blob_name_in, handle_poison_message, sweep_retries
-from shared.root import Root
+from shared.retry.park import hold_batch
+from shared.retry.poison import PoisonScan, scan_poison_queue
+from shared.retry.sweep import SweepReport, blob_name_in, sweep_retries
+from shared.root import Holding, Root
 from shared.source.dataverse.push import Message, parse_messages
 from shared.storage.blobs import RETRY
 from shared.storage.claimcheck import resolve_references
 from shared.storage.failurelog import cleanup_retention
+from shared.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +37,64 @@ def handle_notifications(bodies: Sequence[Message], root: Root) -> FanOutResult:
     redelivers the batch (the engine is idempotent, so that is safe).
     """
     # Contract v1 bodies and Dataverse's own Service Bus messages (RemoteExecutionContext, recognised
-    # by their application properties or shape: docs/dataverse-push.md) on the same queue. No re-read
-    # source is attached here yet, so a Dataverse message without a full post-image is unprocessable
-    # with the reason (register the post-image), never applied partially.
-    parsed = parse_messages(bodies)
+    # by their application properties or shape: docs/dataverse-push.md) on the same queue. A Dataverse
+    # message without a full post-image is re-read by id through the Dataverse source of its
+    # organization's profiles (root.rereads); without one it is unprocessable with the reason
+    # (register the post-image), never applied partially.
+    parsed = parse_messages(bodies, reread_for=root.rereads)
     if parsed.skipped:
         log.info("Service Bus batch: %s Dataverse message(s) superseded at the source, skipped", len(parsed.skipped))
     resolution = resolve_references(parsed, root.storage.payloads if root.storage is not None else None)
-    return root.router.apply_batch(parsed, resolution, root.retries)
+    try:
+        return root.router.apply_batch(parsed, resolution, root.retries)
+    except StoreUnavailable as exc:
+        # The admin store cannot be reached: the batch is healthy, so it is held in Blob storage and
+        # the messages complete; no delivery attempt is spent and nothing is dead-lettered
+        # (docs/deploy.md "A configuration mistake never dead-letters healthy messages").
+        if root.storage is None:
+            raise  # no Blob storage to hold it in (local runs): Service Bus redelivers
+        hold_batch(
+            root.storage.retries, root.router.rejects_of(UNROUTED_FOLDER), parsed, resolution, exc,
+            now=root.storage.clock(), interval_seconds=root.config.retry.interval_seconds,
+        )  # fmt: skip
+        return FanOutResult(received=parsed.received, unprocessable=list(parsed.unprocessable))
+
+
+def handle_service_bus(
+    bodies: Sequence[Message], get_root: Callable[[], Root], get_holding: Callable[[], Holding]
+) -> FanOutResult:
+    """The Service Bus function: :func:`handle_notifications` through the process's root. When the
+    root cannot even be built because the admin store is unreachable (its first connection fails),
+    the batch is held the same way with the storage account alone, and the messages complete.
+    Without Blob storage the error propagates (Service Bus redelivers; local runs only)."""
+    try:
+        r = get_root()
+    except StoreUnavailable as exc:
+        held = get_holding()
+        storage = held.storage
+        if storage is None:
+            raise
+        parsed = parse_messages(bodies)
+        resolution = resolve_references(parsed, storage.payloads)
+        hold_batch(
+            storage.retries, storage.rejects(UNROUTED_FOLDER), parsed, resolution, exc,
+            now=storage.clock(), interval_seconds=held.interval_seconds,
+        )  # fmt: skip
+        return FanOutResult(received=parsed.received, unprocessable=list(parsed.unprocessable))
+    return handle_notifications(bodies, r)
+
+
+def handle_retry_event(path: str, get_root: Callable[[], Root]) -> str:
+    """The blob trigger function: :func:`handle_retry_blob` through the process's root. When the root
+    cannot be built because the admin store is unreachable, the blob is left as it is for the retry
+    sweeper (which runs every minute and takes it once the store answers): raising would spend the
+    trigger's retries and put a healthy batch on the poison path."""
+    try:
+        r = get_root()
+    except StoreUnavailable as exc:
+        log.warning("retry blob %s left for the sweeper: the admin store is unavailable (%s)", path, exc)
+        return "deferred"
+    return handle_retry_blob(path, r)
 
 
 def handle_retry_blob(path: str, root: Root) -> str:
@@ -65,10 +118,13 @@ def handle_retry_sweep(root: Root) -> SweepReport | None:
     return report
 
 
-def handle_blob_poison(text: str, root: Root) -> str:
-    """The blob trigger's poison queue: take the blob out of limbo (failure log or unprocessable store)."""
-    retries = root.retries
-    return handle_poison_message(text, retries) if retries is not None else "ignored"
+def handle_blob_poison(root: Root) -> PoisonScan | None:
+    """The poison queue timer: our retry blobs that kept failing out of limbo (failure log or
+    unprocessable store); other containers' and apps' receipts on the shared queue left alone."""
+    retries, queue = root.retries, root.poison_queue()
+    if retries is None or queue is None:
+        return None
+    return scan_poison_queue(queue, retries)
 
 
 def handle_retention(root: Root) -> int:

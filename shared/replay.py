@@ -2,8 +2,9 @@
 
 A line is a contract v1 body, a Dataverse message body (RemoteExecutionContext JSON), or a Dataverse
 message with its application properties (``{"applicationProperties": {...}, "body": {...}}``):
-shared.source.dataverse.push. Replay has no Dataverse source, so a Dataverse message that needs a
-re-read (no full post-image) is unprocessable with the reason.
+shared.source.dataverse.push. A Dataverse message that needs a re-read (no full post-image) is
+re-read through the environment given with ``des replay --dataverse URL`` (one worker then);
+without it, it is unprocessable with the reason.
 
 Memory is bounded: a batch holds at most ``batch_size`` lines **and** ``batch_bytes`` bytes of them
 (defaults 5,000 lines and 2 MiB), and a line longer than ``max_line_bytes`` (default 16 MiB) is
@@ -33,7 +34,7 @@ from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from shared.rejects import RejectFiles
-from shared.source.dataverse.push import parse_lines
+from shared.source.dataverse.push import Reread, parse_lines
 
 DEFAULT_BATCH_SIZE = 5000
 DEFAULT_BATCH_BYTES = 2 * 2**20
@@ -114,8 +115,8 @@ def _too_long_from(fh: IO[bytes], head: bytes, read: int) -> Unprocessable:
     )
 
 
-def _apply(engine: SyncEngine, batch: Batch) -> BatchResult:
-    parsed = parse_lines(batch.lines)
+def _apply(engine: SyncEngine, batch: Batch, reread: Reread | None = None) -> BatchResult:
+    parsed = parse_lines(batch.lines, reread)
     batch.lines.clear()  # the parsed batch is what stays in memory while it is applied
     result = engine.apply_parsed(parsed)
     if batch.too_long:
@@ -142,14 +143,16 @@ def replay(
     progress: Callable[[int], None] | None = None,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    reread: Reread | None = None,
 ) -> ReplayReport:
-    """Apply every line of ``path``; never holds more than one batch in memory."""
+    """Apply every line of ``path``; never holds more than one batch in memory. ``reread``: the
+    Dataverse source that Dataverse messages without a full post-image are re-read through."""
     total = BatchResult()
     lines = 0
     started = time.perf_counter()
     with path.open("rb") as fh:
         for batch in batches(fh, batch_size, batch_bytes, max_line_bytes):
-            _settle(_apply(engine, batch), rejects, total)
+            _settle(_apply(engine, batch, reread), rejects, total)
             lines += batch.count
             if progress is not None:
                 progress(fh.tell())

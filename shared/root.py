@@ -26,9 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.config import (
+    ADMIN_STORE,
     BLOB_KEY,
     BLOB_OLD_KEYS,
+    BLOB_POISON_QUEUE,
     DEFAULT_REJECTS_DIR,
+    DESTINATION_DSN,
     STORAGE_QUEUE_SERVICE_URI,
     AppConfig,
     DestinationConfig,
@@ -38,7 +41,7 @@ from shared.config import (
     StorageConfig,
 )
 from shared.contract.parse import parse_bodies
-from shared.destinations import Destination, Layout, open_destination
+from shared.destinations import Destination, Layout, open_destination, registry
 from shared.destinations.redaction import install_log_redaction
 from shared.engine.engine import SyncEngine
 from shared.identity import Credentials
@@ -64,6 +67,8 @@ from shared.store.sql import SqlStore
 if TYPE_CHECKING:  # the Dataverse source (httpx) is imported when a root attaches it, never at import
     from shared.pull.queue import WorkQueue
     from shared.pull.work import ClientFactory, Sink, SourceWork
+    from shared.retry.poison import PoisonQueue
+    from shared.source.dataverse.push import RereadFor
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +95,26 @@ def open_storage(
     if config.connection_string:
         return Storage.from_connection_string(config.connection_string, keys)
     return Storage(BlobStores.from_account_url(config.account_url, credentials.get(identity.storage), keys))
+
+
+def check_settings(config: AppConfig) -> None:
+    """What can be checked of the settings without I/O, checked when the function app is indexed (a
+    mistake then stops every trigger, so no message is consumed, retried or dead-lettered): the blob
+    key specs parse (a local key's bytes, a Key Vault key URL's form; the vault is not called) and the
+    destination or admin store DSN is a supported form. Raises SettingsError with the setting's name."""
+    if config.storage is not None:
+        try:  # the credential is never called: constructing a Key Vault key's client is offline
+            key_ring_from_specs(config.storage.blob_key, list(config.storage.old_keys), vault_credential=object)
+        except EncryptionKeyError as exc:
+            raise SettingsError(f"setting {BLOB_KEY}/{BLOB_OLD_KEYS}: {exc}") from exc
+    if config.destination is not None:
+        dsn, setting = config.destination.destination_dsn, DESTINATION_DSN
+    else:
+        dsn, setting = config.profiles.store_dsn, ADMIN_STORE
+    if registry.find(dsn) is None:
+        raise SettingsError(
+            f"setting {setting} is {registry.redact(dsn)!r}: use sqlite:///path.db, postgresql://... or mssql://..."
+        )
 
 
 # ------------------------------------------------------------------------ the profile runtime
@@ -181,7 +206,12 @@ class Root:
     owns_runtime: bool = False
     # The Dataverse source (profile mode): page units on the work queue, the poll timer.
     source: SourceWork | None = None
+    # The push re-read (docs/dataverse-push.md): a Dataverse message's organization -> the re-read
+    # source of its profiles (None: Dataverse messages without a full post-image are unprocessable).
+    rereads: RereadFor | None = None
     credentials: Credentials = field(default_factory=Credentials)  # one per process: shared token caches
+    # The blob trigger's (shared) poison queue, opened on first use (:meth:`poison_queue`).
+    poison: PoisonQueue | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -192,6 +222,13 @@ class Root:
     def retries(self) -> RetryDeps | None:
         """The retry code's dependencies; None without Blob storage (nothing can be parked)."""
         return RetryDeps.of(self.storage, self.router) if self.storage is not None else None
+
+    def poison_queue(self) -> PoisonQueue | None:
+        """``webjobs-blobtrigger-poison`` on the storage account; None without one."""
+        with self._lock:
+            if self.poison is None and self.config.storage is not None:
+                self.poison = open_poison_queue(self.config, self.credentials)
+            return self.poison
 
     def profiles(self) -> ProfileRuntime:
         """The profile runtime (the admin API's), built from the configuration on first use."""
@@ -210,6 +247,8 @@ class Root:
         self.router.close()
         if self.source is not None:
             self.source.close()
+        if self.poison is not None:
+            self.poison.close()
         if self.owns_runtime and self.runtime is not None:
             self.runtime.close()
 
@@ -269,18 +308,39 @@ def open_work_queue(config: AppConfig, credentials: Credentials | None = None) -
     identity-based with ``AzureWebJobsStorage__queueServiceUri`` / ``__accountName``), else in process."""
     from shared.pull.queue import InMemoryWorkQueue, StorageWorkQueue
 
-    storage, name = config.storage, config.source.queue_name
-    if storage is None:
+    if config.storage is None:
         return InMemoryWorkQueue()
+    name = config.source.queue_name
+    conn, url, credential = _queue_endpoint(config, credentials)
+    if conn:
+        return StorageWorkQueue.from_connection_string(conn, name)
+    return StorageWorkQueue.from_account_url(url, name, credential)
+
+
+def open_poison_queue(config: AppConfig, credentials: Credentials | None = None) -> PoisonQueue:
+    """The blob trigger's poison queue on the storage account (shared with other apps: shared.retry.poison)."""
+    from shared.retry.poison import StoragePoisonQueue
+
+    conn, url, credential = _queue_endpoint(config, credentials)
+    if conn:
+        return StoragePoisonQueue.from_connection_string(conn, BLOB_POISON_QUEUE)
+    return StoragePoisonQueue.from_account_url(url, BLOB_POISON_QUEUE, credential)
+
+
+def _queue_endpoint(config: AppConfig, credentials: Credentials | None) -> tuple[str | None, str, object]:
+    """The queue service of ``AzureWebJobsStorage``: a connection string, or identity-based with
+    ``AzureWebJobsStorage__queueServiceUri`` / ``__accountName`` and its credential."""
+    storage = config.storage
+    assert storage is not None
     if storage.connection_string:
-        return StorageWorkQueue.from_connection_string(storage.connection_string, name)
+        return storage.connection_string, "", None
     url = config.source.queue_service_uri or (
         f"https://{storage.account_name}.queue.core.windows.net" if storage.account_name else None
     )
     if url is None:
         raise SettingsError(f"setting {STORAGE_QUEUE_SERVICE_URI} is required with an identity-based blob endpoint")
     credential = (credentials or Credentials()).get(config.identity.storage)  # AzureWebJobsStorage's identity
-    return StorageWorkQueue.from_account_url(url, name, credential)
+    return None, url, credential
 
 
 def attach_source(
@@ -292,7 +352,7 @@ def attach_source(
     rt = r.runtime
     if rt is None or not isinstance(r.router, ProfileRouter) or not isinstance(rt.store, SqlStore):
         return None
-    from shared.pull.sinks import DirectSink, LazyPublisher, ServiceBusSink, destination_ids
+    from shared.pull.sinks import DirectSink, LazyPublisher, ProfileDestination, ServiceBusSink
     from shared.pull.work import SourceWork
     from shared.source.dataverse.cursors import CursorStore
 
@@ -300,8 +360,8 @@ def attach_source(
     sb = config.service_bus
     engines = rt.engines
 
-    def ids(profile: Profile) -> Callable[[str], set[str]]:
-        return lambda entity: destination_ids(engines, profile, entity)
+    def ids(profile: Profile) -> ProfileDestination:
+        return ProfileDestination(engines, profile)
 
     if sb.queue_name and (sb.connection_string or sb.namespace):
         from shared.publisher import NotificationPublisher, open_client
@@ -329,6 +389,10 @@ def attach_source(
     )  # fmt: skip
     r.source = work
     rt.service.source = work
+    from shared.pull.reread import ProfileRereads
+
+    r.rereads = ProfileRereads(for_org=rt.directory.for_org, engines=engines, cursors=work.cursors,
+                               client_for=work.client)  # fmt: skip
     return work
 
 
@@ -364,13 +428,38 @@ def root() -> Root:
         return _root
 
 
+@dataclass(frozen=True)
+class Holding:
+    """What holding a batch needs when no root can be built (the admin store is unreachable when the
+    process starts): the storage account and the settings' retry interval."""
+
+    storage: Storage | None
+    interval_seconds: float
+
+
+_holding: Holding | None = None
+
+
+def holding() -> Holding:
+    """The process's storage account without the rest of the root (opened once; the root's when built)."""
+    global _holding  # noqa: PLW0603
+    with _root_lock:
+        if _root is not None:
+            return Holding(_root.storage, _root.config.retry.interval_seconds)
+        if _holding is None:
+            config = AppConfig.from_env()
+            _holding = Holding(open_storage(config.storage, config.identity), config.retry.interval_seconds)
+        return _holding
+
+
 def reset_root(new: Root | None = None) -> None:
     """Replace the process-wide root (tests, configuration reload); closes the old one."""
-    global _root  # noqa: PLW0603
+    global _root, _holding  # noqa: PLW0603
     with _root_lock:
         if _root is not None and _root is not new:
             _root.close()
         _root = new
+        _holding = None
 
 
 def api_root(config: AppConfig) -> Root:

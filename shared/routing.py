@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from shared.config import DEFAULT_PROFILE_ID
@@ -46,6 +47,23 @@ log = logging.getLogger(__name__)
 def _delete_payloads(resolution: Resolution, retries: RetryDeps | None) -> None:
     if retries is not None and resolution.blobs:
         retries.payloads.delete(resolution.blobs)
+
+
+def log_entity_outcomes(entries: list[MetricsEntry], now: datetime | None = None) -> None:
+    """One line per profile and entity of a batch: what Application Insights queries per entity
+    (docs/deploy.md, sample KQL). ``lag_s``: now minus the newest applied record's ``changedOn``."""
+    now = now or utcnow()
+    for entry in entries:
+        for entity, d in entry.entities.items():
+            if not entity or not (d.received or d.skipped or d.pending_retry):
+                continue
+            lag = round((now - d.last_changed_on).total_seconds(), 3) if d.last_changed_on and d.applied else None
+            log.info(
+                "entity outcome: profile=%s entity=%s received=%s applied=%s stale=%s failed=%s unprocessable=%s "
+                "skipped=%s pending_retry=%s lag_s=%s", entry.profile_id or "unrouted", entity, d.received,
+                d.applied, d.stale, d.failed, d.unprocessable, d.skipped, d.pending_retry,
+                "" if lag is None else lag,
+            )  # fmt: skip
 
 
 class FanOutRouter:
@@ -109,6 +127,7 @@ class FanOutRouter:
     def _record(self, entries: list[MetricsEntry]) -> None:
         if self.metrics is not None and entries:
             self.metrics.record_batch(entries)
+        log_entity_outcomes(entries)
 
     def record(
         self, profile_id: str, result: BatchResult, pending: int, skipped: Mapping[str, int] | None = None

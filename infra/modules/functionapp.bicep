@@ -96,9 +96,12 @@ var appSettings = {
   DES_DATAVERSE_TENANT_ID: tenant().tenantId
   DES_DATAVERSE_CLIENT_ID: empty(dataverseClientId) ? identityClientId : dataverseClientId
   DES_DATAVERSE_CLIENT_SECRET_URI: dataverseClientSecretUri
-  // Telemetry with Entra authentication (Application Insights local auth is off)
+  // Telemetry with Entra authentication (Application Insights local auth is off). host.json's
+  // telemetryMode OpenTelemetry + PYTHON_ENABLE_OPENTELEMETRY: the host and the worker export with
+  // OpenTelemetry; the app's configure_azure_monitor (shared/observability.py) exports its logs once.
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

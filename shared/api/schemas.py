@@ -111,6 +111,11 @@ class ResyncIn(BaseModel):
 class ResyncOut(BaseModel):
     selected: int
     missing: int = Field(description="Selected failures with no parked notification left.")
+    fromSource: int = Field(
+        default=0,
+        description="Selected failures re-read from the profile's Dataverse source by id (current state; "
+        "a record that is gone is deleted).",
+    )
     counts: dict[str, Any]
 
 

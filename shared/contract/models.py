@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from pydantic import (
@@ -20,6 +21,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -27,6 +30,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,127}$"
@@ -52,7 +56,7 @@ def _json_integer(value: object) -> object:
     would round silently; JSON Schema's ``integer`` would take ``5.0``, this contract does not."""
     if type(value) is int:
         return value
-    if isinstance(value, float):
+    if isinstance(value, float | Decimal):
         raise ValueError("must be a JSON integer, written without a fraction or an exponent")
     if isinstance(value, bool | str):
         raise ValueError(f"must be a JSON integer, not {type(value).__name__}")
@@ -61,6 +65,7 @@ def _json_integer(value: object) -> object:
 
 JsonInteger = BeforeValidator(_json_integer)
 
+_NOT_EXACT = "not an exact decimal (decoded from a JSON number only)"
 MAX_REASON = 1000  # characters of a reason kept with an unprocessable body or a failed record
 
 
@@ -68,6 +73,8 @@ def validation_reason(exc: ValidationError) -> str:
     """A pydantic validation error as one line: ``field.path: message; ...``, at most MAX_REASON."""
     parts = []
     for err in exc.errors(include_url=False, include_input=False):
+        if err["msg"].endswith(_NOT_EXACT):
+            continue  # the ExactDecimal member of an attribute's union: never what the sender meant
         loc = ".".join(str(p) for p in err["loc"]) or "body"
         parts.append(f"{loc}: {err['msg']}")
     text = "; ".join(parts)
@@ -151,9 +158,31 @@ class Lookup(BaseModel):
     logicalName: LogicalName
 
 
+def _decimal_json(value: object) -> object:
+    # pydantic may run a union member's serializer on any value of the union: only a Decimal changes
+    return float(value) if type(value) is Decimal else value
+
+
+# A JSON number a double cannot hold (more significant digits than a double round-trips, e.g. money
+# of 20 digits): decoded as an exact Decimal (shared.contract.parse, exact_number), never from JSON
+# directly (numbers are ints or floats, left to right). Re-serialized (parked copies) as a double.
+def _exact_decimal(value: object) -> Decimal:
+    if type(value) is not Decimal:
+        raise ValueError(_NOT_EXACT)
+    if not value.is_finite():
+        raise ValueError("must be a finite number")
+    return value
+
+
+ExactDecimal = Annotated[
+    Decimal, PlainValidator(_exact_decimal), PlainSerializer(_decimal_json, return_type=Any, when_used="json")
+]
+
 # Strict types never overlap, so trying them left to right is exact, and much faster than "smart" mode.
+# (ExactDecimal before StrictFloat, which would take a Decimal as a float; it refuses all JSON input.)
 AttributeValue = Annotated[
-    StrictBool | StrictInt | StrictFloat | UnicodeStr | Lookup | None, Field(union_mode="left_to_right")
+    StrictBool | StrictInt | SkipJsonSchema[ExactDecimal] | StrictFloat | UnicodeStr | Lookup | None,
+    Field(union_mode="left_to_right"),
 ]
 
 

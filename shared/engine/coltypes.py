@@ -47,7 +47,8 @@ TEXT = ColumnType(Kind.TEXT)
 GUID = ColumnType(Kind.GUID)
 DATETIME = ColumnType(Kind.DATETIME)
 
-_BY_PYTYPE: dict[type, ColumnType] = {bool: BOOLEAN, float: FLOAT, str: TEXT, Lookup: GUID}
+# Decimal: a JSON number a double cannot hold (shared.contract.parse.exact_number), kept exact.
+_BY_PYTYPE: dict[type, ColumnType] = {bool: BOOLEAN, float: FLOAT, str: TEXT, Lookup: GUID, Decimal: DECIMAL}
 
 
 def value_type_of(pytype: type) -> ColumnType:
@@ -89,8 +90,9 @@ def coerce(column: ColumnType, value: object) -> tuple[bool, object]:
     t = type(value)
     kind = column.kind
     if kind is Kind.DECIMAL:
-        if column.precision is None or not (t is int or t is float):
-            return (t is int or t is float), value
+        number = t is int or t is float or t is Decimal
+        if column.precision is None or not number:
+            return number, value
         return fits_decimal(value, column.precision, column.scale or 0), value  # type: ignore[arg-type]
     if kind is Kind.INTEGER:
         if t is int:
@@ -99,6 +101,10 @@ def coerce(column: ColumnType, value: object) -> tuple[bool, object]:
             f = float(value)  # type: ignore[arg-type]
             if f.is_integer() and INT64_MIN <= f <= INT64_MAX:
                 return True, int(f)
+        if t is Decimal:
+            d: Decimal = value  # type: ignore[assignment]
+            if d == d.to_integral_value() and INT64_MIN <= d <= INT64_MAX:
+                return True, int(d)
         return False, value
     if kind is Kind.FLOAT:
         if t is float:
@@ -106,6 +112,8 @@ def coerce(column: ColumnType, value: object) -> tuple[bool, object]:
         if t is int:
             i = int(value)  # type: ignore[call-overload]
             return -FLOAT_EXACT_INT <= i <= FLOAT_EXACT_INT, float(i)
+        if t is Decimal:  # a double column holds the nearest double, as Dataverse's Double does
+            return True, float(value)  # type: ignore[arg-type]
         return False, value
     if kind is Kind.TEXT:
         if t is str:
@@ -157,7 +165,7 @@ def to_datetime(text: str) -> datetime | None:
         return None
 
 
-def decimal_digits(value: int | float) -> tuple[int, int]:
+def decimal_digits(value: int | float | Decimal) -> tuple[int, int]:
     """(digits before the point, decimal places) of a JSON number (a float by its shortest repr)."""
     return decimal_digits_of(Decimal(repr(value)) if type(value) is float else Decimal(value))
 
@@ -175,7 +183,7 @@ def decimal_digits_of(d: Decimal) -> tuple[int, int]:
     return max(0, n + exponent), max(0, -exponent)
 
 
-def fits_decimal(value: int | float, precision: int, scale: int) -> bool:
+def fits_decimal(value: int | float | Decimal, precision: int, scale: int) -> bool:
     """Whether DECIMAL(precision, scale) holds the number exactly (no rounding, no overflow)."""
     before, places = decimal_digits(value)
     return places <= scale and before <= precision - scale
@@ -187,4 +195,4 @@ def describe(value: object) -> str:
         return "lookup"
     if t is str:
         return f"text of {len(value)} characters"  # type: ignore[arg-type]
-    return {bool: "boolean", int: "integer", float: "number"}.get(t, t.__name__)
+    return {bool: "boolean", int: "integer", float: "number", Decimal: "number"}.get(t, t.__name__)

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from itertools import compress
 from operator import attrgetter, itemgetter
 
@@ -380,12 +381,14 @@ class SyncEngine:
             elif not profile.exact(column, values):
                 # A column the metadata declares integer takes JSON integers only: 9007199254740993.0
                 # arrives as the double ...992, so an integral float may already be rounded (issue 12).
-                strict_int = column.kind is Kind.INTEGER and float in profile.pytypes
+                inexact = float in profile.pytypes or Decimal in profile.pytypes
+                strict_int = column.kind is Kind.INTEGER and inexact
                 strict_int = strict_int and self.metadata.keeps(g.entity, name, column)
                 for i, v in enumerate(values):
                     if v is None:
                         continue
-                    ok, bound = (False, v) if strict_int and type(v) is float else coltypes.coerce(column, v)
+                    fraction = type(v) is float or type(v) is Decimal
+                    ok, bound = (False, v) if strict_int and fraction else coltypes.coerce(column, v)
                     if ok:
                         values[i] = bound
                     else:
@@ -583,7 +586,7 @@ class _ColumnStats:
         if kind is Kind.FLOAT:
             return pytypes == {float}
         if kind is Kind.DECIMAL:
-            return column.precision is None and pytypes <= {int, float}  # DECIMAL(p, s): coerce checks digits
+            return column.precision is None and pytypes <= {int, float, Decimal}  # DECIMAL(p, s): coerce checks digits
         if kind is Kind.BOOLEAN:
             return pytypes == {bool}
         return False

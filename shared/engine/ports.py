@@ -320,6 +320,16 @@ class Destination(Protocol):
     def reset(self) -> None:
         """Drop and reopen the connection after a transient failure."""
 
+    # -- keyed reads (the push re-read, docs/dataverse-push.md): no lock, no DDL, no table scan
+    def held_versions(self, table: str, ids: Sequence[str]) -> dict[str, int]:
+        """Record id (lower case) -> ``versionnumber`` of the rows of ``table`` among ``ids``
+        (lower-case GUIDs), read by primary key; {} when there is no such table."""
+
+    def rows_with(self, table: str, values: Mapping[str, str]) -> list[tuple[str, int]]:
+        """``(id, versionnumber)`` of the rows of ``table`` whose columns hold the given GUIDs
+        (column -> lower-case GUID; an N:N intersect row by its two ids); [] when the table or one
+        of the columns does not exist."""
+
     def close(self) -> None: ...
 
     # -- entity metadata (shared/engine/metadata.py, docs/metadata.md)

@@ -102,6 +102,15 @@ class SourceReadError(Exception):
         self.transient = transient
 
 
+@dataclass(frozen=True, slots=True)
+class SourceRecords:
+    """Failed records re-read from the source: notification bodies (current rows, or deletes for
+    records that are gone), and the keys the source does not read (re-synced from the parked copy)."""
+
+    bodies: list[bytes]
+    unread: list[tuple[str, str]]
+
+
 class SourcePort(Protocol):
     """The Dataverse source of the profiles (shared/pull/work.py), as the profile service needs it."""
 
@@ -119,3 +128,6 @@ class SourcePort(Protocol):
 
     def status(self, profile: Profile) -> list[Any]:
         """Per table: initial sync state, rows read, pages, last poll, source lag, next poll."""
+
+    def reread(self, profile: Profile, keys: Sequence[tuple[str, str]]) -> SourceRecords:
+        """The current state of (entity, record id) from the source by id; :class:`SourceReadError`."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.contract.parse import ParsedBatch, parse_bodies
 from shared.destinations import Layout
 from shared.engine.outcomes import BatchResult
 from shared.profiles.checks import CheckReport, check_destination
@@ -91,6 +92,7 @@ class ResyncSelection:
 class ResyncReport:
     selected: int = 0  # distinct failed records in the selection
     missing: int = 0  # no parked notification left (retention expired, or already re-synced)
+    from_source: int = 0  # re-read from the Dataverse source by id (current state, or gone: a delete)
     result: BatchResult = field(default_factory=BatchResult)
 
 
@@ -361,12 +363,16 @@ class ProfileService:
         return self.failure_log.links(p.id, start, end)
 
     def resync(self, profile_id: str, selection: ResyncSelection) -> ResyncReport:
-        """Re-apply the parked failed notifications selected from the failure log.
+        """Re-sync the failed records selected from the failure log.
 
-        The engine's version guard skips what has become stale (a newer change arrived since).
+        A profile with a Dataverse source re-reads each record's current state from the source by
+        id (a record that is gone becomes a delete, versioned above what the destination holds);
+        records of tables the source does not read, and profiles without a source, re-apply their
+        parked failed notifications. The engine's version guard skips what has become stale.
         """
         p = self.get(profile_id)
-        if self.failure_log is None or self.parked is None:
+        from_source = p.source is not None and self.source is not None
+        if self.failure_log is None or (self.parked is None and not from_source):
             raise Unavailable("re-sync needs the failure log and parked failures (Blob storage), not configured")
         if self.fanout is None:
             raise Unavailable("re-sync needs the sync engine, not configured for this app")
@@ -385,23 +391,50 @@ class ProfileService:
         report = ResyncReport(selected=len(keys))
         if not keys:
             return report
-        found = self.parked.get(p.id, keys)
-        report.missing = len(keys) - len(found)
-        if found:
+        rest = keys
+        if from_source:
+            assert self.source is not None
             try:
-                report.result = self.fanout.apply_to_profile(p, list(found.values()))
-            except Exception as exc:
-                raise Unavailable(f"the destination did not take the re-sync: {type(exc).__name__}: {exc}") from exc
-            done = [
-                n.key for n in found.values() if not any(f.notification.key == n.key for f in report.result.failures)
-            ]
-            if done:
-                self.parked.resolved(p.id, done)
+                records = self.source.reread(p, keys)
+            except SourceReadError as exc:
+                if exc.transient:
+                    raise Unavailable(f"the source could not be read: {exc.reason}") from exc
+                raise Conflict(f"the source refused the re-read: {exc.reason}") from exc
+            rest = records.unread
+            unread = set(rest)
+            reread = [k for k in keys if k not in unread]
+            report.from_source = len(reread)
+            if records.bodies:
+                self._apply_resync(p, report, parse_bodies(records.bodies))
+                failed = {f.notification.key for f in report.result.failures}
+                done = [k for k in reread if k not in failed]
+                if done and self.parked is not None:
+                    self.parked.resolved(p.id, done)  # their parked copies are superseded
+        if rest and self.parked is not None:
+            found = self.parked.get(p.id, rest)
+            report.missing = len(rest) - len(found)
+            if found:
+                before = len(report.result.failures)
+                self._apply_resync(p, report, ParsedBatch(list(found.values()), [], len(found)))
+                new_failures = report.result.failures[before:]
+                done = [n.key for n in found.values() if not any(f.notification.key == n.key for f in new_failures)]
+                if done:
+                    self.parked.resolved(p.id, done)
+        elif rest:
+            report.missing = len(rest)
         log.info(
-            "profile %s re-sync: %s selected, %s missing, %s", p.id, report.selected, report.missing,
-            report.result.counts(),
+            "profile %s re-sync: %s selected, %s from the source, %s missing, %s", p.id, report.selected,
+            report.from_source, report.missing, report.result.counts(),
         )  # fmt: skip
         return report
+
+    def _apply_resync(self, p: Profile, report: ResyncReport, parsed: ParsedBatch) -> None:
+        assert self.fanout is not None
+        try:
+            result = self.fanout.apply_batch_to_profile(p, parsed)
+        except Exception as exc:
+            raise Unavailable(f"the destination did not take the re-sync: {type(exc).__name__}: {exc}") from exc
+        report.result.merge(result)
 
 
 def _tables(entities: Sequence[str], relationships: Sequence[str]) -> list[str]:

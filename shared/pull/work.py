@@ -18,6 +18,7 @@ compare-and-set on its revision (dv-source's :class:`~shared.source.dataverse.cu
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -26,14 +27,15 @@ from typing import Protocol
 
 import httpx
 
+from shared.contract.models import GUID_PATTERN
 from shared.destinations.checks import CheckReport
 from shared.engine.outcomes import BatchResult
 from shared.profiles.model import DataverseSource, Profile, ProfileState
-from shared.profiles.ports import SourceTable
+from shared.profiles.ports import SourceReadError, SourceRecords, SourceTable
 from shared.pull.auth import SecretSource, token_provider
 from shared.pull.checks import check_source, list_tables
 from shared.pull.queue import BadMessage, PageMessage, WorkQueue
-from shared.source.dataverse.client import DataverseClient, Throttled
+from shared.source.dataverse.client import DataverseClient, DataverseError, Throttled
 from shared.source.dataverse.cursors import (
     CursorBusy,
     CursorLost,
@@ -49,6 +51,7 @@ from shared.source.dataverse.settings import DataverseSettings
 log = logging.getLogger(__name__)
 
 DUE_SLACK = timedelta(seconds=5)  # a timer tick a little early still polls
+_GUID = re.compile(GUID_PATTERN)
 
 
 class Outcome(str, Enum):
@@ -74,7 +77,9 @@ class Profiles(Protocol):
 class Sink(Protocol):
     def publish(self, entity: str, bodies: Sequence[bytes]) -> BatchResult | None: ...
 
-    def existing_ids(self, entity: str) -> set[str]: ...
+    def held(self, entity: str, ids: Sequence[str]) -> dict[str, int]: ...
+
+    def existing(self, entity: str, after: str | None, limit: int) -> list[tuple[str, int]]: ...
 
 
 ClientFactory = Callable[[DataverseSource], DataverseClient]
@@ -272,6 +277,31 @@ class SourceWork:
     def tables(self, source: DataverseSource) -> list[SourceTable]:
         """The console's table picker: every table of the environment (:mod:`shared.pull.checks`)."""
         return list_tables(source, settings=self.settings, secrets=self.secrets, transport=self.transport)
+
+    # ----------------------------------------------------------------------------- re-sync
+    def reread(self, profile: Profile, keys: Sequence[tuple[str, str]]) -> SourceRecords:
+        """Failed records' current state from the source by id (the failure log's re-sync).
+
+        Records of tables the source reads (their cursor knows the columns) are read by id; the
+        others (a table not pulled, not read yet, an id that is not a GUID) are left ``unread``."""
+        if profile.source is None:
+            return SourceRecords([], list(keys))
+        wanted: dict[str, list[str]] = {}
+        unread: list[tuple[str, str]] = []
+        for entity, rid in keys:
+            c = self.cursors.get(profile.id, entity) if entity in profile.pulled else None
+            if c is None or c.info is None or not _GUID.fullmatch(rid):
+                unread.append((entity, rid))
+            else:
+                wanted.setdefault(entity, []).append(rid.lower())
+        bodies: list[bytes] = []
+        runner = self.runner(profile)
+        for entity, ids in wanted.items():
+            try:
+                bodies += runner.current(entity, ids)
+            except DataverseError as exc:
+                raise SourceReadError(f"{entity}: {exc}", transient=exc.transient) from exc
+        return SourceRecords(bodies, unread)
 
     # ----------------------------------------------------------------------------- status
     def status(self, profile: Profile) -> list[EntitySourceStatus]:

@@ -26,13 +26,16 @@ The design (docs/storage.md has the whole story):
    blobs whose event was lost, and is the local polling mode (Azurite has no Event Grid).
 4. Poison: an exception (a blob that cannot be decrypted, storage trouble) propagates, so the host
    retries the blob trigger and finally puts the blob on its poison queue
-   ``webjobs-blobtrigger-poison``; :func:`handle_poison_message` then moves it out of limbo: its
+   ``webjobs-blobtrigger-poison`` (shared with every blob trigger on the account: the
+   ``retry_poison`` timer peeks it and acts on our receipts only, :mod:`~shared.retry.poison`),
+   and :func:`~shared.retry.sweep.give_up` moves the blob out of limbo: its
    notifications to the failure log, or, if it cannot be read, the encrypted blob as it is to
    ``unprocessablemessages/`` with the reason. The sweeper counts its own crashes per blob in the
    metadata and does the same after the same threshold.
 
 Modules: :mod:`~shared.retry.policy` (the policy), :mod:`~shared.retry.park` (step 1),
 :mod:`~shared.retry.attempt` (step 2), :mod:`~shared.retry.sweep` (steps 3 and 4),
+:mod:`~shared.retry.poison` (the shared poison queue),
 :mod:`~shared.retry.ports` (the narrow dependencies: a router, the blob stores, a clock),
 :mod:`~shared.retry.batch` (what parked batches are made of). The package imports nothing itself, so
 :mod:`shared.config` can use the policy without loading the rest.

@@ -16,6 +16,7 @@ from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable
 from shared.engine.outcomes import BatchResult
 from shared.engine.ports import EnvironmentalDestinationError
+from shared.observability import propagating
 from shared.profiles.fanout import UNROUTED_FOLDER
 from shared.retry.batch import (
     M_COUNTED,
@@ -27,6 +28,7 @@ from shared.retry.batch import (
     short,
     unprocessable_too,
 )
+from shared.retry.park import HELD_BACKOFF_MAX_S, HELD_FOLDER
 from shared.retry.policy import RetryPolicy, environmental_backoff
 from shared.retry.ports import Disposition, Lease, RetryDeps
 from shared.retry.quarantine import quarantine
@@ -42,7 +44,7 @@ from shared.storage.blobs import (
     verify_retry_batch,
 )
 from shared.storage.claimcheck import Resolution, resolve_references
-from shared.store.base import UNROUTED
+from shared.store.base import UNROUTED, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,8 @@ class LeaseKeeper:
         self.renewals = 0
         self.lost: Exception | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"des-lease-{name[:40]}", daemon=True)
+        # Its warnings carry the invocation's id (the worker attributes logs per thread).
+        self._thread = threading.Thread(target=propagating(self._run), name=f"des-lease-{name[:40]}", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
@@ -127,6 +130,8 @@ class _Attempt:
         profile_id = batch.profile_id or self.state.profile_id or router.default_profile_id
         parsed = parse_parked(batch.notifications)
         resolution = resolve_references(parsed, self.deps.payloads)
+        if profile_id == HELD_FOLDER:
+            return self._route(parsed, resolution, batch)
         try:
             target = router.target(profile_id)
             result = router.apply(target, parsed) if target.disposition is Disposition.APPLY else None
@@ -177,7 +182,8 @@ class _Attempt:
         attempt = self.state.attempt + 1
         # An environmental error (log full, quota, read-only, ...) is never the records' fault: they
         # wait, with a growing interval, until the database can write again; never failure-logged.
-        environmental = isinstance(exc, EnvironmentalDestinationError)
+        # The same for an unreachable admin store (the profile cannot even be read).
+        environmental = isinstance(exc, EnvironmentalDestinationError | StoreUnavailable)
         if attempt < policy.count or environmental:
             delay = environmental_backoff(policy, attempt) if environmental else policy.interval_seconds
             not_before = self.now + timedelta(seconds=delay)
@@ -195,6 +201,30 @@ class _Attempt:
         log.warning("gave up on %s after %s retries: %s notifications in the failure log", self.name, attempt,
                     len(parsed.notifications))
         return RetryOutcome(Status.EXHAUSTED, self.name, result=result, attempt=attempt)
+
+    def _route(self, parsed: ParsedBatch, resolution: Resolution, batch: RetryBatch) -> RetryOutcome:
+        """A batch held while the admin store was unavailable: the whole fan-out now (which applies,
+        parks per failing profile, keeps failures, counts, and deletes the payload blobs). The store
+        still unavailable: again later, with a growing interval; never given up on (the batch is
+        healthy; /health reports the store)."""
+        try:
+            fan = self.deps.router.apply_batch(parsed, resolution, self.deps)
+        except StoreUnavailable as exc:
+            attempt = self.state.attempt + 1
+            policy = self.policy_for(HELD_FOLDER)
+            not_before = self.now + timedelta(seconds=min(HELD_BACKOFF_MAX_S, environmental_backoff(policy, attempt)))
+            self.deps.retries.update(
+                self.state, {M_ATTEMPT: str(attempt), M_NOT_BEFORE: iso(not_before), M_LAST_ERROR: short(exc)},
+                lease=self.lease,
+            )  # fmt: skip
+            log.warning("batch %s (held since %s) still waits for the admin store (%s); next try at %s",
+                        self.name, iso(batch.first_seen), short(exc), iso(not_before))  # fmt: skip
+            return RetryOutcome(Status.RESCHEDULED, self.name, not_before=not_before, attempt=attempt)
+        self.deps.retries.delete(self.name, lease=self.lease)
+        self.held = False
+        log.info("batch %s held for routing since %s: routed to %s profiles", self.name, iso(batch.first_seen),
+                 len(fan.outcomes))  # fmt: skip
+        return RetryOutcome(Status.RESOLVED, self.name, attempt=self.state.attempt + 1)
 
     def _skipped(self, profile_id: str, parsed: ParsedBatch, resolution: Resolution) -> RetryOutcome:
         """The profile was deactivated while these waited: skipped for it, like new notifications."""

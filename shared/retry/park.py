@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.contract.parse import ParsedBatch
@@ -12,12 +12,13 @@ from shared.engine.outcomes import BatchResult
 from shared.engine.ports import EnvironmentalDestinationError
 from shared.retry.batch import M_COUNTED, doc_of, fail_all, items_of, short, unprocessable_too
 from shared.retry.policy import RetryPolicy
-from shared.retry.ports import RetryDeps
+from shared.retry.ports import RetryBlobs, RetryDeps
 from shared.storage.blobs import RETRY, RetryState, iso
 from shared.storage.claimcheck import Resolution
 
 if TYPE_CHECKING:
     from shared.profiles.fanout import ProfileOutcome
+    from shared.rejects import RejectSink
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +117,43 @@ def park_profile(deps: RetryDeps, outcome: ProfileOutcome) -> ParkedBlob | None:
     parked = park_docs(deps, outcome.profile.id, docs, exc, policy)
     outcome.parked = parked.newly_counted
     return parked
+
+
+# ------------------------------------------------------------------ held for routing (issue 10)
+HELD_FOLDER = "held-for-routing"  # retry/<this>/: whole batches waiting for the admin store (never a GUID)
+HELD_BACKOFF_MAX_S = 600.0  # a held batch is tried at least every 10 minutes while the store is down
+
+
+def hold_batch(
+    retries: RetryBlobs,
+    unrouted: RejectSink,
+    parsed: ParsedBatch,
+    resolution: Resolution,
+    exc: BaseException,
+    *,
+    now: datetime,
+    interval_seconds: float,
+) -> int:
+    """The admin store cannot be reached (an environmental error, or its settings point nowhere): the
+    batch cannot be routed to profiles, but it is healthy. Its valid notifications are parked whole in
+    ``retry/held-for-routing/<batch key>.json`` (claim checks as their references: the payload blobs
+    stay), its unprocessable bodies are kept under ``unrouted/``, and the messages complete, so no
+    delivery attempt is spent and nothing is dead-lettered. The retry path routes the held batch
+    through the full fan-out once the store answers (:mod:`shared.retry.attempt`), trying again with
+    a growing interval (at most :data:`HELD_BACKOFF_MAX_S`) for as long as it takes. Nothing is
+    counted now (the metrics live in the unreachable store); the fan-out counts the batch when it
+    runs. Returns how many notifications were held; raises when the blob cannot be written (then the
+    host redelivers)."""
+    items = items_of(parsed.notifications, parsed.metadata)
+    if items:
+        docs = [doc_of(n, resolution) for n in items]
+        name, created = retries.park(
+            HELD_FOLDER, docs, reason=short(exc), now=now, not_before=now + timedelta(seconds=interval_seconds)
+        )
+        log.error(
+            "admin store unavailable (%s): %s notifications held in %s/%s (%s) until it answers; the "
+            "messages complete, nothing is dead-lettered", short(exc), len(docs), RETRY, name,
+            "new" if created else "already there",
+        )  # fmt: skip
+    unrouted.unprocessable(parsed.unprocessable)
+    return len(items)

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from shared.contract.parse import ParsedBatch
     from shared.engine.outcomes import BatchResult
+    from shared.profiles.fanout import FanOutResult
     from shared.profiles.model import Profile
     from shared.rejects import RejectSink
     from shared.retry.policy import RetryPolicy
     from shared.storage.account import Storage
     from shared.storage.blobs import RetryBatch, RetryState
+    from shared.storage.claimcheck import Resolution
 
 
 class Disposition(enum.Enum):
@@ -56,6 +58,9 @@ class Router(Protocol):
         """Apply a batch to the target's destination; destination errors propagate."""
 
     def policy_for(self, profile_id: str) -> RetryPolicy: ...
+
+    def apply_batch(self, parsed: ParsedBatch, resolution: Resolution, retries: RetryDeps | None) -> FanOutResult:
+        """The whole batch through the fan-out (a batch held for routing: :func:`shared.retry.park.hold_batch`)."""
 
     def policy_of(self, profile: Profile) -> RetryPolicy: ...
 

@@ -1,8 +1,8 @@
-"""The retry sweeper (due blobs, lost events, local polling) and poison handling (give up on a blob)."""
+"""The retry sweeper (due blobs, lost events, local polling) and giving up on a blob (also for the
+poison queue: :mod:`shared.retry.poison`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,7 +14,6 @@ from shared.retry.quarantine import profile_of, quarantine
 from shared.storage.blobs import (
     M_CRASHES,
     M_LAST_ERROR,
-    RETRY,
     BlobMissing,
     BlobStoreError,
     RetryState,
@@ -63,20 +62,6 @@ def blob_name_in(container: str, path: str) -> str:
     """``retry/<name>`` (what the trigger's InputStream.name holds) to ``<name>``."""
     prefix = f"{container}/"
     return path[len(prefix):] if path.startswith(prefix) else path
-
-
-def handle_poison_message(text: str, deps: RetryDeps) -> str:
-    """The Functions host's poison message for a blob trigger: {"ContainerName", "BlobName", ...}."""
-    try:
-        doc = json.loads(text)
-        container, name = str(doc["ContainerName"]), str(doc["BlobName"])
-    except (ValueError, KeyError, TypeError):
-        log.error("poison queue message is not a blob trigger receipt: %r", text[:200])
-        return "ignored"
-    if container != RETRY:
-        log.error("poison blob %s/%s is not a retry blob; left for an operator", container, name)
-        return "ignored"
-    return give_up(name, deps, "the blob trigger failed repeatedly (poison queue)")
 
 
 @dataclass

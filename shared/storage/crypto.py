@@ -72,24 +72,32 @@ class KeyEncryptionKey(Protocol):
     def get_key_wrap_algorithm(self) -> str: ...
 
 
-class LocalAesKek:
-    """A256KW with a 256-bit key held in settings (development and tests)."""
+class _LocalKek:
+    """The part the local KEKs share: the algorithm check, the wrong-key reason, the SDK's getters."""
 
-    def __init__(self, kid: str, key: bytes) -> None:
-        if len(key) != 32:
-            raise KeyConfigError(f"local AES key {kid!r} must be 32 bytes (256 bits), got {len(key)}")
+    _algorithm: str
+
+    def __init__(self, kid: str) -> None:
         self._kid = kid
-        self._key = key
+
+    def _wrap(self, key: bytes) -> bytes:
+        raise NotImplementedError
+
+    def _unwrap(self, key: bytes) -> bytes:
+        """Unwrap ``key``; ValueError (or a subclass) when the key material is not the one that wrapped it."""
+        raise NotImplementedError
 
     def wrap_key(self, key: bytes) -> bytes:
-        return aes_key_wrap(self._key, key)
+        return self._wrap(key)
 
     def unwrap_key(self, key: bytes, algorithm: str) -> bytes:
-        if algorithm != A256KW:
-            raise KeyUnavailable(f"key {self._kid!r} unwraps {A256KW}, but the blob's content key used {algorithm}")
+        if algorithm != self._algorithm:
+            raise KeyUnavailable(
+                f"key {self._kid!r} unwraps {self._algorithm}, but the blob's content key used {algorithm}"
+            )
         try:
-            return aes_key_unwrap(self._key, key)
-        except InvalidUnwrap as exc:
+            return self._unwrap(key)
+        except ValueError as exc:
             raise KeyUnavailable(
                 f"key {self._kid!r} could not unwrap the blob's content key: the key material is not the one "
                 "the blob was encrypted with"
@@ -99,19 +107,42 @@ class LocalAesKek:
         return self._kid
 
     def get_key_wrap_algorithm(self) -> str:
-        return A256KW
+        return self._algorithm
 
     def __repr__(self) -> str:
-        return f"LocalAesKek({self._kid!r})"  # never the key
+        return f"{type(self).__name__}({self._kid!r})"  # never the key
 
 
-class LocalRsaKek:
+class LocalAesKek(_LocalKek):
+    """A256KW with a 256-bit key held in settings (development and tests)."""
+
+    _algorithm = A256KW
+
+    def __init__(self, kid: str, key: bytes) -> None:
+        if len(key) != 32:
+            raise KeyConfigError(f"local AES key {kid!r} must be 32 bytes (256 bits), got {len(key)}")
+        super().__init__(kid)
+        self._key = key
+
+    def _wrap(self, key: bytes) -> bytes:
+        return aes_key_wrap(self._key, key)
+
+    def _unwrap(self, key: bytes) -> bytes:
+        try:
+            return aes_key_unwrap(self._key, key)
+        except InvalidUnwrap as exc:
+            raise ValueError(str(exc)) from exc
+
+
+class LocalRsaKek(_LocalKek):
     """RSA-OAEP-256 with a local RSA private key (PEM), for development without a vault."""
+
+    _algorithm = RSA_OAEP_256
 
     def __init__(self, kid: str, private_key: rsa.RSAPrivateKey) -> None:
         if private_key.key_size < 2048:
             raise KeyConfigError(f"local RSA key {kid!r} has {private_key.key_size} bits; use 2048 or more")
-        self._kid = kid
+        super().__init__(kid)
         self._private = private_key
         self._public = private_key.public_key()
 
@@ -125,30 +156,11 @@ class LocalRsaKek:
             raise KeyConfigError(f"local RSA key {kid!r}: the PEM holds a {type(key).__name__}, not an RSA key")
         return cls(kid, key)
 
-    def wrap_key(self, key: bytes) -> bytes:
+    def _wrap(self, key: bytes) -> bytes:
         return self._public.encrypt(key, _OAEP)
 
-    def unwrap_key(self, key: bytes, algorithm: str) -> bytes:
-        if algorithm != RSA_OAEP_256:
-            raise KeyUnavailable(
-                f"key {self._kid!r} unwraps {RSA_OAEP_256}, but the blob's content key used {algorithm}"
-            )
-        try:
-            return self._private.decrypt(key, _OAEP)
-        except ValueError as exc:
-            raise KeyUnavailable(
-                f"key {self._kid!r} could not unwrap the blob's content key: the key material is not the one "
-                "the blob was encrypted with"
-            ) from exc
-
-    def get_kid(self) -> str:
-        return self._kid
-
-    def get_key_wrap_algorithm(self) -> str:
-        return RSA_OAEP_256
-
-    def __repr__(self) -> str:
-        return f"LocalRsaKek({self._kid!r})"
+    def _unwrap(self, key: bytes) -> bytes:
+        return self._private.decrypt(key, _OAEP)
 
 
 def _vault_key_base(key_id: str) -> tuple[str, str, str | None]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -57,27 +57,39 @@ def quote(identifier: str) -> str:
     return "[" + identifier.replace("]", "]]") + "]"
 
 
+def _merge(
+    table: str, rows: int, columns: Sequence[str], types: Mapping[str, str], keys: Sequence[str], sets: Sequence[str]
+) -> str:
+    """One MERGE (HOLDLOCK: no lost update between two inserts) of ``rows`` rows of ``columns`` on ``keys``."""
+    cols = ", ".join(quote(c) for c in columns)
+    one = "(" + ", ".join("?" for _ in columns) + ")"
+    casts = ", ".join(f"CAST(v.{quote(c)} AS {types.get(c, 'bigint')}) AS {quote(c)}" for c in columns)
+    on = " AND ".join(f"m.{quote(k)} = s.{quote(k)}" for k in keys)
+    return (
+        f"MERGE {table} WITH (HOLDLOCK) AS m USING (SELECT {casts} FROM (VALUES "
+        + ", ".join(one for _ in range(rows))
+        + f") AS v ({cols})) AS s ON {on} WHEN MATCHED THEN UPDATE SET " + ", ".join(sets)
+        + f" WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ("
+        + ", ".join(f"s.{quote(c)}" for c in columns) + ");"
+    )  # fmt: skip
+
+
+def _larger(column: str) -> str:
+    """SET clause keeping the larger of the stored and the new value (NULL counts as smallest)."""
+    c = quote(column)
+    return f"{c} = CASE WHEN m.{c} IS NULL OR s.{c} > m.{c} THEN COALESCE(s.{c}, m.{c}) ELSE m.{c} END"
+
+
 def metrics_merge(table: str, rows: int) -> str:
-    """One MERGE adding ``rows`` rows of counters (HOLDLOCK: no lost update between two inserts)."""
-    cols = ", ".join(quote(c) for c in METRIC_COLUMNS)
-    one = "(" + ", ".join("?" for _ in METRIC_COLUMNS) + ")"
-    casts = ", ".join(f"CAST(v.{quote(c)} AS {_METRIC_TYPES.get(c, 'bigint')}) AS {quote(c)}" for c in METRIC_COLUMNS)
+    """One MERGE adding ``rows`` rows of counters."""
     counters = [c for c in METRIC_COLUMNS[2:] if _METRIC_TYPES.get(c) is None]
     sets = [f"{quote(c)} = m.{quote(c)} + s.{quote(c)}" for c in counters]
     sets += [
         "[last_export_date] = COALESCE(s.[last_export_date], m.[last_export_date])",
         "[last_export_status] = COALESCE(s.[last_export_status], m.[last_export_status])",
-        "[last_changed_on] = CASE WHEN m.[last_changed_on] IS NULL OR s.[last_changed_on] > m.[last_changed_on] "
-        "THEN COALESCE(s.[last_changed_on], m.[last_changed_on]) ELSE m.[last_changed_on] END",
+        _larger("last_changed_on"),
     ]
-    return (
-        f"MERGE {table} WITH (HOLDLOCK) AS m USING (SELECT {casts} FROM (VALUES "
-        + ", ".join(one for _ in range(rows))
-        + f") AS v ({cols})) AS s ON m.[profile_id] = s.[profile_id] AND m.[entity] = s.[entity] "
-        + "WHEN MATCHED THEN UPDATE SET " + ", ".join(sets)
-        + f" WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ("
-        + ", ".join(f"s.{quote(c)}" for c in METRIC_COLUMNS) + ");"
-    )  # fmt: skip
+    return _merge(table, rows, METRIC_COLUMNS, _METRIC_TYPES, ("profile_id", "entity"), sets)
 
 
 _HISTORY_TYPES = {"profile_id": "nvarchar(36)", "entity": "nvarchar(128)", "minute": "datetime2(0)"}
@@ -85,22 +97,9 @@ _HISTORY_TYPES = {"profile_id": "nvarchar(36)", "entity": "nvarchar(128)", "minu
 
 def history_merge(table: str, rows: int) -> str:
     """One MERGE adding ``rows`` rows to the per-minute history (counters added, lag the larger)."""
-    cols = ", ".join(quote(c) for c in HISTORY_COLUMNS)
-    one = "(" + ", ".join("?" for _ in HISTORY_COLUMNS) + ")"
-    casts = ", ".join(f"CAST(v.{quote(c)} AS {_HISTORY_TYPES.get(c, 'bigint')}) AS {quote(c)}" for c in HISTORY_COLUMNS)
     sets = [f"{quote(c)} = m.{quote(c)} + s.{quote(c)}" for c in HISTORY_COUNTERS]
-    sets.append(
-        "[lag_ms] = CASE WHEN m.[lag_ms] IS NULL OR s.[lag_ms] > m.[lag_ms] "
-        "THEN COALESCE(s.[lag_ms], m.[lag_ms]) ELSE m.[lag_ms] END"
-    )
-    return (
-        f"MERGE {table} WITH (HOLDLOCK) AS m USING (SELECT {casts} FROM (VALUES "
-        + ", ".join(one for _ in range(rows))
-        + f") AS v ({cols})) AS s ON m.[profile_id] = s.[profile_id] AND m.[entity] = s.[entity] "
-        + "AND m.[minute] = s.[minute] WHEN MATCHED THEN UPDATE SET " + ", ".join(sets)
-        + f" WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ("
-        + ", ".join(f"s.{quote(c)}" for c in HISTORY_COLUMNS) + ");"
-    )  # fmt: skip
+    sets.append(_larger("lag_ms"))
+    return _merge(table, rows, HISTORY_COLUMNS, _HISTORY_TYPES, ("profile_id", "entity", "minute"), sets)
 
 
 class _Cursor:

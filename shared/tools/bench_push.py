@@ -9,6 +9,9 @@ paths, rotated every round:
 - ``push_image``: the step has a post-image with every column (no Web API call);
 - ``push_reread``: no post-image (an Update's Target holds only the changed column): the record is
   re-read by id through the Web API client;
+- ``app_reread``: the same message through the Service Bus function's handler on the function app's
+  root (profile mode: the profile's Dataverse source re-reads it, the fan-out applies it, the batch's
+  metrics go to the admin store, a SQLite file);
 - ``baseline``: the same post-image message applied by hand: ``json.loads``, the image's attributes
   picked out, one version-guarded ``INSERT ... ON CONFLICT`` with stdlib ``sqlite3`` (WAL,
   ``synchronous=NORMAL``, as the destination).
@@ -29,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-PATHS = ("baseline", "push_image", "push_reread")
+PATHS = ("baseline", "push_image", "push_reread", "app_reread")
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -63,9 +66,41 @@ def _by_hand(db: sqlite3.Connection) -> Callable[[bytes], None]:
     return apply
 
 
+def _app_root(tmp: Path, environment_url: str, organization_id: str) -> Any:
+    """The function app's root in profile mode with one active profile reading ``account`` from the
+    simulator (its initial sync done), as ``sync_notifications`` gets it."""
+    from shared import config as S
+    from shared.profiles.model import ProfileCreate
+    from shared.pull.worker import LocalWorker
+    from shared.root import build_root
+    from shared.source.dataverse.cursors import InitialSyncState
+    from shared.tools.dataverse_sim import DEFAULT_TOKEN
+
+    env = {S.ADMIN_STORE: f"sqlite:///{tmp / 'admin.db'}", S.ALLOW_LITERAL_DESTINATIONS: "true",
+           S.DATAVERSE_TOKEN: DEFAULT_TOKEN, S.REJECTS_DIR: str(tmp / "rejects")}  # fmt: skip
+    root = build_root(S.AppConfig.from_env(env))
+    service = root.profiles().service
+    p = service.create(ProfileCreate.model_validate({
+        "name": "bench", "organizationId": organization_id, "destination": f"sqlite:///{tmp / 'app.db'}",
+        "entities": ["account"], "source": {"environmentUrl": environment_url, "auth": {"kind": "developmentToken"}},
+    }))  # fmt: skip
+    service.activate(p.id)
+    source = root.source
+    assert source is not None  # profile mode with an SQL admin store
+    worker = LocalWorker(source, poll_seconds=0.5)
+    deadline = time.monotonic() + 120
+    while (c := source.cursors.get(p.id, "account")) is None or c.initial_sync_state is not InitialSyncState.COMPLETED:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the initial sync of the bench profile did not complete")
+        if worker.run_once() == 0:
+            time.sleep(0.05)
+    return root
+
+
 def run(samples: int, rounds: int) -> dict[str, Any]:
     from shared.destinations import Layout, open_destination
     from shared.engine.engine import SyncEngine
+    from shared.handlers import handle_notifications
     from shared.source.dataverse.client import DataverseClient, StaticToken
     from shared.source.dataverse.push import parse_messages
     from shared.source.dataverse.push_reread import MetadataInfos, SourceReread
@@ -84,6 +119,7 @@ def run(samples: int, rounds: int) -> dict[str, Any]:
         client = DataverseClient(running.environment_url, DataverseSettings(), tokens=StaticToken(DEFAULT_TOKEN))
         org = state.organization.organization_id
         reread = SourceReread(client, org, MetadataInfos(client, org, frozenset({"account"})))
+        root = _app_root(Path(tmp), running.environment_url, org)
         ids = state.ids("account")
         counter = 0
 
@@ -91,12 +127,16 @@ def run(samples: int, rounds: int) -> dict[str, Any]:
             nonlocal counter
             counter += 1
             rid = ids[counter % len(ids)]
-            options.post_image = "none" if path == "push_reread" else "all"
+            options.post_image = "none" if path in ("push_reread", "app_reread") else "all"
             t0 = time.perf_counter()
             state.update("account", rid, {"name": f"change {counter}", "numberofemployees": counter})
             (message,) = sim.push.drain()
             if path == "baseline":
                 by_hand(message.body)
+            elif path == "app_reread":
+                fan = handle_notifications([(message.body, message.application_properties)], root)
+                if fan.final().applied != 1:
+                    raise RuntimeError(f"{path}: {fan.final().counts()} {[u.reason for u in fan.unprocessable]}")
             else:
                 parsed = parse_messages([(message.body, message.application_properties)], reread)
                 result = engine.apply_parsed(parsed)
@@ -113,6 +153,7 @@ def run(samples: int, rounds: int) -> dict[str, Any]:
                 times[path].extend(change(path) for _ in range(samples))
             order = order[1:] + order[:1]
         client.close()
+        root.close()
         dest.close()
         hand.close()
     report: dict[str, Any] = {}

@@ -162,6 +162,25 @@ def test_a_second_destination_sees_the_same_tables(backend: Backend) -> None:
     assert rows == {"b", "c"}
 
 
+def test_keyed_reads_of_the_push_reread(backend: Backend) -> None:
+    """``held_versions`` by primary key and ``rows_with`` by an intersect row's two id columns."""
+    layout = backend.isolate(Layout())
+    dest = backend.destination(layout)
+    table, rel = layout.entity_table("account"), layout.entity_table("des_link")
+    assert dest.held_versions(table, [str(uuid.UUID(int=1))]) == {}
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    r = SyncEngine(dest).apply_bodies([up("account", 1, 4, name="a").body(), up("account", 2, 6, name="b").body(),
+                                       up("des_link", 3, 8, accountid=a, contactid=b).body()])  # fmt: skip
+    assert (r.applied, r.failed) == (3, 0), [f.reason for f in r.failures]
+    ids = {str(row["Id"]).lower(): int(str(row["versionnumber"])) for row in table_rows(dest, table)}
+    assert dest.held_versions(table, [i.upper() for i in ids]) == ids
+    [(link, version)] = dest.rows_with(rel, {"accountid": a, "contactid": b.upper()})
+    assert version == 8
+    assert dest.rows_with(rel, {"accountid": b, "contactid": a}) == []
+    assert dest.rows_with(rel, {"accountid": a, "missing": b}) == []
+    assert link in {str(row["Id"]).lower() for row in table_rows(dest, rel)}
+
+
 # ------------------------------------------------------------------------------ SQL Server only
 @pytest.fixture
 def sandbox() -> Iterator[MssqlSandbox]:

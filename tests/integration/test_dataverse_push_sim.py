@@ -29,8 +29,8 @@ from shared.source.dataverse.push_reread import (
     SourceReread,
     cursor_infos,
     exported_columns,
-    scanning_held,
-    scanning_link_ids,
+    keyed_held,
+    keyed_link_ids,
 )
 from shared.tools.dataverse_sim import DataverseSimulator, PushOptions, run_simulator
 from shared.tools.dataverse_sim.push import PushMessage
@@ -77,7 +77,7 @@ def pushing(dsn: str, options: PushOptions, *, seed: int = 1, records: int = 6) 
                 return state.high_water if state is not None else 0
 
             reread = SourceReread(r.client, org, cursor_infos(r.cursors, PROFILE), high_water=high_water,
-                                  held=scanning_held(r.dest), link_ids=scanning_link_ids(r.dest))  # fmt: skip
+                                  held=keyed_held(r.dest), link_ids=keyed_link_ids(r.dest))  # fmt: skip
             yield Setup(sim, r, reread)
 
 
@@ -244,15 +244,11 @@ def test_push_history_and_one_change_tracking_pass_converge(
         assert_converged(s)
 
 
-
-@pytest.mark.xfail(strict=True, reason=(
-    "dv-source: a delta's delete is versioned 2H+1 with H the cursor's high-water mark, which never saw "
-    "the versionnumber push wrote; fix: fold the destination's held version into H (read before the "
-    "verifying re-read), as SourceReread.deleted does"))
-def test_pull_deletes_a_pushed_row_whose_delete_message_was_lost(sqlite_dsn: str) -> None:
+def test_pull_deletes_a_pushed_row_whose_delete_message_was_lost(dsn: str) -> None:
     """Push as the fast path, pull as the safety net: a Create arrives by push, its Delete message is
-    lost; the next change-tracking pass must delete the row."""
-    with pushing(sqlite_dsn, PushOptions(post_image="all")) as s:
+    lost; the next change-tracking pass must delete the row (its delete is versioned above what the
+    destination holds), and a re-creation with the same id afterwards must still come back."""
+    with pushing(dsn, PushOptions(post_image="all")) as s:
         account = s.sim.state.create("account", {"name": "pushed, then deleted"})
         apply(s, s.sim.push.drain())
         assert account in s.r.table("account")
@@ -262,3 +258,10 @@ def test_pull_deletes_a_pushed_row_whose_delete_message_was_lost(sqlite_dsn: str
         for entity in ENTITIES:
             drive(runner, entity)
         assert_converged(s)
+        assert account not in s.r.table("account")
+        s.sim.state.create("account", {"name": "re-created"}, record_id=account)
+        s.sim.push.drain()  # lost too: the pull brings it back
+        for entity in ENTITIES:
+            drive(runner, entity)
+        assert_converged(s)
+        assert s.r.table("account")[account]["name"] == "re-created"

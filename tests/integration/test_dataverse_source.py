@@ -5,12 +5,15 @@ The same scenarios run against the simulator over HTTP in test_dataverse_sim.py.
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from shared.source.dataverse import runner as runner_module
 from shared.source.dataverse.client import SourceUnavailable, Throttled
 from shared.source.dataverse.cursors import CursorBusy, CursorLost, InitialSyncState, Phase, source_status
 from shared.source.dataverse.runner import EntityFailed
@@ -294,3 +297,119 @@ def test_cursor_store_lease_and_compare_and_set(tmp_path: Path, store_kind: str)
     else:
         with fresh_database() as pg:
             check(pg)
+
+
+class ChunkWatch:
+    """Wraps the real sink and records how many destination ids each reconcile read returned."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.chunks: list[int] = []
+
+    def publish(self, entity: str, bodies: Any) -> Any:
+        return self.inner.publish(entity, bodies)
+
+    def held(self, entity: str, ids: Any) -> dict[str, int]:
+        return dict(self.inner.held(entity, ids))
+
+    def existing(self, entity: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+        got = list(self.inner.existing(entity, after, limit))
+        self.chunks.append(len(got))
+        return got
+
+
+def test_reconcile_reads_the_destination_in_bounded_chunks(
+    tmp_path: Path, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By construction: the reconcile never holds more than RECONCILE_CHUNK destination ids (keyset
+    chunks in the destination's key order, uuid order on PostgreSQL), asks the admin store only about
+    those, and never reads the whole seen set; what the full load missed is deleted, chunk boundaries
+    included."""
+    monkeypatch.setattr(runner_module, "RECONCILE_CHUNK", 4)
+    dv = DataverseDouble()
+    ids = [dv.upsert("account", name=f"A{i}") for i in range(23)]
+    with rig(tmp_path, dsn, dv.transport(), base_url=ORG_URL) as r:
+        watch = ChunkWatch(r.sink)
+        runner = r.runner(sink=watch, page_size=50)
+        drive(runner, "account")
+        gone = sorted(ids)[::3]  # spread over the key order: first, middle, last chunks
+        for rid in gone:
+            dv.delete("account", rid)
+        dv.expire_tokens()
+
+        def whole_set(*_a: Any) -> set[str]:
+            raise AssertionError("the reconcile read every seen id at once")
+
+        monkeypatch.setattr(r.cursors, "seen", whole_set)
+        watch.chunks.clear()
+        drive(runner, "account")
+        assert watch.chunks
+        assert max(watch.chunks) <= 4
+        assert sum(watch.chunks) == 23  # every destination row looked at once
+        assert_converged(r, "account", dv.truth("account"), plain=("name",))
+        log = {str(x["RecordId"]).lower() for x in r.dest.table_rows(r.dest.layout.delete_log_table)}
+        assert set(gone) <= log
+
+
+def test_reconcile_of_a_large_table_in_bounded_memory(tmp_path: Path) -> None:
+    """60,000 destination rows, all but five returned by the full load: the reconcile's peak Python
+    memory stays far below what holding the ids would take (two sets of 60,000 ids: over 10 MB)."""
+    import tracemalloc
+    from dataclasses import replace as dc_replace
+    from datetime import UTC, datetime
+
+    from shared.engine.engine import SyncEngine
+    from shared.source.dataverse import mapping as m
+
+    dv = DataverseDouble()
+    first = dv.upsert("account", name="the one the source still has")
+    with rig(tmp_path, f"sqlite:///{tmp_path / 'dest.db'}", dv.transport(), base_url=ORG_URL) as r:
+        runner = r.runner(page_size=50)
+        drive(runner, "account")
+        state = r.cursors.get(PROFILE, "account")
+        assert state is not None
+        assert state.info is not None
+        org = state.organization_id or ""
+        now = datetime(2026, 11, 30, tzinfo=UTC)
+        extra = [str(uuid.UUID(int=i + 1)) for i in range(60_000)]
+        engine = SyncEngine(r.dest)
+        for at in range(0, len(extra), 5000):
+            bodies = [m.encode(m.row_notification(state.info, org, {"accountid": rid, "name": "n", "versionnumber": 1},
+                                                  change_type="create", read_at=now))
+                      for rid in extra[at : at + 5000]]  # fmt: skip
+            assert engine.apply_bodies(bodies).applied == len(bodies)
+        missing = set(extra[::12_000])  # five ids the "full load" did not return
+        claimed = r.cursors.claim(PROFILE, "account", "test-a", 60)
+        r.cursors.advance(claimed, dc_replace(claimed, phase=Phase.RECONCILE),
+                          seen=[first, *(i for i in extra if i not in missing)])  # fmt: skip
+        r.cursors.release(r.cursors.get(PROFILE, "account"))  # type: ignore[arg-type]
+        tracemalloc.start()
+        try:
+            result = runner.run_page("account")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert result.deletes == len(missing)
+        assert peak < 4_000_000, f"reconcile peak {peak / 1e6:.1f} MB"
+        assert set(r.table("account")) == {first, *extra} - missing
+
+
+def test_money_of_twenty_digits_arrives_exactly(tmp_path: Path, dsn: str) -> None:
+    """Money and decimals are exact end to end from the Web API's JSON: 20 significant digits (more
+    than a double holds) in the initial sync and in a delta, stored exactly (PostgreSQL numeric; SQLite
+    keeps the exact text in its DECIMAL(38,4) column, whose name gives it no affinity); ordinary values
+    stay numbers."""
+    big, bigger = Decimal("1234567890123456.7891"), Decimal("-9999999999999999.9999")
+    dv = DataverseDouble()
+    a = dv.upsert("account", name="big", revenue=big)
+    b = dv.upsert("account", name="ordinary", revenue=Decimal("20000.0000"))
+    with rig(tmp_path, dsn, dv.transport(), base_url=ORG_URL) as r:
+        runner = r.runner()
+        drive(runner, "account")
+        rows = r.table("account")
+        assert Decimal(str(rows[a]["revenue"])) == big
+        assert float(rows[b]["revenue"]) == 20000.0  # type: ignore[arg-type]
+        dv.upsert("account", b, revenue=bigger)
+        drive(runner, "account")
+        assert Decimal(str(r.table("account")[b]["revenue"])) == bigger
+        assert Decimal(str(r.table("account")[a]["revenue"])) == big

@@ -66,6 +66,12 @@ def stream() -> tuple[list[str], list[list[Change]], int, int]:
     return [line for line, _ in per_line], [changes for _, changes in per_line], 1, 2
 
 
+def replay_into(data: Path, dsn: str, batch_size: str, rejects: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``des replay`` of ``data`` into ``dsn`` with the prefix ``rp``, run in the file's folder."""
+    args = ["replay", str(data), "--destination", dsn, "--batch-size", batch_size, "--rejects-dir", str(rejects)]
+    return des(*args, "--prefix", "rp", *extra, cwd=data.parent)
+
+
 @pytest.mark.parametrize("batch_size", ["1", "4", "5000"])
 def test_replay_applies_a_file(tmp_path: Path, dsn: str, batch_size: str) -> None:
     lines, per_line, failing, bad = stream()
@@ -73,24 +79,9 @@ def test_replay_applies_a_file(tmp_path: Path, dsn: str, batch_size: str) -> Non
     data = tmp_path / "in.jsonl"
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     rejects = tmp_path / "rejects"
-    proc = des(
-        "replay",
-        str(data),
-        "--destination",
-        dsn,
-        "--batch-size",
-        batch_size,
-        "--rejects-dir",
-        str(rejects),
-        "--prefix",
-        "rp",
-        "--write-delete-log",
-        # One worker: batches in file order, so per-batch counts and reject order are exact.
-        # Several workers (the default) are tested in test_replay_parallel.py.
-        "--workers",
-        "1",
-        cwd=tmp_path,
-    )
+    # One worker: batches in file order, so per-batch counts and reject order are exact.
+    # Several workers (the default) are tested in test_replay_parallel.py.
+    proc = replay_into(data, dsn, batch_size, rejects, "--write-delete-log", "--workers", "1")
     got = summary(proc)
     assert "Traceback" not in proc.stderr
     total = len(valid) + failing + bad
@@ -134,21 +125,7 @@ def test_replay_applies_a_file(tmp_path: Path, dsn: str, batch_size: str) -> Non
     assert got["rejects_dir"] == str(rejects.resolve())
 
     # Replaying the same file again changes nothing: all stale, the misfits fail again.
-    again = summary(
-        des(
-            "replay",
-            str(data),
-            "--destination",
-            dsn,
-            "--batch-size",
-            batch_size,
-            "--rejects-dir",
-            str(rejects),
-            "--prefix",
-            "rp",
-            cwd=tmp_path,
-        )
-    )
+    again = summary(replay_into(data, dsn, batch_size, rejects))
     assert (again["applied"], again["failed"], again["unprocessable"]) == (0, failing, bad)
     assert again["stale"] == len(valid)
 

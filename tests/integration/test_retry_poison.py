@@ -3,11 +3,15 @@ function fail repeatedly ends in the failure log or the unprocessable store, nev
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import secrets
 import sqlite3
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 import pytest
@@ -20,11 +24,12 @@ from shared.destinations.inspect import table_rows
 from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.handlers import handle_blob_poison, handle_retry_blob, handle_retry_sweep
 from shared.retry.park import park_batch
+from shared.retry.poison import StoragePoisonQueue
 from shared.retry.policy import RetryPolicy
 from shared.retry.sweep import POISON_THRESHOLD
 from shared.root import Root, single_destination_root
 from shared.storage.account import Storage
-from shared.storage.blobs import RETRY, UNPROCESSABLE, BlobDecryptionError
+from shared.storage.blobs import M_FIRST_SEEN, RETRY, UNPROCESSABLE, BlobDecryptionError, iso, utcnow
 from shared.storage.claimcheck import Resolution
 from shared.storage.crypto import KeyRing, LocalAesKek
 from shared.tools.azurite import Azurite
@@ -64,12 +69,41 @@ def lost_key(azurite: Azurite) -> Storage:
     return Storage.from_connection_string(azurite.connection_string, ring)
 
 
-def receipt(name: str) -> str:
+def receipt(name: str, container: str = RETRY, function: str = "retry_blobs") -> str:
     """The message the Functions host puts on webjobs-blobtrigger-poison for a blob that kept failing."""
     return json.dumps({
-        "Type": "BlobTrigger", "FunctionId": "Host.Functions.retry_blobs", "BlobType": "BlockBlob",
-        "ContainerName": RETRY, "BlobName": name, "ETag": '"0x8DC0000000000"',
+        "Type": "BlobTrigger", "FunctionId": f"Host.Functions.{function}", "BlobType": "BlockBlob",
+        "ContainerName": container, "BlobName": name, "ETag": '"0x8DC0000000000"',
     })
+
+
+@pytest.fixture
+def poison(azurite: Azurite) -> Iterator[Any]:
+    """webjobs-blobtrigger-poison on Azurite, empty: the raw QueueClient the host (and others) write with."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.queue import QueueClient
+
+    client = QueueClient.from_connection_string(azurite.connection_string, "webjobs-blobtrigger-poison")
+    with contextlib.suppress(ResourceNotFoundError):
+        client.delete_queue()
+    client.create_queue()
+    yield client
+    client.close()
+
+
+def host_puts(poison: Any, text: str) -> str:
+    """Put a message as the Functions host does (base64, the queues extension's encoding); its id."""
+    return str(poison.send_message(base64.b64encode(text.encode()).decode()).id)
+
+
+def on_queue(poison: Any) -> dict[str, tuple[str, int]]:
+    """Every message on the poison queue, by id: (content as stored, dequeue count)."""
+    return {m.id: (m.content, m.dequeue_count) for m in poison.peek_messages(max_messages=32)}
+
+
+def scanning(c: Root, azurite: Azurite) -> Root:
+    c.poison = StoragePoisonQueue.from_connection_string(azurite.connection_string, "webjobs-blobtrigger-poison")
+    return c
 
 
 def test_the_blob_trigger_applies_a_parked_batch(app: Root, storage: Storage) -> None:
@@ -85,7 +119,7 @@ def test_the_blob_trigger_applies_a_parked_batch(app: Root, storage: Storage) ->
 
 
 def test_an_undecryptable_retry_blob_goes_to_unprocessable_via_the_poison_queue(
-    tmp_path: Path, azurite: Azurite, app: Root, storage: Storage
+    tmp_path: Path, azurite: Azurite, app: Root, storage: Storage, poison: Any
 ) -> None:
     name = park(app)
     before, _ = storage.stores.raw(RETRY, name)
@@ -96,8 +130,12 @@ def test_an_undecryptable_retry_blob_goes_to_unprocessable_via_the_poison_queue(
     with pytest.raises(BlobDecryptionError, match="not configured"):
         handle_retry_blob(f"{RETRY}/{name}", keyless)
     assert storage.stores.raw(RETRY, name)[0] == before
-    # After the host's retries the receipt lands on the poison queue.
-    assert handle_blob_poison(receipt(name), keyless) == "unprocessable"
+    # After the host's retries the receipt lands on the poison queue; the poison timer scans it.
+    host_puts(poison, receipt(name))
+    report = handle_blob_poison(scanning(keyless, azurite))
+    assert report is not None
+    assert (report.outcomes, report.removed) == ({"unprocessable": 1}, 1)
+    assert on_queue(poison) == {}
     assert list(storage.stores.names(RETRY)) == []
     [kept] = list(storage.stores.names(UNPROCESSABLE))
     data, meta = storage.stores.raw(UNPROCESSABLE, kept)
@@ -110,20 +148,105 @@ def test_an_undecryptable_retry_blob_goes_to_unprocessable_via_the_poison_queue(
     keyless.router.engine.destination.close()
 
 
-def test_a_readable_blob_that_keeps_failing_goes_to_the_failure_log(app: Root, storage: Storage) -> None:
+def test_a_readable_blob_that_keeps_failing_goes_to_the_failure_log(
+    azurite: Azurite, app: Root, storage: Storage, poison: Any
+) -> None:
     name = park(app, 2)
-    assert handle_blob_poison(receipt(name), app) == "failed"
+    host_puts(poison, receipt(name))
+    report = handle_blob_poison(scanning(app, azurite))
+    assert report is not None
+    assert (report.outcomes, report.others, report.removed) == ({"failed": 1}, 0, 1)
     rows = list(storage.failure_log.rows("px"))
     assert {r["RecordId"] for r in rows} == {rid(1), rid(2)}
     assert all("retry processing kept failing" in r["FailureReason"] for r in rows)
     assert list(storage.stores.names(RETRY)) == []
-    assert handle_blob_poison(receipt(name), app) == "gone"
-    assert handle_blob_poison("not a receipt", app) == "ignored"
-    assert handle_blob_poison(json.dumps({"ContainerName": "other", "BlobName": "x"}), app) == "ignored"
+    assert on_queue(poison) == {}
+    # A duplicate receipt (the host's retries raced): the blob is gone, the receipt removed.
+    host_puts(poison, receipt(name))
+    report = handle_blob_poison(app)
+    assert report is not None
+    assert (report.outcomes, report.removed) == ({"gone": 1}, 1)
     metrics = app.router.metrics
     assert isinstance(metrics, RecordedMetrics)
     assert metrics.conserved()
     assert (metrics.totals.failed, metrics.pending) == (2, 0)
+
+
+def test_other_containers_and_apps_receipts_on_the_shared_poison_queue_are_left_alone(
+    azurite: Azurite, app: Root, storage: Storage, poison: Any
+) -> None:
+    scanning(app, azurite)
+    first, second = park(app, 1), park_notes(app, 2)
+    # Ours at the front, then another app's blob trigger, another function on a container named like
+    # ours, a message that is no receipt at all, and ours again behind them.
+    ours_first = host_puts(poison, receipt(first))
+    others = {
+        host_puts(poison, receipt("2026/11/photo.jpg", container="images", function="resize")),
+        host_puts(poison, receipt(second, function="archive")),
+        host_puts(poison, "not a receipt"),
+    }
+    ours_behind = host_puts(poison, receipt(second))
+    before = on_queue(poison)
+    report = handle_blob_poison(app)
+    assert report is not None
+    # Both our blobs are out of limbo; only the receipt at the front could be removed without
+    # receiving anybody else's message.
+    assert (report.outcomes, report.others, report.removed) == ({"failed": 2}, 3, 1)
+    assert list(storage.stores.names(RETRY)) == []
+    after = on_queue(poison)
+    assert ours_first not in after
+    assert set(after) == others | {ours_behind}
+    assert {i: after[i] for i in others} == {i: before[i] for i in others}  # same bytes, never dequeued
+    assert all(count == 0 for _, count in after.values())
+    # Once the others' receipts go (their owners consume them), ours is removed; the blob is gone.
+    for m in poison.receive_messages(max_messages=3):
+        assert m.id in others
+        poison.delete_message(m)
+    report = handle_blob_poison(app)
+    assert report is not None
+    assert (report.outcomes, report.others, report.removed) == ({"gone": 1}, 0, 1)
+    assert on_queue(poison) == {}
+
+
+def test_a_message_received_out_of_order_is_put_back_unchanged(azurite: Azurite, poison: Any) -> None:
+    queue = StoragePoisonQueue.from_connection_string(azurite.connection_string, "webjobs-blobtrigger-poison")
+    theirs = host_puts(poison, receipt("a.jpg", container="images", function="resize"))
+    ours = host_puts(poison, receipt("px/k.json"))
+    before = on_queue(poison)
+    # Asked to remove ours, the receive returns theirs (the front): made visible again at once.
+    assert queue.remove_leading([ours]) == 0
+    after = on_queue(poison)
+    assert set(after) == {theirs, ours}
+    assert after[theirs] == (before[theirs][0], 1)  # same content; dequeued once, visible now
+    queue.close()
+
+
+def test_a_stale_receipt_leaves_a_batch_parked_again_under_the_same_name(
+    azurite: Azurite, app: Root, storage: Storage, poison: Any
+) -> None:
+    name = park(app, 2)
+    host_puts(poison, receipt(name))
+    # The same notifications were given up on and parked again later: same name, newer first-seen.
+    blob = storage.stores.plain.get_blob_client(RETRY, name)
+    meta = dict(blob.get_blob_properties().metadata)
+    blob.set_blob_metadata({**meta, M_FIRST_SEEN: iso(utcnow() + timedelta(hours=1))})
+    report = handle_blob_poison(scanning(app, azurite))
+    assert report is not None
+    assert (report.outcomes, report.removed) == ({"stale": 1}, 1)
+    assert list(storage.stores.names(RETRY)) == [name]  # left to its own retries
+    assert list(storage.failure_log.rows("px")) == []
+
+
+def test_no_poison_queue_yet_is_an_empty_scan(azurite: Azurite, app: Root) -> None:
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.queue import QueueClient
+
+    name = "webjobs-blobtrigger-poison"
+    with contextlib.suppress(ResourceNotFoundError):
+        QueueClient.from_connection_string(azurite.connection_string, name).delete_queue()
+    report = handle_blob_poison(scanning(app, azurite))
+    assert report is not None
+    assert (report.outcomes, report.others, report.removed) == ({}, 0, 0)
 
 
 def test_the_sweeper_counts_crashes_and_gives_up_at_the_threshold(
@@ -161,7 +284,7 @@ def test_the_function_app_wires_the_blob_paths() -> None:
     sweeper = functions["retry_sweeper"].get_bindings_dict()["bindings"][0]
     assert (sweeper["type"], sweeper["schedule"]) == ("timerTrigger", "0 * * * * *")
     poison = functions["retry_poison"].get_bindings_dict()["bindings"][0]
-    assert (poison["type"], poison["queueName"]) == ("queueTrigger", "webjobs-blobtrigger-poison")
+    assert (poison["type"], poison["schedule"]) == ("timerTrigger", "30 */5 * * * *")  # peeks; no queue trigger
     assert functions["blob_retention"].get_bindings_dict()["bindings"][0]["type"] == "timerTrigger"
 
 

@@ -173,3 +173,88 @@ def test_activation_refused_with_named_reasons(tmp_path: Path, sim: RunningSimul
             other.close()
     finally:
         root.close()
+
+
+def refuse_in_destination(dsn: str, table: str, column: str, value: str) -> None:
+    """Make the destination refuse rows whose ``column`` is ``value`` (a CHECK constraint, a trigger on
+    SQLite): a record-level failure the engine logs, as a database of the admin's could."""
+    if dsn.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(dsn.removeprefix("sqlite:///"))
+        try:
+            for event in ("INSERT", "UPDATE"):
+                trigger = f'CREATE TRIGGER refuse_{event.lower()} BEFORE {event} ON "{table}" '
+                conn.execute(trigger + f"WHEN NEW.\"{column}\" = '{value}' BEGIN SELECT RAISE(ABORT, 'refused'); END")
+            conn.commit()
+        finally:
+            conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT refuse CHECK ("{column}" IS DISTINCT FROM \'{value}\')')
+
+
+def test_failed_records_resync_from_the_source_by_id(tmp_path: Path, dsn: str, sim: RunningSimulator) -> None:
+    """Re-sync of the failure log re-reads each failed record's current state from the source by id
+    (through the admin API, as ``des failures resync`` calls it): a record fixed since is applied as it
+    is now, a record deleted since is deleted (its delete versioned above the row the destination
+    holds; the delete log has it), without a delta pass; the table then equals the simulator's."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from shared.api import build_app
+
+    root = api_root(S.AppConfig.from_env(app_env(tmp_path, sim, DES_ADMIN_API_KEY="k-4711")))
+    try:
+        rt = root.runtime
+        assert rt is not None
+        assert root.source is not None
+        worker = LocalWorker(root.source, poll_seconds=0.5)
+        p = rt.service.create(profile_body(sim, dsn, entities=["account"], relationships=[]))
+        rt.service.activate(p.id)
+        run_until(worker, lambda: completed(root, p.id, ("account",)))
+        fixed, gone = sorted(sim.sim.truth("account"))[:2]
+        refuse_in_destination(dsn, "account", "accountnumber", "REFUSED")
+        for rid in (fixed, gone):  # the destination refuses these rows (a record-level error)
+            sim.sim.state.update("account", rid, {"accountnumber": "REFUSED"})
+        with TestClient(build_app(lambda: root)) as client:
+            client.headers["x-functions-key"] = "k-4711"
+
+            def failures() -> list[dict[str, Any]]:
+                got = client.get(f"/profiles/{p.id}/failures")
+                assert got.status_code == 200, got.text
+                return list(got.json())
+
+            run_until(worker, lambda: len(failures()) == 2)
+            assert {f["RecordId"] for f in failures()} == {fixed, gone}
+            assert converged(dsn, sim, ("account",)) != []  # the two rows are behind
+            # the source moves on; no delta pass runs before the re-sync
+            sim.sim.state.update("account", fixed, {"accountnumber": "A-1", "name": "fixed since"})
+            sim.sim.state.delete("account", gone)
+            out = client.post(f"/profiles/{p.id}/failures/resync", json={})
+            assert out.status_code == 200, out.text
+            body = out.json()
+            assert (body["selected"], body["fromSource"], body["missing"]) == (2, 2, 0), body
+            assert body["counts"]["applied"] == 2, body
+            assert body["counts"]["failed"] == 0, body
+            assert converged(dsn, sim, ("account",)) == []
+            dest = open_destination(dsn, Layout(write_delete_log=True))
+            try:
+                logged = [r for r in dest.table_rows("DeleteLog") if str(r["RecordId"]).lower() == gone]  # type: ignore[attr-defined]
+            finally:
+                dest.close()
+            assert len(logged) == 1
+            # a selection of one record re-reads only that one (its current state: applied again, stale)
+            again = client.post(f"/profiles/{p.id}/failures/resync", json={"recordIds": [fixed]})
+            assert again.status_code == 200, again.text
+            assert again.json()["fromSource"] == 1, again.text
+            assert again.json()["counts"]["stale"] == 1, again.text
+            # and a re-created record with the deleted id comes back with the next pass (newer than the delete)
+            sim.sim.state.create("account", {"name": "back again"}, record_id=gone)
+            run_until(worker, lambda: converged(dsn, sim, ("account",)) == [])
+    finally:
+        root.close()

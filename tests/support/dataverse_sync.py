@@ -140,8 +140,11 @@ class CrashingSink:
             raise CrashedOnPurpose("crash after delivery, before the cursor advanced")
         return result
 
-    def existing_ids(self, entity: str) -> set[str]:
-        return self.inner.existing_ids(entity)
+    def held(self, entity: str, ids: Sequence[str]) -> dict[str, int]:
+        return self.inner.held(entity, ids)
+
+    def existing(self, entity: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+        return self.inner.existing(entity, after, limit)
 
 
 def drive(

@@ -394,5 +394,9 @@ class FakeSourceSink:
         seen = self.observe(entity) if self.observe is not None else None
         self.published.append((entity, list(bodies), seen))
 
-    def existing_ids(self, entity: str) -> set[str]:
-        return set(self.ids.get(entity, set()))
+    def held(self, entity: str, ids: Sequence[str]) -> dict[str, int]:
+        return {}
+
+    def existing(self, entity: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+        ids = sorted(i for i in self.ids.get(entity, set()) if after is None or i > after)
+        return [(i, 0) for i in ids[:limit]]

@@ -27,12 +27,11 @@ from jsonschema import Draft202012Validator
 
 from shared.contract.parse import ParsedBatch, parse_bodies
 from shared.contract.schema import SCHEMA_PATH, load_schema, message_schema, schema_json
+from tests.support.contract_bodies import ABSENT, GUID, ORG, note
 
 pytestmark = pytest.mark.unit
 
 VALIDATOR = Draft202012Validator(load_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER)
-GUID = "3f2b7c9e-1a2b-4c3d-8e9f-0a1b2c3d4e5f"
-ORG = "00000000-0000-4000-8000-000000000001"
 
 Json = Any
 
@@ -70,24 +69,6 @@ def parser_accepts(body: str) -> bool:
     return not parsed.unprocessable
 
 
-def note(**fields: Json) -> dict[str, Json]:
-    body: dict[str, Json] = {
-        "schemaVersion": 1,
-        "organizationId": ORG,
-        "entity": "account",
-        "recordId": GUID,
-        "changeType": "update",
-        "version": 7,
-        "changedOn": "2026-11-21T10:00:00Z",
-        "attributes": {"name": "Contoso"},
-    }
-    body.update(fields)
-    return {k: v for k, v in body.items() if v is not _ABSENT}
-
-
-_ABSENT: Json = object()
-
-
 # ------------------------------------------------------------------------------------ the file
 def test_schema_file_is_generated_from_the_models() -> None:
     shipped = SCHEMA_PATH.read_text(encoding="utf-8")
@@ -109,7 +90,7 @@ def test_validator_checks_date_time_formats() -> None:
 VALID = [
     note(),
     note(changeType="create", attributes={}),
-    note(changeType="delete", attributes=_ABSENT),
+    note(changeType="delete", attributes=ABSENT),
     note(recordId=GUID.upper(), organizationId=ORG.upper()),
     note(version=0),
     note(version=2**63 - 1),
@@ -124,7 +105,7 @@ INVALID = [
     note(schemaVersion=2),
     note(schemaVersion="1"),
     note(schemaVersion=True),
-    note(schemaVersion=_ABSENT),
+    note(schemaVersion=ABSENT),
     note(unknown=1),
     note(schemaVersion=2, payloadRef="blob://x"),
     note(entity="Account"),
@@ -135,7 +116,7 @@ INVALID = [
     note(recordId="not-a-guid"),
     note(recordId=GUID + "0"),
     note(recordId="{" + GUID + "}"),
-    note(organizationId=_ABSENT),
+    note(organizationId=ABSENT),
     note(changeType="upsert"),
     note(changeType="Delete"),
     note(version=-1),
@@ -162,9 +143,9 @@ INVALID = [
     note(attributes={"id": GUID}),
     note(attributes={"sinkcreatedon": "x"}),
     note(attributes={"sinkmodifiedon": "x"}),
-    note(attributes=_ABSENT),
+    note(attributes=ABSENT),
     note(attributes=None),
-    note(changeType="create", attributes=_ABSENT),
+    note(changeType="create", attributes=ABSENT),
     note(changeType="delete"),
     note(changeType="delete", attributes={}),
     note(changeType="delete", attributes=None),
@@ -252,7 +233,7 @@ def reason_of(body: dict[str, Json]) -> str:
 def test_semantic_rules_have_reasons() -> None:
     assert "delete" in reason_of(note(changeType="delete", attributes={"name": "x"}))
     assert "no attributes" in reason_of(note(changeType="delete", attributes=None))
-    assert "need attributes" in reason_of(note(changeType="create", attributes=_ABSENT))
+    assert "need attributes" in reason_of(note(changeType="create", attributes=ABSENT))
     assert "need attributes" in reason_of(note(changeType="update", attributes=None))
     reserved = reason_of(note(attributes={"id": GUID, "sinkcreatedon": "x", "name": "a"}))
     assert "reserved" in reserved
@@ -340,7 +321,7 @@ def valid_notifications(draw: st.DrawFn) -> dict[str, Json]:
         changeType=change,
         version=draw(st.integers(0, 2**63 - 1)),
         changedOn=draw(DATES.filter(lambda d: d.endswith(("Z", "0")) and "T" in d and "-02-30" not in d)),
-        attributes=_ABSENT if change == "delete" else draw(st.dictionaries(NAMES, ATTRIBUTE_VALUES, max_size=4)),
+        attributes=ABSENT if change == "delete" else draw(st.dictionaries(NAMES, ATTRIBUTE_VALUES, max_size=4)),
     )
     if "attributes" in body:
         for reserved in ("id", "sinkcreatedon", "sinkmodifiedon"):

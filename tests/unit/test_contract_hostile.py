@@ -19,26 +19,9 @@ import pytest
 
 from shared.contract.parse import ParsedBatch, parse_bodies
 from shared.engine import coltypes
+from tests.support.contract_bodies import GUID, ORG, note
 
 pytestmark = pytest.mark.unit
-
-GUID = "3f2b7c9e-1a2b-4c3d-8e9f-0a1b2c3d4e5f"
-ORG = "00000000-0000-4000-8000-000000000001"
-
-
-def note(**fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "schemaVersion": 1,
-        "organizationId": ORG,
-        "entity": "account",
-        "recordId": GUID,
-        "changeType": "update",
-        "version": 7,
-        "changedOn": "2026-11-21T10:00:00Z",
-        "attributes": {"name": "Contoso"},
-    }
-    body.update(fields)
-    return body
 
 
 def only_unprocessable(parsed: ParsedBatch) -> str:

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.contract.metadata import validate_metadata
 from shared.contract.parse import parse_bodies
@@ -184,3 +186,27 @@ def test_entity_metadata_from_definitions_and_casts() -> None:
 def test_decimal_encoding_refuses_non_finite() -> None:
     with pytest.raises(ValueError, match="not a JSON number"):
         m.encode({"x": Decimal("NaN")})
+
+
+VN = st.integers(min_value=0, max_value=m.MAX_VERSIONNUMBER - 1)
+
+
+@given(high_water=VN, held_vn=st.one_of(st.none(), VN), odd=st.booleans(), later=st.integers(min_value=1, max_value=10))
+def test_a_delete_is_newer_than_what_the_destination_holds_and_older_than_a_recreation(
+    high_water: int, held_vn: int | None, odd: bool, later: int
+) -> None:
+    """docs/dataverse.md, "Versions": with ``held`` (a row 2v, or a tombstone 2v+1) folded into H, the
+    delete beats every version the destination holds and every version read before, and every
+    versionnumber assigned after (above both marks) re-creates the record over it."""
+    held = None if held_vn is None else 2 * held_vn + (1 if odd else 0)
+    mark = m.delete_mark(high_water, held)
+    version = m.delete_version(mark)
+    assert version % 2 == 1
+    assert version > m.row_version(high_water)
+    if held is not None:
+        assert version > held
+    newest_before = max(high_water, held_vn if held_vn is not None else 0)
+    recreated = newest_before + later  # a write after the delete was established
+    if recreated <= m.MAX_VERSIONNUMBER and not (odd and held_vn is not None and held_vn >= high_water):
+        assert m.row_version(recreated) > version
+    assert m.delete_mark(high_water, None) == high_water

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 
 from shared.contract.models import ChangeType, Lookup
 from shared.contract.parse import Unprocessable, parse_bodies
+from shared.profiles.fanout import EngineRegistry
+from shared.pull.reread import ProfileRereads
 from shared.source.dataverse import mapping as m
+from shared.source.dataverse.cursors import CursorStore
 from shared.source.dataverse.push import (
     CLAIMS,
     Skipped,
@@ -23,6 +26,7 @@ from shared.source.dataverse.push import (
     translate_body,
     translate_to_notifications,
 )
+from shared.store.base import StoreUnavailable
 from tests.support.dataverse_push import (
     ACCOUNT,
     ALL_TYPES,
@@ -130,6 +134,14 @@ def test_recognised_by_application_properties_or_shape_and_contract_bodies_uncha
     t = translate_body(b"\xff\xfe", properties("Create", "account"), None)
     assert t is not None
     assert "not UTF-8" in t.unprocessable[0].reason
+    # an AMQP client may give the application properties as bytes: recognised all the same
+    as_bytes = {k.encode(): v.encode() if isinstance(v, str) else v for k, v in properties("Create", "account").items()}
+    t = translate_body(b"[1, 2]", as_bytes, None)  # type: ignore[arg-type]
+    assert t is not None
+    assert "not a RemoteExecutionContext" in t.unprocessable[0].reason
+    t = translate_body(body(truncated(update_message({"name": "x"}, None))), {b"MessageMaxSizeExceeded": True}, None)  # type: ignore[dict-item]
+    assert t is not None
+    assert "truncated" in t.unprocessable[0].reason
 
 
 # ------------------------------------------------------------------------------------ values
@@ -447,3 +459,64 @@ def test_translate_to_notifications_gives_objects() -> None:
     assert [type(o).__name__ for o in out] == ["Notification"]
     out = translate_to_notifications(WEBHOOK_SAMPLE, None, None)
     assert [type(o).__name__ for o in out] == ["Unprocessable"]
+
+
+def test_the_reread_source_is_the_one_of_the_messages_organization() -> None:
+    """``reread_for``: looked up once per organization per batch; an organization without a source
+    keeps its messages unprocessable with the reason, the others are re-read."""
+    other = "0d8b2f52-7c55-4a9e-b8f6-2b1d2f0c9e11"
+    fake = FakeReread(rows={("account", ACCOUNT): contract_row("account", ACCOUNT, 9, {"name": "read"})})
+    asked: list[str] = []
+
+    def reread_for(org: str) -> FakeReread | None:
+        asked.append(org)
+        return fake if org == ORG else None
+
+    partial = update_message({"name": "partial"}, None)
+    elsewhere = context("Update", "account", ACCOUNT, inputs=partial["InputParameters"], org=other)
+    parsed = parse_messages([(body(partial), properties("Update", "account"))] * 2
+                            + [(body(elsewhere), properties("Update", "account"))], reread_for=reread_for)  # fmt: skip
+    assert sorted(asked) == sorted([ORG, other])  # once each
+    assert [n.attributes["name"] for n in parsed.notifications if n.attributes] == ["read", "read"]
+    assert fake.calls == [f"record account {ACCOUNT}"]  # one re-read of the record for the batch
+    [u] = parsed.unprocessable
+    assert "register a post-image on the step" in u.reason
+    assert "synchronous" not in u.reason
+
+
+def test_a_synchronous_steps_message_is_re_read_where_there_is_a_source() -> None:
+    """A synchronous step (Mode 0) posts inside the transaction: the message may be a phantom of a
+    rollback, so even a full post-image is checked at the source (gone: a delete at 2v + 1)."""
+    doc = {**create_message(), "Mode": 0}
+    fake = FakeReread()
+    parsed = parse_messages([(body(doc), properties("Create", "account"))], fake)
+    [n] = parsed.notifications
+    assert n.changeType is ChangeType.DELETE
+    assert n.version == m.delete_version(ALL_TYPES["versionnumber"])
+    assert fake.calls == [f"record account {ACCOUNT}"]
+    # without a source it is applied as it is (asynchronous steps are the supported setup)
+    [n] = parse_messages([(body(doc), properties("Create", "account"))]).notifications
+    assert n.changeType is ChangeType.CREATE
+
+
+def test_an_unavailable_admin_store_keeps_re_reads_as_unprocessable_and_full_images_as_they_are() -> None:
+    """The function app's re-read source is found through the admin store; when it cannot be reached
+    the batch is held whole by the handler (docs/deploy.md), so the lookup must not raise: a full
+    post-image is taken as it is, a message needing a re-read is kept with the reason."""
+    def for_org(org: str) -> list[Any]:
+        raise StoreUnavailable("connection refused")
+
+    def no_client(source: Any) -> Any:
+        raise AssertionError("no client is made without the store")
+
+    rereads = ProfileRereads(for_org=for_org, engines=cast(EngineRegistry, None), cursors=cast(CursorStore, None),
+                             client_for=no_client)  # fmt: skip
+    full = (body(create_message()), properties("Create", "account"))
+    partial = (body(update_message({"name": "partial"}, None)), properties("Update", "account"))
+    parsed = parse_messages([full, partial], reread_for=rereads)
+    [n] = parsed.notifications
+    assert n.changeType is ChangeType.CREATE
+    [u] = parsed.unprocessable
+    assert "admin store is unavailable" in u.reason
+    assert "connection refused" in u.reason
+    assert "des replay --dataverse" in u.reason

@@ -132,8 +132,8 @@ class _Timer(func.TimerRequest):
 def test_source_functions_call_the_root_source(app_on_sqlite: Path) -> None:
     # single-destination mode runs no Dataverse source: the unit is logged and ignored, the poll does nothing
     msg = func.QueueMessage(body=b'{"profileId":"5b0b8f3e-2d7f-4c55-9a57-3f3c1f0e9a11","entity":"account"}')
-    function_app.source_pages(msg)
-    function_app.source_poll(_Timer())
+    function_app.source_pages(msg, FakeContext())
+    function_app.source_poll(_Timer(), FakeContext())
     from shared.handlers import handle_source_page, handle_source_poll
     from shared.root import root
 

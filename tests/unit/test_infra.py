@@ -289,6 +289,7 @@ PLATFORM_SETTINGS = {
     "AZURE_CLIENT_ID": "azure-identity's DefaultAzureCredential picks the user-assigned identity",
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "the Functions host and azure-monitor-opentelemetry",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "the Functions host: Entra auth to Application Insights",
+    "PYTHON_ENABLE_OPENTELEMETRY": "the Python worker: OpenTelemetry context for host.json's telemetryMode",
 }
 # Microsoft's identity-based connection settings: <connection>__<suffix>.
 IDENTITY_SUFFIXES = {

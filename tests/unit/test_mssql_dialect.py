@@ -1064,3 +1064,15 @@ def test_an_operators_own_column_is_never_written() -> None:
         assert "[notes]" not in batch
         assert "[phone]" in batch  # ours: written (NULL: the row is the full state)
         assert not [s.sql for s in state.sent if s.sql.startswith("ALTER")]
+
+
+def test_version_reads_for_the_dataverse_source_parse_as_tsql() -> None:
+    """The keyset read of (Id, versionnumber) in chunks (the source's bounded reconcile)."""
+    sql = TSql("dbo", Layout(prefix="P1"))
+    for first in (True, False):
+        chunk = sqlglot.parse_one(sql.id_versions_after("P1_account", first), read="tsql")
+        assert isinstance(chunk, exp.Select)
+        assert chunk.args.get("limit") is not None or "TOP" in chunk.sql(dialect="tsql").upper()
+        assert chunk.args["order"].expressions[0].this.name == "Id"
+        assert len(list(chunk.find_all(exp.Placeholder))) == (1 if first else 2)
+        assert (chunk.args.get("where") is None) is first

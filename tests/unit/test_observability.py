@@ -92,3 +92,75 @@ def test_azure_sdk_request_logs_are_quieted(caplog: pytest.LogCaptureFixture) ->
     finally:
         logging.getLogger("azure").setLevel(before[0])
         http_log.setLevel(before[1])
+
+
+# ------------------------------------------------------------------ Application Insights settings
+def test_telemetry_settings_parse_the_entra_authentication_string() -> None:
+    from shared.config import SettingsError, TelemetryConfig
+
+    assert TelemetryConfig.from_env({}) == TelemetryConfig(None, False, None)
+    on = TelemetryConfig.from_env({
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": " InstrumentationKey=k;IngestionEndpoint=https://x/ ",
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "ClientId=abc;Authorization=AAD",
+    })  # fmt: skip
+    assert on == TelemetryConfig("InstrumentationKey=k;IngestionEndpoint=https://x/", True, "abc")
+    system = TelemetryConfig.from_env({"APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=aad"})
+    assert (system.entra, system.client_id) == (True, None)  # the system-assigned identity
+    with pytest.raises(SettingsError, match="the only value is AAD"):
+        TelemetryConfig.from_env({"APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=Key"})
+
+
+def test_without_a_connection_string_telemetry_stays_off() -> None:
+    from shared.config import TelemetryConfig
+    from shared.observability import configure_telemetry
+
+    assert configure_telemetry(TelemetryConfig()) is False
+
+
+def test_the_invocation_filter_tags_records_inside_an_invocation_only() -> None:
+    from shared.observability import INVOCATION_ATTRIBUTE, InvocationIdFilter
+
+    f = InvocationIdFilter()
+    record = logging.LogRecord("shared.x", logging.INFO, __file__, 1, "m", None, None)
+    assert f.filter(record)
+    assert not hasattr(record, INVOCATION_ATTRIBUTE)
+    with invocation(FakeContext("inv-9")):
+        inside = logging.LogRecord("shared.x", logging.INFO, __file__, 1, "m", None, None)
+        assert f.filter(inside)
+    assert getattr(inside, INVOCATION_ATTRIBUTE) == "inv-9"
+
+
+# ------------------------------------------------------------------ the per-entity line the KQL parses
+# docs/deploy.md's KQL: parse Message with "entity outcome: profile=" Profile " entity=" Entity
+# " received=" Received:long " applied=" Applied:long " stale=" Stale:long " failed=" Failed:long
+# " unprocessable=" Unprocessable:long " skipped=" Skipped:long " pending_retry=" PendingRetry:long
+# " lag_s=" LagSeconds:real
+KQL_SHAPE = (
+    r"^entity outcome: profile=(?P<profile>\S+) entity=(?P<entity>\S+) received=(\d+) applied=(\d+) stale=(\d+) "
+    r"failed=(?P<failed>\d+) unprocessable=(\d+) skipped=(\d+) pending_retry=(\d+) lag_s=(?P<lag>[\d.]*)$"
+)
+
+
+def test_each_batch_logs_one_line_per_profile_and_entity(caplog: pytest.LogCaptureFixture) -> None:
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    from shared.routing import log_entity_outcomes
+    from shared.store.base import EntityDelta, MetricsEntry
+
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    entries = [
+        MetricsEntry("p1", {
+            "account": EntityDelta(received=5, applied=3, failed=2, last_changed_on=now - timedelta(seconds=42.5)),
+            "contact": EntityDelta(received=1, stale=1),
+            "": EntityDelta(pending_retry=3),  # the profile's own row: not an entity
+        }),
+        MetricsEntry("", {"lead": EntityDelta(received=2, skipped=2)}),
+    ]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="shared.routing"):
+        log_entity_outcomes(entries, now)
+    lines = [r.getMessage() for r in caplog.records]
+    parsed = [re.match(KQL_SHAPE, line) for line in lines]
+    assert all(parsed), lines
+    got = {(m["profile"], m["entity"]): (m["failed"], m["lag"]) for m in parsed if m}
+    assert got == {("p1", "account"): ("2", "42.5"), ("p1", "contact"): ("0", ""), ("unrouted", "lead"): ("0", "")}

@@ -4,6 +4,7 @@ The same paths run on Azurite in tests/integration/test_retry_*.py."""
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -21,9 +22,10 @@ from shared.engine.engine import SyncEngine
 from shared.retry.attempt import Status, process_retry_blob, run_retry_blob
 from shared.retry.batch import M_COUNTED
 from shared.retry.park import park_batch
+from shared.retry.poison import Receipt, handle_receipt, is_ours, parse_receipt
 from shared.retry.policy import RetryPolicy
 from shared.retry.ports import RetryDeps
-from shared.retry.sweep import POISON_THRESHOLD, handle_poison_message, sweep_retries
+from shared.retry.sweep import POISON_THRESHOLD, sweep_retries
 from shared.routing import FixedRouter
 from shared.storage.blobs import M_ATTEMPT, M_NOT_BEFORE, RETRY, parse_iso
 from shared.storage.claimcheck import Resolution
@@ -177,14 +179,28 @@ def test_the_sweeper_gives_up_on_a_blob_that_keeps_crashing(parts: Parts) -> Non
 
 def test_a_poison_receipt_puts_a_readable_blob_in_the_failure_log(parts: Parts) -> None:
     name = parts.park(note(1, 1, "create", name="a"))
-    receipt = json.dumps({"ContainerName": RETRY, "BlobName": name})
-    assert handle_poison_message(receipt, parts.deps) == "failed"
+    receipt = parse_receipt(json.dumps({"ContainerName": RETRY, "BlobName": name}))
+    assert receipt is not None
+    assert is_ours(receipt)
+    assert handle_receipt(receipt, parts.deps) == "failed"
     assert [f.record_id for f in parts.rejects.failed] == [rid(1)]
     assert "poison queue" in parts.rejects.failed[0].reason
-    assert handle_poison_message(receipt, parts.deps) == "gone"
-    assert handle_poison_message(json.dumps({"ContainerName": "data", "BlobName": name}), parts.deps) == "ignored"
-    assert handle_poison_message("not json", parts.deps) == "ignored"
+    assert handle_receipt(receipt, parts.deps) == "gone"
     assert (parts.metrics.pending, parts.metrics.totals.failed) == (0, 1)
+
+
+def test_which_poison_receipts_are_ours() -> None:
+    host = base64.b64encode(json.dumps({
+        "Type": "BlobTrigger", "FunctionId": "Host.Functions.retry_blobs", "ContainerName": RETRY,
+        "BlobName": "p/k.json",
+    }).encode()).decode()  # fmt: skip
+    assert parse_receipt(host) == Receipt(RETRY, "p/k.json", "Host.Functions.retry_blobs")  # base64, as the host writes
+    assert is_ours(parse_receipt(host))
+    assert not is_ours(parse_receipt(json.dumps({"ContainerName": "data", "BlobName": "x"})))
+    assert not is_ours(Receipt(RETRY, "x", "Host.Functions.archive"))  # another function on a 'retry' container
+    assert parse_receipt("not json") is None
+    assert parse_receipt(json.dumps(["ContainerName"])) is None
+    assert not is_ours(None)
 
 
 def test_a_committed_batch_goes_through_the_router_and_counts_once(parts: Parts) -> None:
@@ -331,8 +347,7 @@ def test_content_that_is_not_a_retry_batch_is_unprocessable_at_once(parts: Parts
 def test_the_poison_queue_takes_a_blob_with_malformed_metadata(parts: Parts) -> None:
     name = parts.park(note(1, 1, "create", name="a"))
     parts.blobs.blobs[name].meta["descount"] = "-4"
-    receipt = json.dumps({"ContainerName": RETRY, "BlobName": name})
-    assert handle_poison_message(receipt, parts.deps) == "unprocessable"
+    assert handle_receipt(Receipt(RETRY, name), parts.deps) == "unprocessable"
     assert "descount=-4 is negative" in parts.keeper.kept[0][3]
     assert list(parts.blobs.states()) == []
 

@@ -4,6 +4,7 @@ router directly; and which one the composition root picks from the settings."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,16 @@ from tests.support.dataverse_double import ORG_ID, ORG_URL, DataverseDouble
 pytestmark = pytest.mark.unit
 
 
+class NoReads:
+    """The destination reads of a sink whose destination is not read in this test (nothing held)."""
+
+    def held(self, entity: str, ids: Sequence[str]) -> dict[str, int]:
+        return {}
+
+    def existing(self, entity: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+        return []
+
+
 def test_pages_published_to_service_bus_reach_the_destination_through_the_handler(tmp_path: Path) -> None:
     dv = DataverseDouble()
     ids = [dv.upsert("account", name=f"A{i}") for i in range(5)]
@@ -37,7 +48,7 @@ def test_pages_published_to_service_bus_reach_the_destination_through_the_handle
     dest_dsn = f"sqlite:///{tmp_path / 'dest.db'}"
     work = SourceWork(
         profiles=rt.service, cursors=CursorStore(rt.store), queue=InMemoryWorkQueue(),
-        sink_for=lambda _p: ServiceBusSink(publisher, lambda _e: set()),
+        sink_for=lambda _p: ServiceBusSink(publisher, NoReads()),
         settings=DataverseSettings(token="t", page_size=2), secrets=rt.resolver, transport=dv.transport(),
     )  # fmt: skip
     rt.service.source = work

@@ -96,7 +96,10 @@ def failure_links(
 
 @router.post("/profiles/{profile_id}/failures/resync", response_model=ResyncOut, tags=["failures"], responses=ERRORS)
 def resync(s: Svc, profile_id: ProfileId, body: ResyncIn) -> Any:
-    """Re-apply the selected failed records from their parked notifications (what became stale is skipped)."""
+    """Re-sync the selected failed records: with a Dataverse source, their current state re-read from the
+    source by id (gone: deleted); otherwise their parked notifications re-applied (what became stale is
+    skipped)."""
     lo, hi = window(body.start, body.end, s.clock())
     report = s.profiles.resync(profile_id, ResyncSelection(lo, hi, body.entities, body.recordIds))
-    return ResyncOut(selected=report.selected, missing=report.missing, counts=report.result.counts())
+    return ResyncOut(selected=report.selected, missing=report.missing, fromSource=report.from_source,
+                     counts=report.result.counts())

@@ -76,6 +76,7 @@ DDL_LOCK_TIMEOUT_MS = 5_000
 # Bulk path: rows per fast_executemany call, and bytes of pyodbc's parameter array per call.
 CHUNK_MAX_ROWS = 1000
 CHUNK_MAX_BYTES = 16 * 1024 * 1024
+HELD_CHUNK = 500  # ids per keyed read (SQL Server takes at most 2,100 parameters)
 
 STAGE = "#des_stage"
 GONE = "#des_gone"
@@ -418,6 +419,25 @@ class TSql:
 
     def select_all(self, table: str) -> str:
         return f"SELECT * FROM {self.table(table)}"
+
+    # -- keyed reads (the push re-read)
+    def held_versions(self, table: str, count: int) -> str:
+        """Parameters: ``count`` ids. Rows (id, version), by primary key."""
+        markers = ", ".join("?" * count)
+        return f"SELECT {quote(ID)}, {quote(VERSION)} FROM {self.table(table)} WHERE {quote(ID)} IN ({markers})"
+
+    def rows_with(self, table: str, columns: Sequence[str]) -> str:
+        """Parameters: one lower-case GUID per column (a uniqueidentifier or a text column). Rows (id, version)."""
+        where = " AND ".join(f"LOWER(CONVERT(NVARCHAR(36), {quote(c)})) = ?" for c in columns)
+        return f"SELECT {quote(ID)}, {quote(VERSION)} FROM {self.table(table)} WHERE {where}"
+
+    def id_versions_after(self, table: str, first: bool) -> str:
+        """Parameters: the chunk size (, the last id of the previous chunk unless ``first``). Rows
+        (id, version) in key order (uniqueidentifier order: a total order, all a keyset needs)."""
+        where = "" if first else f" WHERE {quote(ID)} > CAST(? AS UNIQUEIDENTIFIER)"
+        return (
+            f"SELECT TOP (?) {quote(ID)}, {quote(VERSION)} FROM {self.table(table)}{where} ORDER BY {quote(ID)}"
+        )
 
     # -- bulk write
     @staticmethod
@@ -1040,6 +1060,34 @@ class MssqlDestination:
         self._drop()
         self._support_ready = False
         self._types.clear()
+
+    # ------------------------------------------------------------------------------ keyed reads
+    def _catalog(self, table: str) -> set[str]:
+        return {str(r[0]) for r in self.query(TSql.COLUMNS, self.sql.table(table))}
+
+    def held_versions(self, table: str, ids: Sequence[str]) -> dict[str, int]:
+        if not ids or not self._catalog(table):
+            return {}
+        out: dict[str, int] = {}
+        wanted = [i.lower() for i in ids]
+        for start in range(0, len(wanted), HELD_CHUNK):
+            chunk = wanted[start : start + HELD_CHUNK]
+            for rid, version in self.query(self.sql.held_versions(table, len(chunk)), *chunk):
+                out[_guid_text(rid)] = int(version)
+        return out
+
+    def rows_with(self, table: str, values: Mapping[str, str]) -> list[tuple[str, int]]:
+        present = self._catalog(table)
+        if not values or not present or not set(values) <= present:
+            return []
+        rows = self.query(self.sql.rows_with(table, list(values)), *(v.lower() for v in values.values()))
+        return [(_guid_text(rid), int(version)) for rid, version in rows]
+
+    def id_versions_after(self, table: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+        """At most ``limit`` rows (id, version) of ``table`` after the id ``after``, in key order."""
+        params: tuple[object, ...] = (limit,) if after is None else (limit, after)
+        rows = self.query(self.sql.id_versions_after(table, after is None), *params)
+        return [(_guid_text(r[0]), int(r[1])) for r in rows]
 
     def table_rows(self, table: str) -> Iterator[dict[str, object]]:
         self.read_columns(table)

@@ -294,6 +294,37 @@ class PostgresDestination:
             self.conn = self._connect()
             self._support_ready = False
 
+    # ------------------------------------------------------------------------------ keyed reads
+    def _catalog(self, cur: psycopg.Cursor[Any], table: str) -> set[str]:
+        cur.execute(PgSql.COLUMNS, [self.schema, table])
+        return {str(r[0]) for r in cur.fetchall()}
+
+    def held_versions(self, table: str, ids: Sequence[str]) -> dict[str, int]:
+        if not ids:
+            return {}
+        with self.conn.cursor() as cur:
+            if not self._catalog(cur, table):
+                return {}
+            cur.execute(self.sql.held_versions(table), [[i.lower() for i in ids]])
+            return {str(rid).lower(): int(v) for rid, v in cur.fetchall()}
+
+    def rows_with(self, table: str, values: Mapping[str, str]) -> list[tuple[str, int]]:
+        if not values:
+            return []
+        with self.conn.cursor() as cur:
+            present = self._catalog(cur, table)
+            if not present or not set(values) <= present:
+                return []
+            cur.execute(self.sql.rows_with(table, list(values)), [v.lower() for v in values.values()])
+            return [(str(rid).lower(), int(v)) for rid, v in cur.fetchall()]
+
+    def id_versions_after(self, table: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+        """At most ``limit`` rows (id, version) of ``table`` after the id ``after``, in key order."""
+        params: list[object] = [limit] if after is None else [after, limit]
+        with self.conn.cursor() as cur:
+            cur.execute(self.sql.id_versions_after(table, after is None), params)
+            return [(str(r[0]).lower(), int(r[1])) for r in cur.fetchall()]
+
     def table_rows(self, table: str) -> Iterator[dict[str, object]]:
         with self.conn.cursor() as cur:
             cur.execute(self.sql.select_all(table))

@@ -191,6 +191,28 @@ ORDER BY k.ord
     def select_all(self, table: str) -> sql.Composed:
         return sql.SQL("SELECT * FROM {}").format(self.table(table))
 
+    # -- keyed reads (the push re-read)
+    def held_versions(self, table: str) -> sql.Composed:
+        """Parameter: the ids (uuid[]). Rows (id as text, version), by primary key."""
+        return sql.SQL("SELECT {id}::text, {version} FROM {table} WHERE {id} = ANY(%s::uuid[])").format(
+            id=I(ID), version=I(VERSION), table=self.table(table)
+        )
+
+    def rows_with(self, table: str, columns: Sequence[str]) -> sql.Composed:
+        """Parameters: one lower-case GUID per column (a uuid or a text column). Rows (id, version)."""
+        where = sql.SQL(" AND ").join(sql.SQL("lower({}::text) = %s").format(I(c)) for c in columns)
+        return sql.SQL("SELECT {id}::text, {version} FROM {table} WHERE {where}").format(
+            id=I(ID), version=I(VERSION), table=self.table(table), where=where
+        )
+
+    def id_versions_after(self, table: str, first: bool) -> sql.Composed:
+        """Parameters: (the last id of the previous chunk unless ``first``,) the chunk size. Rows
+        (id, version) in key order: the source's reconcile reads a table in bounded chunks."""
+        where = sql.SQL("") if first else sql.SQL(" WHERE {} > %s::uuid").format(I(ID))
+        return sql.SQL("SELECT {}, {} FROM {}{} ORDER BY {} LIMIT %s").format(
+            I(ID), I(VERSION), self.table(table), where, I(ID)
+        )
+
     # -- the write path (one entity of a batch)
     @staticmethod
     def create_stage(stage: str, columns: Sequence[tuple[str, str]]) -> sql.Composed:

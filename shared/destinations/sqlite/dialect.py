@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from decimal import Decimal
 from itertools import count
 from typing import IO, cast
 
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 # __adapt__/__conform__ and raises and clears an AttributeError per value: ~1,200 instructions for
 # every boolean. A registered adapter is found first and binds the same 1 or 0 (issue 14).
 sqlite3.register_adapter(bool, int)
+# A Decimal is a number a double cannot hold (shared.contract.parse.exact_number): bound as its exact
+# text, which a DECIMAL(p, s) column (no affinity: sqltext.declared_type) keeps as it is.
+sqlite3.register_adapter(Decimal, str)
 
 BUSY_TIMEOUT_S = 60.0
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -382,6 +386,29 @@ class SqliteDestination:
             self.conn.close()
         finally:
             self.conn = self._connect()
+
+    # ------------------------------------------------------------------------------ keyed reads
+    def _catalog(self, table: str) -> set[str]:
+        return {str(r[1]) for r in self.conn.execute(SqliteSql.table_info(table)).fetchall()}
+
+    def held_versions(self, table: str, ids: Sequence[str]) -> dict[str, int]:
+        if not ids or not self._catalog(table):
+            return {}
+        rows = self.conn.execute(SqliteSql.live_versions(table), (json.dumps([i.lower() for i in ids]),)).fetchall()
+        return {str(rid).lower(): int(v) for rid, v in rows}
+
+    def rows_with(self, table: str, values: Mapping[str, str]) -> list[tuple[str, int]]:
+        present = self._catalog(table)
+        if not values or not present or not set(values) <= present:
+            return []
+        cur = self.conn.execute(SqliteSql.rows_with(table, list(values)), [v.lower() for v in values.values()])
+        return [(str(rid).lower(), int(v)) for rid, v in cur.fetchall()]
+
+    def id_versions_after(self, table: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+        """At most ``limit`` rows (id, version) of ``table`` after the id ``after``, in key order."""
+        params: tuple[object, ...] = (limit,) if after is None else (after, limit)
+        rows = self.conn.execute(SqliteSql.id_versions_after(table, after is None), params).fetchall()
+        return [(str(r[0]).lower(), int(r[1])) for r in rows]
 
     def table_rows(self, table: str) -> Iterator[dict[str, object]]:
         cur = self.conn.execute(SqliteSql.select_all(table))

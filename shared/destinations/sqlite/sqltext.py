@@ -50,7 +50,10 @@ def declared_type(t: ColumnType) -> str:
     if t.kind is Kind.TEXT and t.length is not None:
         return f"VARCHAR({t.length})"
     if t.kind is Kind.DECIMAL and t.precision is not None:
-        return f"DECIMAL({t.precision},{t.scale or 0})"
+        # BLOB in the name: no affinity. SQLite would turn the exact text of a 20-digit money value
+        # into a double in a NUMERIC-affinity column (``DECIMAL(p,s)``); here a number stays what
+        # it was bound as: an integer or a double when a double holds it, else its exact text.
+        return f"DECIMAL BLOB({t.precision},{t.scale or 0})"
     return _DECLARED[t.kind]
 
 
@@ -188,6 +191,13 @@ class SqliteSql:
     def select_all(table: str) -> str:
         return f"SELECT * FROM {quote(table)}"
 
+    @staticmethod
+    def id_versions_after(table: str, first: bool) -> str:
+        """Parameters: (the last id of the previous chunk unless ``first``,) the chunk size. Rows
+        (id, version) in key order: the source's reconcile reads a table in bounded chunks."""
+        where = "" if first else f" WHERE {quote(ID)} > ?"
+        return f"SELECT {quote(ID)}, {quote(VERSION)} FROM {quote(table)}{where} ORDER BY {quote(ID)} LIMIT ?"
+
     # -- the write path (one entity of a batch)
     @staticmethod
     def live_versions(table: str) -> str:
@@ -196,6 +206,12 @@ class SqliteSql:
             f"SELECT {quote(ID)}, {quote(VERSION)} FROM {quote(table)} "
             f"WHERE {quote(ID)} IN (SELECT value FROM json_each(?))"
         )
+
+    @staticmethod
+    def rows_with(table: str, columns: Sequence[str]) -> str:
+        """Parameters: one lower-case GUID per column. Rows (id, version) whose columns hold them."""
+        where = " AND ".join(f"lower({quote(c)}) = ?" for c in columns)
+        return f"SELECT {quote(ID)}, {quote(VERSION)} FROM {quote(table)} WHERE {where}"
 
     def tombstone_versions(self) -> str:
         """Parameters: entity, a JSON array of ids. Rows (id, version) of their tombstones."""

@@ -100,6 +100,7 @@ _COLUMNS = (
     "initial_sync_state", "state_reason", "rows_read", "deletes_read", "pages", "last_poll", "newest_modified_on",
     "next_poll", "updated_at",
 )  # fmt: skip
+SEEN_CHUNK = 500  # ids per IN list (SQL Server takes at most 2,100 parameters per request)
 _TS = frozenset({"last_poll", "newest_modified_on", "next_poll", "updated_at"})
 
 
@@ -251,12 +252,30 @@ class CursorStore:
         return new
 
     def seen(self, profile_id: str, entity: str) -> set[str]:
+        """Every id recorded (tests; the runner asks :meth:`seen_among` in bounded chunks)."""
         with self.d.reader() as cur:
             cur.execute(
                 self.d.sql(f"SELECT record_id FROM {self._s} WHERE profile_id = ? AND entity = ?"),
                 (profile_id.lower(), entity),
             )
             return {str(r[0]) for r in cur.fetchall()}
+
+    def seen_among(self, profile_id: str, entity: str, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` (lower case) are recorded: memory bounded by ``ids``, not by the table."""
+        wanted = sorted(set(ids))
+        found: set[str] = set()
+        with self.d.reader() as cur:
+            for at in range(0, len(wanted), SEEN_CHUNK):
+                chunk = wanted[at : at + SEEN_CHUNK]
+                cur.execute(
+                    self.d.sql(
+                        f"SELECT record_id FROM {self._s} WHERE profile_id = ? AND entity = ? "
+                        f"AND record_id IN ({', '.join('?' * len(chunk))})"
+                    ),
+                    (profile_id.lower(), entity, *chunk),
+                )
+                found.update(str(r[0]) for r in cur.fetchall())
+        return found
 
     def reset(self, profile_id: str, entity: str) -> None:
         """Forget an entity's cursor (the next unit starts over with metadata and a full load)."""

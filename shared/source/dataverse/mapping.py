@@ -61,6 +61,15 @@ def delete_version(high_water: int) -> int:
     return 2 * high_water + 1
 
 
+def delete_mark(high_water: int, held: int | None) -> int:
+    """The ``H`` of a delete: the high-water mark, raised so that ``2H + 1`` is newer than the version
+    the destination holds for the record (``held``, read before the delete was established; a row of
+    this source or of push holds ``2v``, so ``H`` stays a versionnumber read before then)."""
+    if held is None or held <= 0:
+        return high_water
+    return min(max(high_water, (held + 1) // 2), MAX_VERSIONNUMBER)
+
+
 def versionnumber_of(version: int) -> int:
     """The Dataverse ``versionnumber`` behind a contract version (a delete's: the high-water mark)."""
     return version // 2

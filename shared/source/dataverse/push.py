@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -58,6 +58,7 @@ TRUNCATION_FLAG = "MessageMaxSizeExceeded"  # exact casing UNVERIFIED: compared 
 CONTRACTS_SUFFIX = ":http://schemas.microsoft.com/xrm/2011/Contracts"
 BOM = b"\xef\xbb\xbf"
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
+MODE_SYNCHRONOUS = 0  # IExecutionContext.Mode: 0 synchronous, 1 asynchronous
 AUTOMATIC_IMAGE = "AsynchronousStepPrimaryName"  # an async step's automatic post-image (name + id only)
 MAX_BODY_BYTES = 16 * 1024 * 1024  # Service Bus Premium's largest message is far below this
 
@@ -152,6 +153,11 @@ class Reread(Protocol):
     def links_of(self, record: EntityRef) -> list[dict[str, Any]]:
         """A truncated Associate/Disassociate names only the record: the current intersect rows of
         every exported N:N relationship of ``record``, plus deletes for the rows held that are gone."""
+
+
+# organization id (lower case) -> the re-read source answering for that organization, or None when
+# no Dataverse source is configured for it (the function app: the profiles' sources; shared/pull/reread.py)
+RereadFor = Callable[[str], Reread | None]
 
 
 # ------------------------------------------------------------------------------------ recognising
@@ -550,6 +556,8 @@ def _upsert(out: _Out, reread: Reread | None) -> Translation:
     elif exported is not None and not exported.issubset(state):
         missing = sorted(exported.difference(state))
         why = f"the post-image lacks exported column(s) {_show(missing, 200)}"
+    elif msg.mode == MODE_SYNCHRONOUS and reread is not None:
+        why = "a synchronous step's message (Mode 0) may be a phantom of a rolled-back transaction"
     if why is None:
         assert vn is not None
         changed_on = _changed_on(state, msg)
@@ -646,9 +654,15 @@ def _link(out: _Out, reread: Reread | None) -> Translation:
 
 
 def translate(
-    doc: Mapping[str, Any], props: Mapping[str, object] | None, reread: Reread | None, *, raw: str
+    doc: Mapping[str, Any],
+    props: Mapping[str, object] | None,
+    reread: Reread | None,
+    *,
+    raw: str,
+    reread_for: RereadFor | None = None,
 ) -> Translation:
-    """One decoded message body (``doc``) -> notifications; ``raw`` is what an unprocessable keeps."""
+    """One decoded message body (``doc``) -> notifications; ``raw`` is what an unprocessable keeps.
+    With ``reread_for`` the re-read source is the one answering for the message's organization."""
     try:
         msg = decode(doc, props)
     except BadMessage as exc:
@@ -662,6 +676,8 @@ def translate(
             rid.lower() if isinstance(rid, str) and _GUID.match(rid) else None,
         )], raw=raw, label=label)  # fmt: skip
     out = _Out(msg, raw)
+    if reread_for is not None:
+        reread = reread_for(msg.organization_id)
     if msg.message in UPSERT_MESSAGES or msg.message in CHANGE_MESSAGES:
         return _upsert(out, reread)
     if msg.message == "Delete":
@@ -689,15 +705,29 @@ def _kept_text(body: bytes | str, props: Mapping[str, object] | None, *, is_json
     return head[:-1] + ',"body":' + text + "}"
 
 
+def _text_properties(props: Mapping[Any, object]) -> dict[str, object]:
+    """Application properties as text: an AMQP client (azure-servicebus) may give keys and string
+    values as bytes; the Functions binding gives text."""
+    out: dict[str, object] = {}
+    for key, value in props.items():
+        name = key.decode("utf-8", errors="replace") if isinstance(key, bytes) else key
+        out[str(name)] = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+    return out
+
+
 def translate_body(
-    body: bytes | str, application_properties: Mapping[str, object] | None, reread: Reread | None
+    body: bytes | str,
+    application_properties: Mapping[str, object] | None,
+    reread: Reread | None,
+    *,
+    reread_for: RereadFor | None = None,
 ) -> Translation | None:
     """A Dataverse message -> its translation; None when ``body`` is not one (a contract v1 body).
 
     A message is Dataverse's when its application properties carry the ``Claims/*`` keys (or the
     truncation flag), or when its body is a JSON object with ``MessageName`` and no ``schemaVersion``.
     """
-    props = application_properties or None
+    props = _text_properties(application_properties) if application_properties else None
     by_properties = is_dataverse_properties(props)
     if not by_properties and not looks_like_dataverse(body):
         return None
@@ -717,7 +747,7 @@ def translate_body(
             raw, f"Dataverse message: the body is not a RemoteExecutionContext (JSON message format): got {kind}; "
                  "choose Message Format 'Json' on the service endpoint",
         )])  # fmt: skip
-    return translate(doc, props, reread, raw=raw)
+    return translate(doc, props, reread, raw=raw, reread_for=reread_for)
 
 
 Message = bytes | str | tuple[bytes | str, Mapping[str, object] | None]
@@ -820,21 +850,39 @@ def _parse_translated(b: bytes, t: Translation, out: PushParsedBatch) -> None:
         out.unprocessable[i] = Unprocessable(t.raw or u.body, reason[:MAX_REASON], u.entity, u.record_id)
 
 
-def parse_messages(messages: Iterable[Message], reread: Reread | None = None) -> PushParsedBatch:
+class _BatchRereadFor:
+    """One batch's re-read sources, by organization (each looked up and wrapped once per batch)."""
+
+    def __init__(self, inner: RereadFor) -> None:
+        self.inner = inner
+        self._by_org: dict[str, _BatchReread | None] = {}
+
+    def __call__(self, organization_id: str) -> Reread | None:
+        if organization_id not in self._by_org:
+            found = self.inner(organization_id)
+            self._by_org[organization_id] = _BatchReread(found) if found is not None else None
+        return self._by_org[organization_id]
+
+
+def parse_messages(
+    messages: Iterable[Message], reread: Reread | None = None, *, reread_for: RereadFor | None = None
+) -> PushParsedBatch:
     """Contract v1 bodies and Dataverse messages on the same queue -> what the engine applies.
 
     Each item is a body, or ``(body, application_properties)``. Contract bodies go through the
     contract parser unchanged (their fast path untouched); Dataverse messages are translated and
-    their notifications then pass the same contract checks.
+    their notifications then pass the same contract checks. The re-read source is ``reread`` for
+    every message, or ``reread_for(<the message's organization>)`` (None: no source for it).
     """
     out = PushParsedBatch()
     reread = _BatchReread(reread) if reread is not None else None
+    per_org = _BatchRereadFor(reread_for) if reread_for is not None else None
     for item in messages:
         body, props = item if isinstance(item, tuple) else (item, None)
         if not props and not looks_like_dataverse(body):
             parse_body(body, out)  # a contract v1 body: its fast path, nothing else
             continue
-        t = translate_body(body, props, reread)
+        t = translate_body(body, props, reread, reread_for=per_org)
         if t is None:
             parse_body(body, out)
             continue
@@ -847,9 +895,12 @@ def parse_messages(messages: Iterable[Message], reread: Reread | None = None) ->
     return out
 
 
-def parse_lines(lines: Iterable[bytes | str], reread: Reread | None = None) -> PushParsedBatch:
+def parse_lines(
+    lines: Iterable[bytes | str], reread: Reread | None = None, *, reread_for: RereadFor | None = None
+) -> PushParsedBatch:
     """``des replay``'s lines: bodies, or message lines with application properties (:func:`split_line`)."""
-    return parse_messages([split_line(line) if _is_message_line(line) else line for line in lines], reread)
+    messages = [split_line(line) if _is_message_line(line) else line for line in lines]
+    return parse_messages(messages, reread, reread_for=reread_for)
 
 
 def _is_message_line(line: bytes | str) -> bool:

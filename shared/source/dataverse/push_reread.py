@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from shared.destinations.inspect import table_rows
+from shared.engine.ports import Destination
 from shared.source.dataverse import mapping as m
 from shared.source.dataverse.client import LOOKUP_ANNOTATIONS, DataverseClient, DataverseError
 from shared.source.dataverse.cursors import CursorStore
@@ -196,8 +196,13 @@ class SourceReread:
 
     def record(self, entity: str, record_id: str) -> dict[str, Any] | None:
         info = self._info(entity)
-        row = self._get(f"{quote(info.entity_set)}({record_id})?$select={info.select()}", allow_404=True)
-        return self._row(info, row) if isinstance(row, dict) else None
+        try:
+            row = self.client.record(info.entity_set, record_id, info.select())
+        except DataverseError as exc:
+            if exc.transient:
+                raise
+            raise RereadRefused(str(exc)) from exc
+        return self._row(info, row) if row is not None else None
 
     def deleted(self, entity: str, record_id: str) -> dict[str, Any]:
         """Verified delete (docs/dataverse-push.md, "Deletes without a pre-image"): ``H`` = the
@@ -309,37 +314,31 @@ class SourceReread:
         return out
 
 
-def _rows(dest: Any, entity: str) -> list[dict[str, Any]]:
-    table = dest.layout.entity_table(entity)
-    with dest.transaction() as tx:
-        if tx.columns(table) is None:
-            return []
-    return list(table_rows(dest, table))
+def keyed_held(dest: Destination) -> Held:
+    """The contract version ``dest`` holds for a record: its row's, read by primary key through the
+    destination port (:meth:`~shared.engine.ports.Destination.held_versions`). Tombstones are the
+    engine's and never lower a delete: a delete below one is stale there anyway."""
+
+    def held(entity: str, record_id: str) -> int | None:
+        rid = record_id.lower()
+        return dest.held_versions(dest.layout.entity_table(entity), [rid]).get(rid)
+
+    return held
 
 
-def scanning_link_ids(dest: Any) -> LinkIds:
-    """Intersect rows a destination holds for a pair, by scanning the intersect table (N:N tables
-    are small next to their entities; a keyed query belongs in the destination port)."""
+def keyed_link_ids(dest: Destination) -> LinkIds:
+    """The intersect rows ``dest`` holds for a pair (``(id, version)``), read by the pair's columns
+    through the destination port (:meth:`~shared.engine.ports.Destination.rows_with`)."""
 
     def ids(entity: str, pair: Mapping[str, str]) -> list[tuple[str, int]]:
-        wanted = {k: v.lower() for k, v in pair.items()}
-        return [
-            (str(row["Id"]).lower(), int(row.get(m.VERSION_COLUMN) or 0)) for row in _rows(dest, entity)
-            if all(str(row.get(k) or "").lower() == v for k, v in wanted.items())
-        ]  # fmt: skip
+        return dest.rows_with(dest.layout.entity_table(entity), {k: v.lower() for k, v in pair.items()})
 
     return ids
 
 
-def scanning_held(dest: Any) -> Held:
-    """The contract version a destination holds for a record (its row; tombstones are the engine's
-    and never lower a delete), by scanning the entity table: for tests and small tables."""
-
-    def held(entity: str, record_id: str) -> int | None:
-        rid = record_id.lower()
-        for row in _rows(dest, entity):
-            if str(row["Id"]).lower() == rid:
-                return int(row.get(m.VERSION_COLUMN) or 0)
-        return None
-
-    return held
+def environment_reread(client: DataverseClient, dest: Destination, organization_id: str | None = None) -> SourceReread:
+    """A re-read source over one environment without a profile (``des replay --dataverse``): the
+    entities' columns from their definitions, a verified delete's scan from versionnumber 0, the
+    versions held read by key from ``dest``. ``organization_id`` defaults to the environment's (WhoAmI)."""
+    org = (organization_id or client.organization_id()).lower()
+    return SourceReread(client, org, MetadataInfos(client, org), held=keyed_held(dest), link_ids=keyed_link_ids(dest))

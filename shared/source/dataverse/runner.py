@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -43,6 +43,7 @@ from shared.source.dataverse.settings import DataverseSettings
 log = logging.getLogger(__name__)
 
 MAX_REASON = 1000
+RECONCILE_CHUNK = 1000  # destination ids compared per step of a reconcile (memory bound)
 
 
 class Sink(Protocol):
@@ -52,8 +53,13 @@ class Sink(Protocol):
     def publish(self, entity: str, bodies: Sequence[bytes]) -> BatchResult | None:
         """Deliver message bodies (contract v1, one notification each). A BatchResult when applied here."""
 
-    def existing_ids(self, entity: str) -> set[str]:
-        """Record ids the destination holds for ``entity`` (lower case): the re-sync's reconcile."""
+    def held(self, entity: str, ids: Sequence[str]) -> dict[str, int]:
+        """The contract version the destination holds for each of ``ids`` (its rows; absent: none):
+        a delete is versioned above it (docs/dataverse.md, "Versions")."""
+
+    def existing(self, entity: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+        """At most ``limit`` (id, version) of ``entity`` in the destination after ``after`` (None: the
+        first), in the destination's key order: the re-sync's reconcile, in bounded chunks."""
 
 
 class EntityFailed(RuntimeError):
@@ -207,13 +213,16 @@ class SourceRunner:
         upserts, deletes = len(page.upserts), 0
         if page.deleted_ids:
             ids = page.deleted_ids
+            held: Mapping[str, int] | None = None
             if not self.settings.verify_deletes:
                 # Unverified: a pass answers for one snapshot, so a row anywhere in the pass means the
                 # record exists; a tombstone for the same id is the earlier delete of a re-created record.
-                rows = set(page.upsert_ids) | self.cursors.seen(self.profile_id, state.entity)
+                rows = set(page.upsert_ids) | self.cursors.seen_among(self.profile_id, state.entity, ids)
                 ids = [i for i in ids if i not in rows]
+            else:  # what push (or a re-sync) applied may be newer than H: read before the verifying reads
+                held = self.sink.held(state.entity, ids)
             extra, dels, high_water = self._deletes(
-                info, org, ids, page.high_water, now, verify=self.settings.verify_deletes
+                info, org, ids, page.high_water, now, verify=self.settings.verify_deletes, held=held
             )
             bodies += extra
             upserts += len(extra) - dels
@@ -273,14 +282,16 @@ class SourceRunner:
         return PageResult(state.entity, state.phase, Phase.RESYNC, expired=True)
 
     def _deletes(
-        self, info: m.EntityInfo, org: str, ids: Iterable[str], high_water: int, now: datetime, *, verify: bool
+        self, info: m.EntityInfo, org: str, ids: Iterable[str], high_water: int, now: datetime, *, verify: bool,
+        held: Mapping[str, int] | None = None,
     ) -> tuple[list[bytes], int, int]:
         """Bodies for deleted ids: deletes at ``2H + 1`` (docs/dataverse.md, "Versions").
 
-        ``high_water`` covers every versionnumber read before this point. With verification (the
-        default) each id is first re-read by id: one that exists again is published as its current
-        row instead (a re-creation), one that is gone is deleted. Returns (bodies, deletes, the new
-        high-water mark including the rows re-read).
+        ``high_water`` covers every versionnumber read before this point; ``held`` (verified only: read
+        before the verifying reads) the versions the destination holds, which ``H`` is raised above.
+        With verification (the default) each id is first re-read by id: one that exists again is
+        published as its current row instead (a re-creation), one that is gone is deleted. Returns
+        (bodies, deletes, the new high-water mark including the rows re-read).
         """
         bodies: list[bytes] = []
         deletes = 0
@@ -294,22 +305,45 @@ class SourceRunner:
                     vn = n["version"] // 2 if isinstance(n["version"], int) else 0
                     hw_after = max(hw_after, vn)
                     continue
-            bodies.append(m.encode(m.delete_notification(info, org, rid, high_water=high_water, read_at=now)))
+            mark = m.delete_mark(high_water, held.get(rid) if held else None)
+            bodies.append(m.encode(m.delete_notification(info, org, rid, high_water=mark, read_at=now)))
             deletes += 1
         return bodies, deletes, hw_after
 
     # ---------------------------------------------------------------------------- reconcile
     def _reconcile(self, state: CursorState) -> PageResult:
+        """Delete what the destination holds and the full load did not return, in bounded chunks:
+        the destination's (id, version) in its key order, RECONCILE_CHUNK at a time, each chunk
+        checked against the ids the load recorded (``des_source_seen``); memory is bounded by the
+        chunk, not by the table."""
         info = state.info
         assert info is not None
         org = self._org(state)
-        returned = self.cursors.seen(self.profile_id, state.entity)
-        missing = sorted(self.sink.existing_ids(state.entity) - returned)
         now = self.clock()
-        # A full load can miss a record re-created while it ran: reconcile always verifies.
-        bodies, deletes, high_water = self._deletes(info, org, missing, state.high_water, now, verify=True)
-        state = self._reserve(state, high_water)
-        result = self.sink.publish(state.entity, bodies) if bodies else None
+        high_water = state.high_water
+        missing = deletes = upserts = 0
+        result: BatchResult | None = None
+        after: str | None = None
+        while True:
+            chunk = self.sink.existing(state.entity, after, RECONCILE_CHUNK)
+            if not chunk:
+                break
+            after = chunk[-1][0]
+            returned = self.cursors.seen_among(self.profile_id, state.entity, [i for i, _ in chunk])
+            gone = {i: v for i, v in chunk if i not in returned}
+            if gone:
+                missing += len(gone)
+                # A full load can miss a record re-created while it ran: reconcile always verifies.
+                # ``gone`` holds the destination's versions, read before the verifying reads.
+                bodies, dels, high_water = self._deletes(info, org, gone, high_water, now, verify=True, held=gone)
+                state = self._reserve(state, high_water)
+                got = self.sink.publish(state.entity, bodies)
+                if got is not None:
+                    result = got if result is None else _merged(result, got)
+                deletes += dels
+                upserts += len(bodies) - dels
+            if len(chunk) < RECONCILE_CHUNK:
+                break
         if info.change_tracking:
             new = replace(state, phase=Phase.DELTA, high_water=high_water, state_reason=None,
                           initial_sync_state=InitialSyncState.COMPLETED, next_poll=self._next_poll(now))  # fmt: skip
@@ -319,11 +353,30 @@ class SourceRunner:
         self.cursors.advance(state, new, clear_seen=True)
         self._mirror(state.entity, state.initial_sync_state, new.initial_sync_state)
         log.info("Dataverse source: %s reconciled: %d missing from the full load, %d deleted",
-                 state.entity, len(missing), deletes)  # fmt: skip
+                 state.entity, missing, deletes)  # fmt: skip
         return PageResult(
-            state.entity, state.phase, new.phase, upserts=len(bodies) - deletes, deletes=deletes,
+            state.entity, state.phase, new.phase, upserts=upserts, deletes=deletes,
             pass_complete=True, result=result,
         )  # fmt: skip
+
+    # ---------------------------------------------------------------------------- re-read by id
+    def current(self, entity: str, ids: Sequence[str]) -> list[bytes]:
+        """The current state of records by id, as notification bodies (re-sync of failed records).
+
+        Each id is read with ``GET <set>(<id>)?$select=...`` (lookup annotations included): a row is
+        published as an update at ``2 * versionnumber``; a 404 means the record is gone: a delete at
+        ``2H + 1``, ``H`` raised above the version the destination holds (both read before the
+        reads), as for the verified deletes of a pass (docs/dataverse.md, "Versions"). Needs the
+        entity's cursor past its metadata (its columns); the cursor is read, not advanced.
+        """
+        state = self.cursors.get(self.profile_id, entity)
+        if state is None or state.info is None:
+            raise EntityFailed(f"{entity}: the source has not read this table's definition yet")
+        org = self._org(state)
+        wanted = list(dict.fromkeys(i.lower() for i in ids))
+        held = self.sink.held(entity, wanted)
+        bodies, _, _ = self._deletes(state.info, org, wanted, state.high_water, self.clock(), verify=True, held=held)
+        return bodies
 
     # ---------------------------------------------------------------------------- passes
     def run_pass(self, entity: str, *, progress: Callable[[PageResult], Any] | None = None) -> list[PageResult]:
@@ -337,6 +390,13 @@ class SourceRunner:
                 progress(r)
             if r.pass_complete:
                 return results
+
+
+def _merged(a: BatchResult, b: BatchResult) -> BatchResult:
+    out = BatchResult()
+    out.merge(a)
+    out.merge(b)
+    return out
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:

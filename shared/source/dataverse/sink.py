@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shared.destinations.inspect import table_rows
+from shared.destinations.inspect import id_versions_after, record_versions
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from shared.metrics import MetricsSink
@@ -50,10 +50,8 @@ class EngineSink:
         self.total.merge(result)
         return kept
 
-    def existing_ids(self, entity: str) -> set[str]:
-        dest = self.engine.destination
-        table = dest.layout.entity_table(entity)
-        with dest.transaction() as tx:
-            if tx.columns(table) is None:
-                return set()
-        return {str(row["Id"]).lower() for row in table_rows(dest, table)}
+    def held(self, entity: str, ids: Sequence[str]) -> dict[str, int]:
+        return record_versions(self.engine.destination, entity, ids)
+
+    def existing(self, entity: str, after: str | None, limit: int) -> list[tuple[str, int]]:
+        return id_versions_after(self.engine.destination, entity, after, limit)

@@ -35,6 +35,7 @@ BOM = b"\xef\xbb\xbf"
 STAGE_POST_OPERATION = 40
 STAGE_MAIN_OPERATION = 30
 MODE_ASYNCHRONOUS = 1
+MODE_SYNCHRONOUS = 0
 
 
 def _typed(kind: str, **members: Any) -> dict[str, Any]:
@@ -256,7 +257,7 @@ class PushEmitter:
             "IsOfflinePlayback": False,
             "IsolationMode": 1,
             "MessageName": change.message,
-            "Mode": MODE_ASYNCHRONOUS,
+            "Mode": MODE_SYNCHRONOUS if opts.synchronous else MODE_ASYNCHRONOUS,
             "OperationCreatedOn": operation_created,
             "OperationId": self._guid(),
             "OrganizationId": org.organization_id,

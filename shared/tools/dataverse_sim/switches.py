@@ -112,6 +112,9 @@ class PushOptions:
     partial_updates: bool = True
     # C6: a pre-image on Delete (only a pre-image is possible there). UNVERIFIED shape.
     delete_pre_image: bool = False
+    # C2: steps registered synchronous (Mode 0) post inside the transaction; a later rollback does
+    # not recall the message (a phantom). False: asynchronous steps (Mode 1), the supported setup.
+    synchronous: bool = False
     # C6: Associate/Disassociate RelatedEntities as a plain JSON array of EntityReferences or as an
     # object with __type EntityReferenceCollection. UNVERIFIED.
     associate_related_shape: RelatedShape = "array"
