@@ -28,14 +28,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.requirements.sha"
 # Every requirements file (requirements.txt: the function app; requirements-cli.txt: the `cli` extra;
-# requirements-dev.txt: tests and linters) and pyproject.toml feed the stamp.
-want=$(cat requirements*.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+# requirements-dev.txt: tests and linters), constraints.txt and pyproject.toml feed the stamp.
+want=$(cat requirements*.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing Python requirements"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -r requirements-dev.txt
+  # constraints.txt pins the transitive packages too (the whole environment CI ran).
+  .venv/bin/python -m pip install -q -r requirements-dev.txt -c constraints.txt
   # The project itself, editable, with the tooling extra (its pins are already installed above).
-  .venv/bin/python -m pip install -q -e '.[cli]'
+  .venv/bin/python -m pip install -q -e '.[cli]' -c constraints.txt
   echo "$want" > "$stamp"
 fi
 

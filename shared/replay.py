@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import multiprocessing
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +31,7 @@ from typing import IO, Any
 from shared.config import DEFAULT_BATCH_BYTES
 from shared.contract.parse import Unprocessable, unprocessable
 from shared.destinations import Layout, open_destination
+from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
 from shared.rejects import RejectFiles
@@ -161,21 +160,6 @@ def replay(
 
 
 # ------------------------------------------------------------------------------ several workers
-@contextmanager
-def _file_lock(path: str | None) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (None: no lock). Unlike SQLite's busy handler, which
-    sleeps and polls, a blocked ``flock`` wakes the moment the holder releases it."""
-    if path is None:
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _exit_with_parent(parent: int) -> None:
     """Have the kernel send SIGTERM when the replaying process dies (Linux), and check once now:
     a worker must never go on writing for a replay nobody waits for."""
@@ -208,6 +192,8 @@ def _replay_part(
         _exit_with_parent(parent)
     tune_for_throughput()
     dest = open_destination(dsn, layout)
+    if write_lock is not None and isinstance(dest, SqliteDestination):
+        dest.writer_lock = write_lock  # each write transaction takes turns; parsing and preparing do not
     engine = SyncEngine(dest)
     rejects = RejectFiles(Path(rejects_dir), shared=True) if rejects_dir else None
     total = BatchResult()
@@ -221,8 +207,7 @@ def _replay_part(
                     raise SystemExit("the replaying process died; this worker stops")  # committed batches stay
                 parsed = parse_lines(batch.lines)  # in parallel with the other workers' writes
                 batch.lines.clear()
-                with _file_lock(write_lock):
-                    result = engine.apply_parsed(parsed)
+                result = engine.apply_parsed(parsed)
                 if batch.too_long:
                     result.add_unprocessable(batch.too_long)
                 _settle(result, rejects, total)

@@ -5,7 +5,9 @@ Per batch:
 2. per entity, decide column types from the values (create, add, widen losslessly) and fail the
    records whose values do not fit;
 3. in one destination transaction, each entity in a savepoint: one set-based write with the version
-   guard and tombstones; a write the database rejects is bisected to find the bad records;
+   guard and tombstones; a write the database rejects is bisected to find the bad records (a dialect
+   whose writes isolate records, SQLite's row by row, needs no savepoint: it reports the records it
+   refused);
 4. every error is classified by the destination (:class:`~shared.engine.ports.ErrorClass`):
    record-level errors are bisected to the culprit record; entity-level errors (DDL refused, too
    many columns, a reserved or colliding table name) fail that entity's records and the other
@@ -432,8 +434,11 @@ class SyncEngine:
         deletes = [n for n in items if n.changeType is ChangeType.DELETE]
         ws = self._write_set(g, names, upserts, deletes, now)
         try:
-            with tx.savepoint():
+            if tx.isolates_records:
                 applied = tx.write(ws)
+            else:
+                with tx.savepoint():
+                    applied = tx.write(ws)
         except Exception as exc:
             kind = self.destination.classify(exc)
             if kind in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
@@ -489,6 +494,13 @@ class SyncEngine:
     ) -> None:
         counts = result.entity(entity)
         applied_n = stale_n = 0  # tallied here, counted once per outcome
+        if applied.rejected:  # refused by the database, record by record (isolates_records)
+            for n in upserts + deletes:
+                reason = applied.rejected.get(n.recordId.lower())
+                if reason is not None:
+                    _record_failure(result, n, reason[:1000])
+            upserts = [n for n in upserts if n.recordId.lower() not in applied.rejected]
+            deletes = [n for n in deletes if n.recordId.lower() not in applied.rejected]
         for group, done in ((upserts, applied.upserted), (deletes, applied.deleted)):
             if len(done) == len(group):  # the common case: everything took effect
                 if group:

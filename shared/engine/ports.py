@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Literal, Protocol
@@ -164,10 +164,13 @@ class WriteSet:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """Ids whose change took effect; every other id of the write set was stale."""
+    """Ids whose change took effect; ids the database refused (record-level, with the reason, from a
+    dialect whose writes isolate records: :attr:`Transaction.isolates_records`); every other id of
+    the write set was stale."""
 
     upserted: frozenset[str]
     deleted: frozenset[str]
+    rejected: Mapping[str, str] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ entity metadata (DES's tables)
@@ -260,6 +263,12 @@ class MetadataRows:
 
 
 class Transaction(Protocol):
+    # True: ``write`` changes nothing when it raises, and reports the records the database refuses
+    # in ``Applied.rejected`` instead of raising (SQLite: one atomic statement per row), so the engine
+    # writes without a savepoint (which costs SQLite a journal of every page the write touches).
+    # False: the engine wraps each write in a savepoint and bisects a rejected write.
+    isolates_records: bool
+
     def columns(self, table: str) -> dict[str, ColumnType] | None:
         """Attribute columns of ``table``, read under a lock that keeps DDL out until commit."""
 

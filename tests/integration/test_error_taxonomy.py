@@ -364,3 +364,55 @@ def test_sqlite_lock_contention_is_transient_not_a_record_failure(tmp_path: Path
         holder.execute("ROLLBACK")
         holder.close()
         dest.close()
+
+
+def delete(entity: str, i: int, version: int) -> str:
+    return Change(entity, rid(i), "delete", version, None).body()
+
+
+def test_sqlite_records_refused_mid_write_fail_alone_and_nothing_of_them_stays(tmp_path: Path) -> None:
+    """SQLite writes row by row without a savepoint (isolates_records): a record a trigger refuses,
+    in the middle of the write set, fails with SQLite's reason; the rows before and after it apply,
+    a refused delete leaves its row and writes no tombstone, and a later batch can still apply it."""
+    dest = SqliteDestination(str(tmp_path / "refuse.db"), Layout())
+    try:
+        engine = SyncEngine(dest, backoff_seconds=0)
+        first = engine.apply_bodies([up("account", i, {"name": f"n{i}"}) for i in range(1, 7)])
+        assert (first.applied, first.failed) == (6, 0)
+        dest.conn.execute(
+            "CREATE TRIGGER no_bad BEFORE UPDATE ON account WHEN NEW.name = 'bad' "
+            "BEGIN SELECT RAISE(ABORT, 'bad names are refused'); END"
+        )
+        dest.conn.execute(
+            f"CREATE TRIGGER keep_five BEFORE DELETE ON account WHEN OLD.\"Id\" = '{rid(5)}' "
+            "BEGIN SELECT RAISE(ABORT, 'record five stays'); END"
+        )
+        result = engine.apply_bodies(
+            [
+                up("account", 1, {"name": "one"}, 2),
+                up("account", 2, {"name": "bad"}, 2),
+                up("account", 3, {"name": "three"}, 2),
+                up("account", 3, {"name": "old"}, 1),  # stale in the batch
+                delete("account", 4, 2),
+                delete("account", 5, 2),
+                delete("account", 6, 2),
+            ]
+        )
+        assert result.conserved
+        assert (result.applied, result.stale, result.failed) == (4, 1, 2)
+        reasons = {f.record_id: f.reason for f in result.failures}
+        assert set(reasons) == {rid(2), rid(5)}
+        assert "sqlite rejected the record" in reasons[rid(2)]
+        assert "bad names are refused" in reasons[rid(2)]
+        assert "record five stays" in reasons[rid(5)]
+        rows = {r["Id"]: r for r in table_rows(dest, "account")}
+        assert {k: r["name"] for k, r in rows.items()} == {rid(1): "one", rid(2): "n2", rid(3): "three", rid(5): "n5"}
+        assert rows[rid(2)]["versionnumber"] == 1
+        stones = dest.conn.execute('SELECT "RecordId", "VersionNumber" FROM "_des_tombstones"').fetchall()
+        assert sorted(stones) == sorted([(rid(4), 2), (rid(6), 2)])
+        dest.conn.execute("DROP TRIGGER no_bad")
+        dest.conn.execute("DROP TRIGGER keep_five")
+        again = engine.apply_bodies([up("account", 2, {"name": "bad"}, 2), delete("account", 5, 2)])
+        assert (again.applied, again.failed) == (2, 0)
+    finally:
+        dest.close()

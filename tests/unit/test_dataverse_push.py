@@ -303,6 +303,26 @@ def test_delete_without_a_version_is_verified_at_the_source() -> None:
     assert n.version == 2 * 915600
 
 
+def test_a_verified_delete_outranks_every_version_its_batch_carried() -> None:
+    """A delete verified at the source (no pre-image) is versioned from what the source's cursor saw;
+    an Update of the same record in the same batch carries a later versionnumber the cursor never
+    read. That version was assigned before the batch arrived, so before the verifying read: the
+    delete goes above it (found by the push + pull property test: the record came back)."""
+    image = {**ALL_TYPES, "versionnumber": 915300}
+    fake = FakeReread(high_water=915200)  # the cursor's mark is below the Update's version
+    batch = [body(update_message({"name": "Renamed"}, image)), body(delete_message())]
+    for messages in (batch, batch[::-1]):  # either order in the batch
+        parsed = parse_messages(messages, fake)
+        by_type = {n.changeType: n.version for n in parsed.notifications}
+        assert by_type == {ChangeType.UPDATE: 2 * 915300, ChangeType.DELETE: 2 * 915300 + 1}
+    # a delete carried by its pre-image keeps its own version (a later re-creation may share the batch)
+    carried_delete = delete_message(pre_version=915100)
+    parsed = parse_messages([body(update_message({"name": "Renamed"}, image)), body(carried_delete)], fake)
+    assert {n.changeType: n.version for n in parsed.notifications}[ChangeType.DELETE] == m.delete_version(915100)
+    # alone, the verified delete has the source's mark
+    assert one(parse_messages([body(delete_message())], fake)).version == m.delete_version(915200)
+
+
 @pytest.mark.parametrize("related_typed", [False, True])
 def test_associate_reads_the_intersect_row(related_typed: bool) -> None:
     link = "9b2e3f6a-1c1d-4e8e-9d6c-0a2b3c4d5e6f"

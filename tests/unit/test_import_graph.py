@@ -269,7 +269,7 @@ def test_funcignore_excludes_the_tooling_and_nothing_the_app_imports() -> None:
     assert tools
     assert set(tools) <= _funcignored(["shared/tools"]), "shared/tools/ must not deploy"
     deployed = [str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py") if "tools" not in p.relative_to(PACKAGE).parts]
-    assert not _funcignored(["function_app.py", "host.json", "requirements.txt", *deployed])
+    assert not _funcignored(["function_app.py", "host.json", "requirements.txt", "constraints.txt", *deployed])
 
 
 def test_funcignore_lists_the_tooling_folder() -> None:
@@ -292,3 +292,15 @@ def test_pyproject_mirrors_the_requirement_files() -> None:
     assert set(project["optional-dependencies"]["cli"]) == _pins(ROOT / "requirements-cli.txt")
     tooling_only = {"rich", "psutil", "uvicorn"}
     assert not {p.split("==")[0] for p in _pins(ROOT / "requirements.txt")} & tooling_only
+
+
+def test_constraints_pin_the_whole_environment_as_the_requirement_files_do() -> None:
+    """constraints.txt (the transitive pins scripts/setup.sh installs with) agrees with every direct pin."""
+    constraints = _pins(ROOT / "constraints.txt")
+    assert all("==" in c for c in constraints), [c for c in constraints if "==" not in c]
+    pinned = {name.lower().replace("_", "-"): version for name, version in (c.split("==") for c in constraints)}
+    for path in ("requirements.txt", "requirements-cli.txt", "requirements-dev.txt"):
+        for pin in _pins(ROOT / path):
+            name, version = pin.split("==")
+            base = name.split("[")[0].lower().replace("_", "-")
+            assert pinned.get(base) == version, (path, pin, pinned.get(base))

@@ -600,6 +600,8 @@ class TSql:
 
 # ------------------------------------------------------------------------------ transactions
 class MssqlTransaction:
+    isolates_records = False  # set-based writes: the engine's savepoint and bisection
+
     def __init__(self, dest: MssqlDestination) -> None:
         self.dest = dest
         self._sp = count()

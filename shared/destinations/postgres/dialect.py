@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 
 class PostgresTransaction:
+    isolates_records = False  # set-based writes: the engine's savepoint and bisection
+
     def __init__(self, dest: PostgresDestination) -> None:
         self.dest = dest
         self.conn = dest.conn

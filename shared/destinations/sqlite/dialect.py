@@ -1,22 +1,24 @@
 """SQLite destination (standard library driver): the embedded default.
 
 Statement text and type mapping live in :mod:`shared.destinations.sqlite.sqltext`; this module
-orchestrates them. Writers serialize on ``BEGIN IMMEDIATE``, so
-the version guard is computed from a read inside the write transaction and is exact; several
-processes may share one file (WAL mode, busy timeout).
+orchestrates them. Writers serialize on ``BEGIN IMMEDIATE``, so the version guard (in each row's
+upsert statement, and the tombstones read inside the write transaction) is exact; several processes
+may share one file (WAL mode, busy timeout; replay workers also take turns on a lock file).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from itertools import count
-from typing import cast
+from typing import IO, cast
 
 from shared.destinations.sqlite import errors
 from shared.destinations.sqlite.sqltext import SqliteSql, column_type, declared_type, quote
@@ -57,6 +59,8 @@ def sink_time(now: datetime) -> str:
 
 
 class SqliteTransaction:
+    isolates_records = True  # write() is one atomic statement per row (see write)
+
     def __init__(self, dest: SqliteDestination) -> None:
         self.dest = dest
         self.conn = dest.conn
@@ -92,27 +96,98 @@ class SqliteTransaction:
         return dict(self.conn.execute(sql, (*head, json.dumps(ids))).fetchall())
 
     def write(self, ws: WriteSet) -> Applied:
+        """One version-guarded statement per row; records SQLite refuses are reported, not raised.
+
+        Raises only when nothing changed (the reads come first, and a statement that fails changes
+        nothing), or :class:`errors.TransactionLost` when only the whole transaction can undo it:
+        so the engine needs no savepoint around it (``isolates_records``), and SQLite journals no
+        page twice.
+        """
         sql = self.dest.sql
-        ids = cast(list[str], [r[0] for r in ws.upserts]) + [d[0] for d in ws.deletes]
-        live = self._versions(sql.live_versions(ws.table), (), ids)
-        dead = self._versions(sql.tombstone_versions(), (ws.entity,), ids)
         now = sink_time(ws.now)
-        up = [
-            (r[0], now, now, *r[1:])
-            for r in ws.upserts
-            if r[1] > live.get(r[0], -1) and r[1] > dead.get(r[0], -1)  # type: ignore[call-overload,operator]
-        ]
-        if up:
-            self.conn.executemany(sql.upsert(ws.table, ws.columns), up)
+        # Reads first: the tombstones of every id (a small table whose pages stay cached) and the
+        # live versions of the deletes; a problem with the table surfaces here, before any change.
+        ids = [cast(str, r[0]) for r in ws.upserts] + [d[0] for d in ws.deletes]
+        dead = self._versions(sql.tombstone_versions(), (ws.entity,), ids)
+        live = self._versions(sql.live_versions(ws.table), (), [d[0] for d in ws.deletes]) if ws.deletes else {}
+        rejected: dict[str, str] = {}
+        upserted: list[str] = []
+        if ws.upserts:
+            # No pre-read of the live rows: the statement's guard decides, and its change count
+            # says applied (1) or stale (0). A Python loop over execute costs about what
+            # executemany does; RETURNING would cost twice that, INSERT ... SELECT a statement
+            # journal per row. The sink time is a parameter (row + stamp, one tuple in C), so the
+            # statement's text stays the same across batches: a literal made a new prepared
+            # statement per batch, and sqlite3's statement cache kept 128 of them (+3 MiB RSS).
+            rows = [r for r in ws.upserts if r[1] > dead.get(r[0], -1)] if dead else ws.upserts  # type: ignore[call-overload,operator]
+            statement = sql.upsert(ws.table, ws.columns)
+            stamp = (now,)
+            cur = self.conn.cursor()
+            run = cur.execute
+            append = upserted.append
+            for row in rows:
+                try:
+                    run(statement, row + stamp)
+                except Exception as exc:
+                    self._refuse(exc, cast(str, row[0]), rejected, changed=bool(upserted))
+                    continue
+                if cur.rowcount:
+                    append(row[0])  # type: ignore[arg-type]
         # A delete wins a tie with the live row's version (the same as in one batch's reduction).
         gone = [d for d in ws.deletes if d[1] >= live.get(d[0], -1) and d[1] > dead.get(d[0], -1)]
         if gone:
-            self.conn.executemany(sql.delete_older(ws.table), gone)
-            stones = [(ws.entity, rid, v, now) for rid, v in gone]
-            self.conn.executemany(sql.upsert_tombstones(), stones)
-            if self.dest.layout.write_delete_log:
-                self.conn.executemany(sql.insert_delete_log(), stones)
-        return Applied(frozenset(r[0] for r in up), frozenset(d[0] for d in gone))  # type: ignore[misc]
+            gone = self._delete(ws, gone, now, rejected, changed=bool(upserted))
+        return Applied(frozenset(upserted), frozenset(d[0] for d in gone), rejected)
+
+    def _delete(
+        self, ws: WriteSet, gone: list[tuple[str, int]], now: str, rejected: dict[str, str], *, changed: bool
+    ) -> list[tuple[str, int]]:
+        """Delete the rows and write their tombstones (and delete log), all or nothing per record."""
+        try:
+            with self.savepoint():
+                self._delete_rows(ws, gone, now)
+            return gone
+        except Exception as exc:
+            if errors.classify(exc) is not ErrorClass.RECORD:
+                self._refuse(exc, gone[0][0], rejected, changed=changed)
+        done: list[tuple[str, int]] = []  # one record refused: find it, one savepoint per delete
+        for d in gone:
+            try:
+                with self.savepoint():
+                    self._delete_rows(ws, [d], now)
+            except Exception as exc:
+                self._refuse(exc, d[0], rejected, changed=changed or bool(done))
+                continue
+            done.append(d)
+        return done
+
+    def _delete_rows(self, ws: WriteSet, gone: list[tuple[str, int]], now: str) -> None:
+        sql = self.dest.sql
+        self.conn.executemany(sql.delete_older(ws.table), gone)
+        stones = [(ws.entity, rid, v, now) for rid, v in gone]
+        self.conn.executemany(sql.upsert_tombstones(), stones)
+        if self.dest.layout.write_delete_log:
+            self.conn.executemany(sql.insert_delete_log(), stones)
+
+    def _refuse(self, exc: Exception, record_id: str, rejected: dict[str, str], *, changed: bool) -> None:
+        """A statement of ``write`` failed (and changed nothing): note a refused record, or raise."""
+        kind = errors.classify(exc)
+        if not self.conn.in_transaction:
+            # SQLite rolled the whole transaction back itself (SQLITE_FULL, SQLITE_IOERR, ...).
+            if kind in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
+                raise exc
+            raise errors.TransactionLost(
+                f"SQLite rolled the transaction back after an error ({exc}); the batch will be retried"
+            ) from exc
+        if kind is ErrorClass.RECORD:
+            rejected[record_id] = f"sqlite rejected the record: {exc}"
+            return
+        if kind is ErrorClass.ENTITY and changed:
+            # About the table, after rows of this write took effect: only the transaction can undo them.
+            raise errors.TransactionLost(
+                f"SQLite refused the table after part of the write ({exc}); the batch will be retried"
+            ) from exc
+        raise exc
 
 
 class SqliteDestination:
@@ -128,21 +203,40 @@ class SqliteDestination:
         self.path = path
         self.sql = SqliteSql(self.layout)
         self.conn = self._connect()
+        # Replay workers: a file whose lock each write transaction takes before BEGIN IMMEDIATE.
+        # Unlike SQLite's busy handler, which sleeps and polls, a blocked flock wakes the moment the
+        # holder releases it; and only the transaction is serialized, not the engine's preparation.
+        self.writer_lock: str | None = None
+        self._lock_file: IO[str] | None = None
         self._support_ready = False
         self._ours: set[str] = set()  # existing tables checked to be entity tables
         self._unwritable: dict[str, set[str]] = {}  # table -> generated columns and columns not ours
         self._registered: dict[str, set[str]] = {}  # table -> its columns that are ours (registry cache)
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
-            )
-            for statement in SqliteSql.SESSION:
-                conn.execute(statement)
-        except sqlite3.Error as exc:
-            raise ConnectionFailed(f"cannot open SQLite database {self.path!r}: {exc}") from exc
-        return conn
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            conn: sqlite3.Connection | None = None
+            try:
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
+                )
+                for statement in SqliteSql.SESSION:
+                    conn.execute(statement)
+                return conn
+            except sqlite3.OperationalError as exc:
+                if conn is not None:
+                    conn.close()
+                # Switching a new file to WAL takes an exclusive lock, and SQLite answers SQLITE_BUSY at
+                # once (no busy handler) while another process opens or switches the same file: wait.
+                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                raise ConnectionFailed(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+            except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
+                raise ConnectionFailed(f"cannot open SQLite database {self.path!r}: {exc}") from exc
 
     # ------------------------------------------------------------------------------ catalog/DDL
     def read_columns(self, table: str) -> dict[str, ColumnType] | None:
@@ -179,7 +273,25 @@ class SqliteDestination:
             self.conn.execute(self.sql.create_delete_log())
         self._support_ready = True
 
+    @contextmanager
+    def _serialized(self) -> Iterator[None]:
+        """Hold :attr:`writer_lock` (when set) for the body: one write transaction."""
+        if self.writer_lock is None:
+            yield
+            return
+        if self._lock_file is None:
+            self._lock_file = open(self.writer_lock, "a")  # noqa: SIM115 (kept open; closed by close())
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+
     def ensure_table(self, table: str, wanted: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
+        with self._serialized():
+            return self._ensure_table(table, wanted)
+
+    def _ensure_table(self, table: str, wanted: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
         self.conn.execute(SqliteSql.BEGIN)
         try:
             self._ensure_support()
@@ -259,15 +371,16 @@ class SqliteDestination:
     # ------------------------------------------------------------------------------ transactions
     @contextmanager
     def transaction(self) -> Iterator[SqliteTransaction]:
-        self._ensure_support()
-        self.conn.execute(SqliteSql.BEGIN)
-        try:
-            yield SqliteTransaction(self)
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute(SqliteSql.ROLLBACK)
-            raise
-        self.conn.execute(SqliteSql.COMMIT)
+        with self._serialized():
+            self._ensure_support()
+            self.conn.execute(SqliteSql.BEGIN)
+            try:
+                yield SqliteTransaction(self)
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute(SqliteSql.ROLLBACK)
+                raise
+            self.conn.execute(SqliteSql.COMMIT)
 
     def classify(self, exc: BaseException) -> ErrorClass:
         return errors.classify(exc)
@@ -319,6 +432,9 @@ class SqliteDestination:
             yield dict(zip(names, row, strict=True))
 
     def close(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
         self.conn.close()
 
     # ------------------------------------------------ entity metadata: DES's tables (engine/metadata.py)
@@ -333,6 +449,10 @@ class SqliteDestination:
         return None if row is None else (int(row[0]), str(row[1]))
 
     def replace_metadata(self, rows: MetadataRows) -> bool:
+        with self._serialized():
+            return self._replace_metadata(rows)
+
+    def _replace_metadata(self, rows: MetadataRows) -> bool:
         sql = self.sql
         self.conn.execute(SqliteSql.BEGIN)
         try:

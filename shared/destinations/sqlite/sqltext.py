@@ -222,12 +222,18 @@ class SqliteSql:
 
     @staticmethod
     def upsert(table: str, columns: Sequence[str]) -> str:
-        """Parameters per row: id, created, modified, version, *columns. Only a newer version updates."""
+        """Parameters per row: id, version, *columns, the sink time (a write set's row plus the time).
+        Only a newer version updates; the connection's change count after it says whether the row
+        took effect. A single-row ``VALUES`` statement, unlike ``INSERT ... SELECT``, needs no
+        statement journal; its text is the same for every batch, so it stays prepared.
+        """
         q = quote
         cols = [ID, CREATED, MODIFIED, VERSION, *columns]
+        stamp = f"?{len(columns) + 3}"
+        values = ["?1", stamp, stamp, "?2", *(f"?{i}" for i in range(3, 3 + len(columns)))]
         updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in [MODIFIED, VERSION, *columns])
         return (
-            f"INSERT INTO {q(table)} ({', '.join(map(q, cols))}) VALUES ({', '.join('?' * len(cols))}) "
+            f"INSERT INTO {q(table)} ({', '.join(map(q, cols))}) VALUES ({', '.join(values)}) "
             f"ON CONFLICT ({q(ID)}) DO UPDATE SET {updates} "
             f"WHERE excluded.{q(VERSION)} > {q(table)}.{q(VERSION)}"
         )

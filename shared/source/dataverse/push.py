@@ -44,7 +44,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from shared.contract.metadata import MetadataNotification
-from shared.contract.models import GUID_PATTERN, INT64_MAX, MAX_REASON, NAME_PATTERN, Notification
+from shared.contract.models import GUID_PATTERN, INT64_MAX, MAX_REASON, NAME_PATTERN, ChangeType, Notification
 from shared.contract.parse import ParsedBatch, Unprocessable, parse_body
 from shared.source.dataverse import mapping as m
 
@@ -97,6 +97,10 @@ class Translation:
     skipped: list[Skipped] = field(default_factory=list)
     raw: str = ""  # what an unprocessable keeps: the message (with its application properties)
     label: str = "Dataverse message"
+    # (entity, record id, contract version) of each notification whose version the message itself
+    # carried (post-image, pre-image): assigned at the source before the batch was received.
+    carried: list[tuple[str, str, int]] = field(default_factory=list)
+    verified_delete: bool = False  # the body is a delete verified at the source during this parse
 
 
 @dataclass(slots=True)
@@ -500,11 +504,14 @@ class _Out:
         log.info("%s", text)
         return self.t
 
-    def emit(self, notification: Mapping[str, Any]) -> Translation:
+    def emit(self, notification: Mapping[str, Any], *, carried: bool = True) -> Translation:
         try:
             self.t.bodies.append(m.encode(notification))
         except (ValueError, UnicodeEncodeError) as exc:
             return self.bad(f"cannot be written as a notification: {exc}")
+        if carried:
+            entity, rid, version = notification["entity"], notification["recordId"], notification["version"]
+            self.t.carried.append((str(entity), str(rid).lower(), int(version)))
         return self.t
 
     def emit_read(self, notification: Mapping[str, Any], change_type: str | None = None) -> Translation:
@@ -517,7 +524,7 @@ class _Out:
             )
         if change_type is not None and notification.get("changeType") in ("create", "update"):
             notification = {**notification, "changeType": change_type}
-        return self.emit(notification)
+        return self.emit(notification, carried=False)
 
 
 def _notification(msg: DataverseMessage, record_id: str, change_type: str, version: int, changed_on: str,
@@ -603,6 +610,7 @@ def _delete(out: _Out, reread: Reread | None) -> Translation:
         n = reread.deleted(msg.entity, record_id)
     except RereadRefused as exc:
         return out.bad(f"no versionnumber in the message, and verifying the delete at the source failed: {exc}")
+    out.t.verified_delete = n.get("changeType") == "delete"
     return out.emit_read(n)
 
 
@@ -877,6 +885,8 @@ def parse_messages(
     out = PushParsedBatch()
     reread = _BatchReread(reread) if reread is not None else None
     per_org = _BatchRereadFor(reread_for) if reread_for is not None else None
+    verified: list[int] = []  # indexes in out.notifications of deletes verified at the source
+    carried: dict[tuple[str, str], int] = {}  # (entity, record id) -> highest version a message carried
     for item in messages:
         body, props = item if isinstance(item, tuple) else (item, None)
         if not props and not looks_like_dataverse(body):
@@ -887,12 +897,37 @@ def parse_messages(
             parse_body(body, out)
             continue
         out.dataverse_messages += 1
+        start = len(out.notifications)
         for b in t.bodies:
             _parse_translated(b, t, out)
+        if t.verified_delete:
+            verified.extend(range(start, len(out.notifications)))
+        for entity, rid, version in t.carried:
+            key = (entity, rid)
+            carried[key] = max(version, carried.get(key, version))
         out.received += len(t.unprocessable)
         out.unprocessable.extend(t.unprocessable)
         out.skipped.extend(t.skipped)
+    _fold_carried(out, verified, carried)
     return out
+
+
+def _fold_carried(out: PushParsedBatch, verified: list[int], carried: Mapping[tuple[str, str], int]) -> None:
+    """A delete verified at the source during this parse gets a version above every version of its
+    record that a message of this batch carried: those were assigned before the batch was received,
+    so before the verifying read (docs/dataverse.md, "Versions"; a re-creation after that read has a
+    larger versionnumber still). Without this an Update of the same batch, older than the delete but
+    carrying a version the source's delete mark has not seen, would win and bring the record back."""
+    for i in verified:
+        n = out.notifications[i]
+        if n.changeType is not ChangeType.DELETE:
+            continue
+        top = carried.get((n.entity, n.recordId.lower()))
+        if top is None:
+            continue
+        floor = top + 1 if top % 2 == 0 else top  # above a row version 2v; a carried delete's own version
+        if n.version < floor:
+            out.notifications[i] = n.model_copy(update={"version": floor})
 
 
 def parse_lines(
