@@ -162,4 +162,10 @@ class SecretResolver:
 def _secret_client(vault_url: str, credential: Any) -> Any:
     from azure.keyvault.secrets import SecretClient
 
-    return SecretClient(vault_url=vault_url, credential=credential)
+    # A vault that does not answer must not hold an admin request (or a batch) for minutes: azure-core's
+    # defaults are 10 retries with a backoff up to 2 minutes and 300 s socket timeouts. A failure here
+    # is transient to the caller, which has its own retries (the batch's retry blob, the admin's click).
+    return SecretClient(
+        vault_url=vault_url, credential=credential, retry_total=2, retry_backoff_max=4,
+        connection_timeout=10, read_timeout=30,
+    )  # fmt: skip

@@ -75,6 +75,12 @@ def local_api(tmp_path: Path, no_identity: int) -> Iterator[str]:
     # is unavailable), without seconds to minutes of waiting per request.
     env["IDENTITY_ENDPOINT"] = f"http://127.0.0.1:{no_identity}/msi/token"
     env["IDENTITY_HEADER"] = "schemathesis"
+    # No outbound network either, said at once: Key Vault and Dataverse calls for the generated
+    # vault and environment URLs go through a proxy address nothing listens on (connection refused,
+    # the same answers as an unreachable vault or environment), not to a network that may accept
+    # the connection and never answer (minutes per request).
+    refused = f"http://127.0.0.1:{free_port()}"
+    env.update(HTTPS_PROXY=refused, HTTP_PROXY=refused, NO_PROXY="127.0.0.1,localhost")
     server = subprocess.Popen(
         [sys.executable, "-m", "shared", "api", "--port", str(port)], cwd=tmp_path, env=env,
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "api.log").open("w"),
