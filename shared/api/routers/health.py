@@ -24,5 +24,7 @@ def health(s: Svc) -> Any:
         version = s.store.schema_version()
     except Exception as exc:
         log.warning("health: admin store unavailable: %s", type(exc).__name__)
-        return JSONResponse(HealthOut(status="unavailable", store="unavailable").model_dump(), status_code=503)
+        # The same body the middleware answers when the root cannot even be built (no schemaVersion).
+        body = HealthOut(status="unavailable", store="unavailable").model_dump(exclude_none=True)
+        return JSONResponse(body, status_code=503)
     return HealthOut(status="ok", store="ok", schemaVersion=version)
