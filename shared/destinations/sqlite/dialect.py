@@ -229,7 +229,8 @@ class SqliteDestination:
                     conn.close()
                 # Switching a new file to WAL takes an exclusive lock, and SQLite answers SQLITE_BUSY at
                 # once (no busy handler) while another process opens or switches the same file: wait.
-                if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY and time.monotonic() < deadline:
+                code = getattr(exc, "sqlite_errorcode", None)
+                if code is not None and code & 0xFF == sqlite3.SQLITE_BUSY and time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
                 raise ConnectionFailed(f"cannot open SQLite database {self.path!r}: {exc}") from exc
