@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from shared.chunking import chunks
 from shared.profiles.fanout import UNROUTED_FOLDER, FanOutResult
@@ -18,9 +19,14 @@ from shared.retry.sweep import SweepReport, blob_name_in, sweep_retries
 from shared.root import Holding, Root
 from shared.source.dataverse.push import Message, parse_messages
 from shared.storage.blobs import RETRY
-from shared.storage.claimcheck import resolve_references
+from shared.storage.claimcheck import Resolution, resolve_references
 from shared.storage.failurelog import cleanup_retention
 from shared.store.base import StoreUnavailable
+
+if TYPE_CHECKING:
+    from shared.contract.parse import ParsedBatch
+    from shared.rejects import RejectSink
+    from shared.storage.account import Storage
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +79,19 @@ def _apply_chunk(bodies: Sequence[Message], root: Root) -> FanOutResult:
         # (docs/deploy.md "A configuration mistake never dead-letters healthy messages").
         if root.storage is None:
             raise  # no Blob storage to hold it in (local runs): Service Bus redelivers
-        hold_batch(
-            root.storage.retries, root.router.rejects_of(UNROUTED_FOLDER), parsed, resolution, exc,
-            now=root.storage.clock(), interval_seconds=root.config.retry.interval_seconds,
-        )  # fmt: skip
-        return FanOutResult(received=parsed.received, unprocessable=list(parsed.unprocessable))
+        return _held(root.storage, root.router.rejects_of(UNROUTED_FOLDER), parsed, resolution, exc,
+                     root.config.retry.interval_seconds)  # fmt: skip
+
+
+def _held(
+    storage: Storage, unrouted: RejectSink, parsed: ParsedBatch, resolution: Resolution, exc: StoreUnavailable,
+    interval_seconds: float,
+) -> FanOutResult:
+    """Hold a healthy batch whole in ``retry/held-for-routing/`` (the admin store is unreachable);
+    its unprocessable bodies are kept, so the messages complete."""
+    hold_batch(storage.retries, unrouted, parsed, resolution, exc, now=storage.clock(),
+               interval_seconds=interval_seconds)  # fmt: skip
+    return FanOutResult(received=parsed.received, unprocessable=list(parsed.unprocessable))
 
 
 def handle_service_bus(
@@ -98,11 +112,8 @@ def handle_service_bus(
         for chunk in chunks(bodies, held.batch_bytes):  # bounded memory, as when applying
             parsed = parse_messages(chunk)
             resolution = resolve_references(parsed, storage.payloads)
-            hold_batch(
-                storage.retries, storage.rejects(UNROUTED_FOLDER), parsed, resolution, exc,
-                now=storage.clock(), interval_seconds=held.interval_seconds,
-            )  # fmt: skip
-            results.append(FanOutResult(received=parsed.received, unprocessable=list(parsed.unprocessable)))
+            results.append(_held(storage, storage.rejects(UNROUTED_FOLDER), parsed, resolution, exc,
+                                 held.interval_seconds))  # fmt: skip
         return _merged(results)
     return handle_notifications(bodies, r)
 
