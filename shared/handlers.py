@@ -17,7 +17,7 @@ from shared.retry.park import hold_batch
 from shared.retry.poison import PoisonScan, scan_poison_queue
 from shared.retry.sweep import SweepReport, blob_name_in, sweep_retries
 from shared.root import Holding, Root
-from shared.source.dataverse.push import Message, parse_messages
+from shared.source.dataverse.push import Message, StoreDown, parse_messages
 from shared.storage.blobs import RETRY
 from shared.storage.claimcheck import Resolution, resolve_references
 from shared.storage.failurelog import cleanup_retention
@@ -109,8 +109,10 @@ def handle_service_bus(
         if storage is None:
             raise
         results = []
+        why = str(exc)
         for chunk in chunks(bodies, held.batch_bytes):  # bounded memory, as when applying
-            parsed = parse_messages(chunk)
+            # Messages needing a re-read are kept with the reason (no profile, so no source, to read)
+            parsed = parse_messages(chunk, reread_for=lambda org: StoreDown(org, why))
             resolution = resolve_references(parsed, storage.payloads)
             results.append(_held(storage, storage.rejects(UNROUTED_FOLDER), parsed, resolution, exc,
                                  held.interval_seconds))  # fmt: skip

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from shared.engine.ports import Destination
 from shared.profiles.fanout import EngineRegistry
@@ -34,7 +34,7 @@ from shared.profiles.model import DataverseSource, Profile, ProfileState
 from shared.source.dataverse import mapping as m
 from shared.source.dataverse.client import DataverseClient
 from shared.source.dataverse.cursors import CursorStore
-from shared.source.dataverse.push import EntityRef, Reread, RereadRefused
+from shared.source.dataverse.push import Reread, StoreDown
 from shared.source.dataverse.push_reread import MetadataInfos, SourceReread, keyed_held, keyed_link_ids
 from shared.store.base import StoreUnavailable
 
@@ -139,33 +139,3 @@ class ProfileRereads:
                             "read (%s: %s); left out", p.id, entity, type(exc).__name__, exc)  # fmt: skip
         return out
 
-
-class StoreDown:
-    """The re-read source of an organization while the admin store cannot be reached: a message with
-    a full post-image is taken as it is (held with its batch); one that needs reading at the source
-    is refused with the reason (kept as unprocessable: ``des replay --dataverse`` applies it later,
-    and the profile's change-tracking pass brings the same change)."""
-
-    def __init__(self, organization_id: str, error: str) -> None:
-        self.reason = (
-            f"the admin store is unavailable, so the Dataverse source of organization {organization_id} cannot be "
-            f"found ({error}); replay this message with `des replay --dataverse` or let change tracking bring it"
-        )
-
-    def columns(self, entity: str) -> frozenset[str] | None:
-        return None  # unknown: a full post-image is taken as full state
-
-    def record(self, entity: str, record_id: str) -> dict[str, Any] | None:
-        raise RereadRefused(self.reason)
-
-    def deleted(self, entity: str, record_id: str) -> dict[str, Any]:
-        raise RereadRefused(self.reason)
-
-    def link(self, relationship: str, one: EntityRef, other: EntityRef) -> dict[str, Any] | None:
-        raise RereadRefused(self.reason)
-
-    def unlinked(self, relationship: str, one: EntityRef, other: EntityRef) -> list[dict[str, Any]]:
-        raise RereadRefused(self.reason)
-
-    def links_of(self, record: EntityRef) -> list[dict[str, Any]]:
-        raise RereadRefused(self.reason)

@@ -159,6 +159,37 @@ class Reread(Protocol):
         every exported N:N relationship of ``record``, plus deletes for the rows held that are gone."""
 
 
+class StoreDown:
+    """The re-read source of an organization while the admin store cannot be reached: a message with
+    a full post-image is taken as it is (held with its batch); one that needs reading at the source
+    is refused with the reason (kept as unprocessable: ``des replay --dataverse`` applies it later,
+    and the profile's change-tracking pass brings the same change)."""
+
+    def __init__(self, organization_id: str, error: str) -> None:
+        self.reason = (
+            f"the admin store is unavailable, so the Dataverse source of organization {organization_id} cannot be "
+            f"found ({error}); replay this message with `des replay --dataverse` or let change tracking bring it"
+        )
+
+    def columns(self, entity: str) -> frozenset[str] | None:
+        return None  # unknown: a full post-image is taken as full state
+
+    def record(self, entity: str, record_id: str) -> dict[str, Any] | None:
+        raise RereadRefused(self.reason)
+
+    def deleted(self, entity: str, record_id: str) -> dict[str, Any]:
+        raise RereadRefused(self.reason)
+
+    def link(self, relationship: str, one: EntityRef, other: EntityRef) -> dict[str, Any] | None:
+        raise RereadRefused(self.reason)
+
+    def unlinked(self, relationship: str, one: EntityRef, other: EntityRef) -> list[dict[str, Any]]:
+        raise RereadRefused(self.reason)
+
+    def links_of(self, record: EntityRef) -> list[dict[str, Any]]:
+        raise RereadRefused(self.reason)
+
+
 # organization id (lower case) -> the re-read source answering for that organization, or None when
 # no Dataverse source is configured for it (the function app: the profiles' sources; shared/pull/reread.py)
 RereadFor = Callable[[str], Reread | None]
