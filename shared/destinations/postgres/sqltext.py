@@ -319,11 +319,12 @@ ORDER BY k.ord
         )
 
     def staged_tombstones(self, stage: str) -> sql.Composed:
-        """Parameter: entity. Rows (id, version) of tombstones of staged ids (probed by primary key)."""
+        """Parameter: entity. Rows (id, version) of tombstones of staged ids at least as new as the
+        staged version (usually none: an older tombstone is a record deleted and created again)."""
         return sql.SQL(
             'SELECT t."RecordId"::text, t."VersionNumber" FROM {} s '
-            'JOIN {} t ON t."EntityName" = %s AND t."RecordId" = s.{}::uuid'
-        ).format(I(stage), self.tombstones, I(ID))
+            'JOIN {} t ON t."EntityName" = %s AND t."RecordId" = s.{}::uuid AND t."VersionNumber" >= s.{}'
+        ).format(I(stage), self.tombstones, I(ID), I(VERSION))
 
     def delete_superseded(self, table: str) -> sql.Composed:
         """Parameters: entity, ids. Removes rows a tombstone at least as new supersedes; returns their ids."""
