@@ -3,6 +3,15 @@
 Statement text and type mapping live in :mod:`shared.destinations.postgres.sqltext` (``PgSql``);
 this module orchestrates them.
 
+Staging: one temporary table per connection and shape of write set (columns and their staged
+types), created at first use with ``ON COMMIT DELETE ROWS`` and reused by every later batch (a
+CREATE and DROP per batch cost catalog writes); a second write through it in one transaction
+empties it first. A stage created in what rolled back (the write's savepoint, the transaction) or
+in a lost session is forgotten and created again. When every column's catalog type has a binary
+form the engine's values dump to (``sqltext.binary_stage_type``), the COPY is binary (ids and uuid
+columns staged as text and cast by the upsert); otherwise it is text, into a stage of the catalog
+types. The write statements are rendered once per connection (``PostgresDestination.statement``).
+
 Concurrency: several workers write the same tables under READ COMMITTED. Every change of a batch,
 upsert or delete, first goes through one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE newer``
 ordered by id, so the entity table's primary key is the per-record lock and all workers take those
