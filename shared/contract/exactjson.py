@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import uuid
+import secrets
 from decimal import Decimal
 from typing import Any
 
@@ -78,22 +78,23 @@ def number_text(value: Decimal) -> str:
 def dumps(value: Any, *, sort_keys: bool = False, separators: tuple[str, str] | None = None) -> str:
     """``json.dumps(value, ensure_ascii=False, ...)`` with Decimals written as :func:`number_text`.
 
-    Decimals go through the C encoder as unique placeholder strings (a NUL and a random nonce, which
-    no encoded string can equal: the encoder writes a NUL as ``\\u0000``), then become numbers; a
-    document without a Decimal costs nothing more than :func:`json.dumps`."""
-    numbers: dict[str, str] = {}
-    nonce = ""
+    Decimals go through the C encoder as placeholder strings (a NUL, this process's random nonce and
+    a counter: no encoded string can equal one, the encoder writes a NUL as ``\\u0000`` and the nonce
+    is never written out), then become numbers in one pass; a document without a Decimal costs
+    nothing more than :func:`json.dumps`."""
+    numbers: list[str] = []
 
     def mark(o: object) -> str:
-        nonlocal nonce
         if isinstance(o, Decimal):
-            nonce = nonce or uuid.uuid4().hex
-            key = f"\x00{nonce}{len(numbers)}"
-            numbers[json.dumps(key)] = number_text(o)
-            return key
+            numbers.append(number_text(o))
+            return f"\x00{_NONCE}{len(numbers) - 1}"
         raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
     text = json.dumps(value, ensure_ascii=False, sort_keys=sort_keys, separators=separators, default=mark)
-    for quoted, number in numbers.items():
-        text = text.replace(quoted, number, 1)
-    return text
+    if not numbers:
+        return text
+    return _MARK.sub(lambda m: numbers[int(m.group(1))], text)
+
+
+_NONCE = secrets.token_hex(16)
+_MARK = re.compile(re.escape(json.dumps(f"\x00{_NONCE}")[:-1]) + r'(\d+)"')
