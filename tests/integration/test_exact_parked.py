@@ -22,7 +22,9 @@ import pytest
 
 from shared.config import DestinationConfig
 from shared.destinations import Layout, open_destination
+from shared.destinations.checks import CheckReport
 from shared.destinations.postgres.dialect import PostgresDestination
+from shared.destinations.sqlite.check import check
 from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.engine.engine import SyncEngine
 from shared.engine.ports import Destination
@@ -159,3 +161,25 @@ def test_des_replay_reject_files_keep_a_long_money_value_exactly(tmp_path: Path)
             [(got,)] = conn.execute("SELECT revenue FROM public.account").fetchall()
         assert got == value
         assert str(got) == str(value)
+
+
+def test_the_sqlite_check_names_decimal_columns_that_round(tmp_path: Path) -> None:
+    """Money columns an earlier version declared ``DECIMAL(38,4)`` (NUMERIC affinity) are never altered;
+    the destination check names them (a notice, the check still passes); new ones are exact."""
+    db = tmp_path / "dest.db"
+    with sqlite3.connect(db) as conn:  # as an earlier version created it
+        conn.execute('CREATE TABLE contact ("Id" TEXT PRIMARY KEY, creditlimit DECIMAL(38,4))')
+    dest = SqliteDestination(str(db), Layout())
+    try:
+        result = SyncEngine(dest).apply_bodies([money_metadata(), money_body(1, 1, MONEY)])
+    finally:
+        dest.close()
+    assert result.applied == 2
+    report = CheckReport()
+    check(f"sqlite:///{db}", Layout(), report, str)
+    assert report.ok
+    [notice] = [c for c in report.checks if c.name == "exact decimals"]
+    assert notice.detail.endswith(": contact.creditlimit")  # account.revenue (DECIMAL BLOB(38,4)) is exact
+    fresh = CheckReport()
+    check(f"sqlite:///{tmp_path / 'new.db'}", Layout(), fresh, str)
+    assert "exact decimals" not in [c.name for c in fresh.checks]
