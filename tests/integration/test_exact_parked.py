@@ -26,6 +26,8 @@ from shared.destinations.checks import CheckReport
 from shared.destinations.postgres.dialect import PostgresDestination
 from shared.destinations.sqlite.check import check
 from shared.destinations.sqlite.dialect import SqliteDestination
+from shared.destinations.sqlite.sqltext import column_type
+from shared.engine.coltypes import Kind
 from shared.engine.engine import SyncEngine
 from shared.engine.ports import Destination
 from shared.handlers import handle_notifications
@@ -183,3 +185,23 @@ def test_the_sqlite_check_names_decimal_columns_that_round(tmp_path: Path) -> No
     fresh = CheckReport()
     check(f"sqlite:///{tmp_path / 'new.db'}", Layout(), fresh, str)
     assert "exact decimals" not in [c.name for c in fresh.checks]
+
+
+def test_a_decimal_column_inferred_without_metadata_keeps_every_digit_in_sqlite(tmp_path: Path) -> None:
+    """Without metadata the column's type comes from the values: a 38-digit decimal makes a decimal
+    column of no affinity (``DECIMAL BLOB``), not ``NUMERIC`` (which would keep about 15 digits);
+    a ``NUMERIC`` column an earlier version made is still read as a decimal column."""
+    db = tmp_path / "dest.db"
+    dest = SqliteDestination(str(db), Layout())
+    try:
+        result = SyncEngine(dest).apply_bodies([money_body(1, 1, MONEY), money_body(2, 1, NEGATIVE)])
+        assert result.applied == 2
+        with sqlite3.connect(db) as conn:
+            got = conn.execute("SELECT revenue, typeof(revenue) FROM account ORDER BY name").fetchall()
+            [(declared,)] = conn.execute("SELECT type FROM pragma_table_info('account') WHERE name = 'revenue'")
+        assert got == [(str(MONEY), "text"), (str(NEGATIVE), "text")]
+        assert declared == "DECIMAL BLOB"
+    finally:
+        dest.close()
+    assert column_type("NUMERIC").kind is Kind.DECIMAL  # as an earlier version declared it
+    assert column_type("DECIMAL BLOB").kind is Kind.DECIMAL
