@@ -21,6 +21,7 @@ import pytest
 
 from shared.destinations import Layout
 from shared.destinations.inspect import table_rows
+from shared.destinations.postgres import dialect
 from shared.destinations.postgres.dialect import PostgresDestination
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
@@ -253,3 +254,19 @@ def test_an_integer_column_narrower_than_the_value_fails_that_record_alone(pg_ds
         assert {r: v["n"] for r, v in rows(dest).items()} == {RIDS[0]: 1, RIDS[1]: 7, RIDS[2]: 1}
     finally:
         dest.close()
+
+
+def test_stages_of_shapes_no_longer_written_are_dropped_beyond_the_limit(
+    dest: PostgresDestination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table that keeps gaining columns makes a new shape each time: the oldest stages go."""
+    monkeypatch.setattr(dialect, "MAX_STAGES", 3)
+    engine = SyncEngine(dest)
+    attrs: dict[str, Value] = {}
+    for v in range(1, 7):
+        attrs[f"c{v}"] = v
+        clean(engine.apply_bodies([up(RIDS[0], v, attrs), up(RIDS[v], 1, {"c1": -v})]))
+        assert len(stages(dest)) == min(v, 3)
+    got = rows(dest)
+    assert {c: got[RIDS[0]][c] for c in attrs} == attrs
+    assert [got[r]["c1"] for r in RIDS[1:7]] == [-1, -2, -3, -4, -5, -6]
