@@ -3,6 +3,15 @@
 Statement text and type mapping live in :mod:`shared.destinations.postgres.sqltext` (``PgSql``);
 this module orchestrates them.
 
+Staging: one temporary table per connection and shape of write set (columns and their staged
+types), created at first use with ``ON COMMIT DELETE ROWS`` and reused by every later batch (a
+CREATE and DROP per batch cost catalog writes); a second write through it in one transaction
+empties it first. A stage created in what rolled back (the write's savepoint, the transaction) or
+in a lost session is forgotten and created again. When every column's catalog type has a binary
+form the engine's values dump to (``sqltext.binary_stage_type``), the COPY is binary (ids and uuid
+columns staged as text and cast by the upsert); otherwise it is text, into a stage of the catalog
+types. The write statements are rendered once per connection (``PostgresDestination.statement``).
+
 Concurrency: several workers write the same tables under READ COMMITTED. Every change of a batch,
 upsert or delete, first goes through one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE newer``
 ordered by id, so the entity table's primary key is the per-record lock and all workers take those
@@ -17,15 +26,16 @@ each of these interleavings).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import count
 from typing import Any
 
 import psycopg
+from psycopg.sql import Composable
 
 from shared.destinations.postgres import errors
-from shared.destinations.postgres.sqltext import DEFAULT_SCHEMA, PgSql, column_type, sql_type
+from shared.destinations.postgres.sqltext import DEFAULT_SCHEMA, PgSql, binary_stage_type, column_type, sql_type
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.ports import (
@@ -46,6 +56,8 @@ __all__ = ["PostgresDestination", "PostgresTransaction", "column_type", "sql_typ
 
 log = logging.getLogger(__name__)
 
+MAX_STAGES = 16  # staging tables kept per connection (one per shape of write set)
+
 
 class PostgresTransaction:
     isolates_records = False  # set-based writes: the engine's savepoint and bisection
@@ -53,11 +65,13 @@ class PostgresTransaction:
     def __init__(self, dest: PostgresDestination) -> None:
         self.dest = dest
         self.conn = dest.conn
-        self._stage = count()
+        self.created: list[tuple[tuple[str, str], ...]] = []  # stages created in this transaction
+        self._written: set[str] = set()  # stages holding this transaction's rows of an earlier write
 
     def columns(self, table: str) -> dict[str, ColumnType] | None:
         with self.conn.cursor() as cur:
-            cur.execute(self.dest.sql.lock_for_writes(table))
+            d = self.dest
+            cur.execute(d.statement(("lock", table), d.sql.lock_for_writes, table))
             return self.dest.read_columns(cur, table)
 
     @contextmanager
@@ -65,52 +79,95 @@ class PostgresTransaction:
         with self.conn.transaction():
             yield
 
+    def _stage(self, cur: psycopg.Cursor[Any], shape: tuple[tuple[str, str], ...]) -> str:
+        """The session's staging table for this shape, created at first use, emptied when this
+        transaction already wrote through it (a second entity of the same shape, a bisected half)."""
+        d = self.dest
+        stage = d.stages.get(shape)
+        if stage is None:
+            if len(d.stages) >= MAX_STAGES:  # shapes of tables since widened: drop the oldest
+                old = d.stages.pop(next(iter(d.stages)))
+                cur.execute(d.sql.drop(old))
+            stage = d.stages[shape] = f"_des_stage_{next(d.stage_names)}"
+            self.created.append(shape)
+            try:
+                cur.execute(d.sql.create_stage(stage, shape))
+            except BaseException:
+                del d.stages[shape]
+                raise
+        elif stage in self._written:
+            cur.execute(d.sql.clear_stage(stage))
+        return stage
+
     def write(self, ws: WriteSet) -> Applied:
         d = self.dest
         sql = d.sql
-        stage = f"_des_stage_{next(self._stage)}"
         types = d.catalog_sql_types(ws.table)
-        with self.conn.cursor() as cur:
-            cur.execute(sql.create_stage(stage, [(c, types[c]) for c in ws.columns]))
-            pad = (None,) * len(ws.columns)
-            with cur.copy(sql.copy_stage(stage, ws.columns)) as cp:
-                for row in ws.upserts:
-                    cp.write_row(row)
-                for rid, version in ws.deletes:
-                    cp.write_row((rid, version, *pad))
-            # One ordered, guarded upsert locks every record of the write set (deletes included).
-            cur.execute(
-                sql.upsert(ws.table, stage, ws.columns),
-                {"now": ws.now, "entity": ws.entity, "deletes": [rid for rid, _ in ws.deletes]},
-            )
-            won = {r[0] for r in cur.fetchall()}
-            deleted = [(rid, v) for rid, v in ws.deletes if rid in won]
-            upserted = won.difference(rid for rid, _ in deleted)
-            if deleted:
+        catalog = [types[c] for c in ws.columns]
+        staged = [binary_stage_type(t) for t in catalog]
+        wire = [t for t in staged if t is not None]
+        binary = len(wire) == len(staged)
+        shape = tuple(zip(ws.columns, wire if binary else catalog, strict=True))
+        uuids = [c for c, t in zip(ws.columns, catalog, strict=True) if t == "uuid"] if binary else []
+        fresh = d.stages.get(shape) is None
+        try:
+            with self.conn.cursor() as cur:
+                stage = self._stage(cur, shape)
+                self._written.add(stage)
+                copy = d.statement(("copy", stage, str(binary), *ws.columns), sql.copy_stage, stage, ws.columns, binary)
+                with cur.copy(copy) as cp:
+                    if binary:
+                        cp.set_types(["text", "bigint", *wire])
+                    write_row = cp.write_row
+                    for row in ws.upserts:
+                        write_row(row)
+                    if ws.deletes:
+                        pad = (None,) * len(ws.columns)
+                        for rid, version in ws.deletes:
+                            write_row((rid, version, *pad))
+                return self._apply(cur, ws, stage, uuids)
+        except BaseException:
+            if fresh:  # created in the savepoint the engine now rolls back: it is gone with it
+                d.stages.pop(shape, None)
+            raise
+
+    def _apply(self, cur: psycopg.Cursor[Any], ws: WriteSet, stage: str, uuids: list[str]) -> Applied:
+        d = self.dest
+        sql = d.sql
+        # One ordered, guarded upsert locks every record of the write set (deletes included).
+        key = ("upsert", ws.table, stage, *ws.columns, "", *uuids)
+        upsert = d.statement(key, sql.upsert, ws.table, stage, ws.columns, uuids)
+        cur.execute(upsert, {"now": ws.now, "entity": ws.entity, "deletes": [rid for rid, _ in ws.deletes]})
+        won = {r[0] for r in cur.fetchall()}
+        deleted = [(rid, v) for rid, v in ws.deletes if rid in won]
+        upserted = won
+        if deleted:
+            ids = [rid for rid, _ in deleted]
+            upserted = won.difference(ids)
+            cur.execute(sql.delete_ids(ws.table), [ids])
+            cur.execute(sql.upsert_tombstones(), [ws.entity, ws.now, ids, [v for _, v in deleted]])
+            # A newer delete that committed while we waited for the record's lock left a newer
+            # tombstone: ours is stale (the row, our placeholder, is gone either way).
+            stoned = {r[0] for r in cur.fetchall()}
+            if len(stoned) < len(deleted):
+                deleted = [(rid, v) for rid, v in deleted if rid in stoned]
                 ids = [rid for rid, _ in deleted]
-                cur.execute(sql.delete_ids(ws.table), [ids])
-                cur.execute(sql.upsert_tombstones(), [ws.entity, ws.now, ids, [v for _, v in deleted]])
-                # A newer delete that committed while we waited for the record's lock left a newer
-                # tombstone: ours is stale (the row, our placeholder, is gone either way).
-                stoned = {r[0] for r in cur.fetchall()}
-                if len(stoned) < len(deleted):
-                    deleted = [(rid, v) for rid, v in deleted if rid in stoned]
-                    ids = [rid for rid, _ in deleted]
-                if d.layout.write_delete_log and deleted:
-                    cur.execute(sql.insert_delete_log(), [ws.entity, ws.now, ids, [v for _, v in deleted]])
-            if upserted:
-                # A newer delete that committed while we waited for a lock: its tombstone wins.
-                # Probe the tombstones by primary key for our ids (cheap; usually finds nothing),
-                # then remove only the rows a newer tombstone supersedes.
-                cur.execute(sql.staged_tombstones(stage), [ws.entity])
+            if d.layout.write_delete_log and deleted:
+                cur.execute(sql.insert_delete_log(), [ws.entity, ws.now, ids, [v for _, v in deleted]])
+        if upserted:
+            # A newer delete that committed while we waited for a lock: its tombstone wins.
+            # Probe the tombstones by primary key for our ids (cheap; usually finds nothing),
+            # then remove only the rows a newer tombstone supersedes.
+            cur.execute(d.statement(("staged_tombstones", stage), sql.staged_tombstones, stage), [ws.entity])
+            found = cur.fetchall()
+            if found:
                 ours = {r[0]: r[1] for r in ws.upserts}
                 superseded = [
-                    rid for rid, v in cur.fetchall() if rid in upserted and v >= ours[rid]  # type: ignore[operator]
+                    rid for rid, v in found if rid in upserted and v >= ours[rid]  # type: ignore[operator]
                 ]
                 if superseded:
                     cur.execute(sql.delete_superseded(ws.table), [ws.entity, superseded])
                     upserted.difference_update(r[0] for r in cur.fetchall())
-            cur.execute(sql.drop(stage))
         return Applied(frozenset(upserted), frozenset(rid for rid, _ in deleted))
 
 
@@ -135,6 +192,11 @@ class PostgresDestination:
         self._ours: set[str] = set()  # existing tables checked to be entity tables
         self._unwritable: dict[str, set[str]] = {}  # table -> generated, identity and others' columns
         self._registered: dict[str, set[str]] = {}  # table -> its columns that are ours (registry cache)
+        # Staging tables of this session, by shape ((column, staged type), ...): temporary tables
+        # live as long as the connection, so each is created once, not per batch.
+        self.stages: dict[tuple[tuple[str, str], ...], str] = {}
+        self.stage_names = count()
+        self._statements: dict[tuple[str, ...], bytes] = {}
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
@@ -171,6 +233,16 @@ class PostgresDestination:
     def _register(self, cur: psycopg.Cursor[Any], table: str, columns: Iterable[str]) -> None:
         cur.execute(self.sql.register_columns(), [table, list(columns)])
         self._registered.pop(table, None)
+
+    def statement(self, key: tuple[str, ...], build: Callable[..., Composable], *args: Any) -> bytes:
+        """A write-path statement's text, rendered once per connection (composing and quoting
+        one of ~100 identifiers costs more than PostgreSQL spends parsing it)."""
+        text = self._statements.get(key)
+        if text is None:
+            if len(self._statements) >= 256:
+                self._statements.clear()
+            text = self._statements[key] = build(*args).as_bytes(self.conn)
+        return text
 
     def catalog_sql_types(self, table: str) -> dict[str, str]:
         return self._types[table]
@@ -272,8 +344,14 @@ class PostgresDestination:
         if not self._support_ready:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 self._ensure_support(cur)
-        with self.conn.transaction():
-            yield PostgresTransaction(self)
+        tx = PostgresTransaction(self)
+        try:
+            with self.conn.transaction():
+                yield tx
+        except BaseException:
+            for shape in tx.created:  # created in what rolled back: gone with it
+                self.stages.pop(shape, None)
+            raise
 
     def classify(self, exc: BaseException) -> ErrorClass:
         return errors.classify(exc, connection_closed=self.conn.closed)
@@ -291,6 +369,8 @@ class PostgresDestination:
         try:
             self.conn.close()
         finally:
+            self.stages.clear()  # temporary tables end with the session
+            self._statements.clear()
             self.conn = self._connect()
             self._support_ready = False
 

@@ -31,6 +31,23 @@ _BY_SQL = {v: k for k, v in _SQL_TYPE.items()}
 _VARCHAR = re.compile(r"^character varying\((\d+)\)$")
 _NUMERIC = re.compile(r"^numeric\((\d+),(\d+)\)$")
 
+# Binary COPY: the staged type of a column, by its catalog type, when the engine's values for it
+# (coerced to the column's logical type: bool, int, float, str, aware datetime) dump in binary as
+# that type. A uuid is staged as text (the upsert casts it); integer and smallint are staged as
+# bigint (the insert's assignment cast refuses a value out of range, as a text COPY would). A write
+# set with any other column type (numeric, real, date, character(n), json, ...) is copied as text
+# into a stage of the catalog types, where PostgreSQL's input functions parse every value.
+_BINARY_STAGE = {
+    "bigint": "bigint",
+    "integer": "bigint",
+    "smallint": "bigint",
+    "boolean": "boolean",
+    "double precision": "double precision",
+    "text": "text",
+    "uuid": "text",
+    "timestamp with time zone": "timestamp with time zone",
+}
+
 _META_SQL: dict[MetaKind, str] = {
     "name": "character varying(128)",
     "text": "text",
@@ -54,6 +71,14 @@ def sql_type(t: ColumnType) -> str:
     if t.kind is Kind.DECIMAL and t.precision is not None:
         return f"numeric({t.precision},{t.scale or 0})"
     return _SQL_TYPE[t.kind]
+
+
+def binary_stage_type(formatted: str) -> str | None:
+    """The type a column of this catalog type is staged as for a binary COPY (None: text COPY)."""
+    staged = _BINARY_STAGE.get(formatted)
+    if staged is None and _VARCHAR.match(formatted):
+        return "text"  # the insert's assignment cast refuses a longer value, as a text COPY would
+    return staged
 
 
 _OTHER_SQL = {
@@ -216,32 +241,50 @@ ORDER BY k.ord
     # -- the write path (one entity of a batch)
     @staticmethod
     def create_stage(stage: str, columns: Sequence[tuple[str, str]]) -> sql.Composed:
-        """A temporary table for the write set: id, version, then (column, catalog SQL type)."""
+        """A session's staging table for write sets of one shape: id (as text: binary COPY sends
+        it as UTF-8, the upsert casts it), version, then (column, staged SQL type). Created once per
+        connection and shape; its rows go at each commit (``ON COMMIT DELETE ROWS``: a truncation
+        of the temporary file, no catalog change), and :meth:`clear_stage` empties it for a second
+        write in one transaction."""
         defs = sql.SQL("").join(sql.SQL(", {} {}").format(I(c), sql.SQL(t)) for c, t in columns)
-        return sql.SQL("CREATE TEMP TABLE {} ({} uuid NOT NULL, {} bigint NOT NULL{}) ON COMMIT DROP").format(
-            I(stage), I(ID), I(VERSION), defs
-        )
+        return sql.SQL(
+            "CREATE TEMP TABLE {} ({} text NOT NULL, {} bigint NOT NULL{}) ON COMMIT DELETE ROWS"
+        ).format(I(stage), I(ID), I(VERSION), defs)
 
     @staticmethod
-    def copy_stage(stage: str, columns: Sequence[str]) -> sql.Composed:
-        return sql.SQL("COPY {} ({}) FROM STDIN").format(I(stage), sql.SQL(", ").join(map(I, (ID, VERSION, *columns))))
+    def clear_stage(stage: str) -> sql.Composed:
+        return sql.SQL("DELETE FROM {}").format(I(stage))
 
-    def upsert(self, table: str, stage: str, columns: Sequence[str]) -> sql.Composed:
+    @staticmethod
+    def copy_stage(stage: str, columns: Sequence[str], binary: bool) -> sql.Composed:
+        return sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+            I(stage),
+            sql.SQL(", ").join(map(I, (ID, VERSION, *columns))),
+            sql.SQL(" (FORMAT BINARY)" if binary else ""),
+        )
+
+    def upsert(self, table: str, stage: str, columns: Sequence[str], uuids: Sequence[str] = ()) -> sql.Composed:
         """Parameters ``now``, ``entity``, ``deletes`` (the staged deletes' ids). One ordered, guarded
         upsert of every staged row (deletes included: their placeholder rows take the record's lock;
-        a delete wins a tie with the live row's version). Returns the ids that took effect."""
+        a delete wins a tie with the live row's version). Returns the ids that took effect.
+        ``uuids``: the columns staged as text for a uuid column (cast here, like the id)."""
         cols = [I(c) for c in columns]
         sets = sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(c, c) for c in [I(MODIFIED), I(VERSION), *cols])
+        staged = sql.SQL("").join(
+            sql.SQL(", {}::uuid AS {}").format(I(c), I(c)) if c in uuids else sql.SQL(", {}").format(I(c))
+            for c in columns
+        )
         return sql.SQL(
-            "INSERT INTO {table} ({id}, {created}, {modified}, {version}{cols}) "
-            "SELECT s.{id}, %(now)s, %(now)s, s.{version}{select_cols} FROM {stage} s "
+            "INSERT INTO {table} AS e ({id}, {created}, {modified}, {version}{cols}) "
+            "SELECT s.{id}, %(now)s, %(now)s, s.{version}{select_cols} "
+            "FROM (SELECT {id}::uuid AS {id}, {version}{staged} FROM {stage}) s "
             'WHERE NOT EXISTS (SELECT 1 FROM {tomb} t WHERE t."EntityName" = %(entity)s '
             'AND t."RecordId" = s.{id} AND t."VersionNumber" >= s.{version}) '
             "ORDER BY s.{id} "
             "ON CONFLICT ({id}) DO UPDATE SET {sets} "
-            "WHERE {table}.{version} < EXCLUDED.{version} "
-            "OR ({table}.{version} = EXCLUDED.{version} AND EXCLUDED.{id} = ANY(%(deletes)s::uuid[])) "
-            "RETURNING {id}::text"
+            "WHERE e.{version} < EXCLUDED.{version} "
+            "OR (e.{version} = EXCLUDED.{version} AND EXCLUDED.{id} = ANY(%(deletes)s::uuid[])) "
+            "RETURNING e.{id}::text"
         ).format(
             table=self.table(table),
             tomb=self.tombstones,
@@ -252,6 +295,7 @@ ORDER BY k.ord
             version=I(VERSION),
             cols=sql.SQL("").join(sql.SQL(", {}").format(c) for c in cols),
             select_cols=sql.SQL("").join(sql.SQL(", s.{}").format(c) for c in cols),
+            staged=staged,
             sets=sets,
         )
 
@@ -275,11 +319,12 @@ ORDER BY k.ord
         )
 
     def staged_tombstones(self, stage: str) -> sql.Composed:
-        """Parameter: entity. Rows (id, version) of tombstones of staged ids (probed by primary key)."""
+        """Parameter: entity. Rows (id, version) of tombstones of staged ids at least as new as the
+        staged version (usually none: an older tombstone is a record deleted and created again)."""
         return sql.SQL(
             'SELECT t."RecordId"::text, t."VersionNumber" FROM {} s '
-            'JOIN {} t ON t."EntityName" = %s AND t."RecordId" = s.{}'
-        ).format(I(stage), self.tombstones, I(ID))
+            'JOIN {} t ON t."EntityName" = %s AND t."RecordId" = s.{}::uuid AND t."VersionNumber" >= s.{}'
+        ).format(I(stage), self.tombstones, I(ID), I(VERSION))
 
     def delete_superseded(self, table: str) -> sql.Composed:
         """Parameters: entity, ids. Removes rows a tombstone at least as new supersedes; returns their ids."""
@@ -291,7 +336,7 @@ ORDER BY k.ord
 
     @staticmethod
     def drop(stage: str) -> sql.Composed:
-        return sql.SQL("DROP TABLE {}").format(I(stage))
+        return sql.SQL("DROP TABLE IF EXISTS {}").format(I(stage))
 
     # -- entity metadata: DES's metadata tables (shared/engine/metadata.py)
     def create_metadata_tables(self) -> list[sql.Composed]:

@@ -1,0 +1,272 @@
+"""The PostgreSQL write path's staging table, kept per session and shape, on a real PostgreSQL.
+
+The destination stages each write set in a temporary table created once per connection and shape
+(``ON COMMIT DELETE ROWS``), not per batch, and copies in binary when every column's type allows.
+Checked here against what the database holds: a stage is reused across batches and replaced when
+the table widens; a second write through the same stage in one transaction (another entity of the
+same shape, a bisected half) sees only its own rows; a stage created in what rolled back (a
+savepoint, the transaction, the session) is created again; values round-trip through the binary
+and the text path; a value PostgreSQL refuses in the insert fails its record alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from shared.destinations import Layout
+from shared.destinations.inspect import table_rows
+from shared.destinations.postgres import dialect
+from shared.destinations.postgres.dialect import PostgresDestination
+from shared.engine import coltypes
+from shared.engine.coltypes import ColumnType, Kind
+from shared.engine.engine import SyncEngine
+from shared.engine.outcomes import BatchResult
+from shared.engine.ports import WriteSet
+from tests.support.model import Change, Lookup, Value
+
+pytestmark = pytest.mark.integration
+
+RIDS = [str(uuid.UUID(int=i, version=4)) for i in range(1, 9)]
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def up(rid: str, version: int, attrs: dict[str, Value], entity: str = "account") -> str:
+    return Change(entity, rid, "update", version, attrs).body()
+
+
+def rm(rid: str, version: int, entity: str = "account") -> str:
+    return Change(entity, rid, "delete", version).body()
+
+
+def stages(dest: PostgresDestination) -> list[str]:
+    """The staging tables of the destination's own session (temporary tables are per session)."""
+    with dest.conn.cursor() as cur:
+        cur.execute(
+            "SELECT c.relname FROM pg_class c WHERE c.relnamespace = pg_my_temp_schema() "
+            "AND c.relname LIKE '\\_des\\_stage\\_%' ORDER BY c.relname"
+        )
+        return [str(r[0]) for r in cur.fetchall()]
+
+
+def rows(dest: PostgresDestination, table: str = "account") -> dict[str, dict[str, object]]:
+    return {str(r["Id"]): r for r in table_rows(dest, table)}
+
+
+def clean(result: BatchResult) -> BatchResult:
+    assert result.conserved, result.counts()
+    assert (result.failed, result.unprocessable) == (0, 0), [f.reason for f in result.failures]
+    return result
+
+
+@pytest.fixture
+def dest(pg_dsn: str) -> Iterator[PostgresDestination]:
+    d = PostgresDestination(pg_dsn, Layout())
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def test_one_stage_serves_every_batch_of_a_shape_and_a_widened_table_gets_another(dest: PostgresDestination) -> None:
+    engine = SyncEngine(dest)
+    for v in (1, 2, 3):
+        clean(engine.apply_bodies([up(r, v, {"name": f"v{v}", "n": v}) for r in RIDS[:4]]))
+    (first,) = stages(dest)
+    with dest.conn.cursor() as cur:  # its rows went with each commit
+        cur.execute(f'SELECT count(*) FROM "{first}"')
+        assert cur.fetchone() == (0,)
+    # A new column, then a widening (integer to numeric: that write set is copied as text).
+    clean(engine.apply_bodies([up(RIDS[0], 4, {"name": "v4", "n": 4, "city": "Oslo"})]))
+    clean(engine.apply_bodies([up(RIDS[1], 4, {"name": "w4", "n": 2**70, "city": None})]))
+    assert len(stages(dest)) == 3
+    got = rows(dest)
+    assert (got[RIDS[0]]["name"], got[RIDS[0]]["n"], got[RIDS[0]]["city"]) == ("v4", 4, "Oslo")
+    assert (got[RIDS[1]]["name"], got[RIDS[1]]["n"], got[RIDS[1]]["city"]) == ("w4", 2**70, None)
+    assert (got[RIDS[2]]["name"], got[RIDS[2]]["n"], got[RIDS[2]]["versionnumber"]) == ("v3", 3, 3)
+    clean(engine.apply_bodies([up(RIDS[2], 5, {"name": "v5", "n": 5, "city": "Bergen"})]))
+    assert len(stages(dest)) == 3  # the widened shape's stage again
+    assert rows(dest)[RIDS[2]]["city"] == "Bergen"
+
+
+def test_two_entities_of_one_shape_in_one_batch_each_get_only_their_rows(dest: PostgresDestination) -> None:
+    engine = SyncEngine(dest)
+    clean(engine.apply_bodies([up(RIDS[0], 1, {"name": "a"}, "account"), up(RIDS[1], 1, {"name": "c"}, "contact")]))
+    result = clean(
+        engine.apply_bodies(
+            [
+                up(RIDS[0], 2, {"name": "a2"}, "account"),
+                up(RIDS[2], 1, {"name": "a3"}, "account"),
+                rm(RIDS[1], 2, "contact"),
+                up(RIDS[3], 1, {"name": "c4"}, "contact"),
+            ]
+        )
+    )
+    assert result.applied == 4
+    assert len(stages(dest)) == 1  # the same shape: one stage, emptied between the two writes
+    assert {r: v["name"] for r, v in rows(dest, "account").items()} == {RIDS[0]: "a2", RIDS[2]: "a3"}
+    assert {r: v["name"] for r, v in rows(dest, "contact").items()} == {RIDS[3]: "c4"}
+
+
+def test_a_record_refused_in_the_first_write_of_a_session_fails_alone(pg_dsn: str) -> None:
+    """The stage is created in the write's savepoint; the refusal rolls it back; the bisected
+    halves create it again and write through it in the same transaction."""
+    setup = PostgresDestination(pg_dsn)
+    try:
+        clean(SyncEngine(setup).apply_bodies([up(r, 1, {"name": "ok"}) for r in RIDS]))
+        with setup.conn.cursor() as cur:
+            cur.execute("""ALTER TABLE account ADD CONSTRAINT no_bad CHECK (name <> 'bad')""")
+    finally:
+        setup.close()
+    dest = PostgresDestination(pg_dsn)
+    try:
+        bodies = [up(r, 2, {"name": "bad" if r == RIDS[5] else "fine"}) for r in RIDS]
+        result = SyncEngine(dest).apply_bodies(bodies)
+        assert (result.applied, result.failed) == (7, 1)
+        (failure,) = result.failures
+        assert failure.notification.recordId == RIDS[5]
+        assert "no_bad" in failure.reason
+        got = rows(dest)
+        assert {r: v["name"] for r, v in got.items()} == {r: "ok" if r == RIDS[5] else "fine" for r in RIDS}
+        clean(SyncEngine(dest).apply_bodies([up(RIDS[5], 3, {"name": "good"})]))
+        assert rows(dest)[RIDS[5]]["name"] == "good"
+    finally:
+        dest.close()
+
+
+def _write_then_fail(dest: PostgresDestination, ws: WriteSet) -> None:
+    with dest.transaction() as tx:
+        with tx.savepoint():
+            tx.columns(ws.table)
+            assert tx.write(ws).upserted == {ws.upserts[0][0]}
+        raise RuntimeError("the batch fails after the write")
+
+
+def test_a_stage_created_in_a_rolled_back_transaction_is_created_again(dest: PostgresDestination) -> None:
+    clean(SyncEngine(dest).apply_bodies([up(RIDS[0], 1, {"name": "a"})]))
+    before = stages(dest)
+    columns = dest.existing_columns("account")
+    assert columns is not None
+    ws = WriteSet("account", "account", list(columns), [(RIDS[1], 1, "b")], [], NOW)
+    narrow = WriteSet("account", "account", [], [(RIDS[2], 1)], [], NOW)  # a shape not seen yet
+    with pytest.raises(RuntimeError, match="fails after the write"):
+        _write_then_fail(dest, narrow)
+    assert stages(dest) == before  # the stage created in what rolled back is gone
+    with dest.transaction() as tx:
+        with tx.savepoint():
+            assert tx.write(narrow).upserted == {RIDS[2]}
+        with tx.savepoint():
+            assert tx.write(ws).upserted == {RIDS[1]}
+    assert {r: v["versionnumber"] for r, v in rows(dest).items()} == {RIDS[0]: 1, RIDS[1]: 1, RIDS[2]: 1}
+    assert len(stages(dest)) == 2
+
+
+def test_stages_are_created_again_after_a_lost_connection(dest: PostgresDestination, pg_dsn: str) -> None:
+    engine = SyncEngine(dest, attempts=3, backoff_seconds=0.01)
+    clean(engine.apply_bodies([up(r, 1, {"name": "v1"}) for r in RIDS[:3]]))
+    old = dest.conn.info.backend_pid
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [old])
+    result = clean(engine.apply_bodies([up(r, 2, {"name": "v2"}) for r in RIDS[:3]] + [rm(RIDS[0], 3)]))
+    assert (result.applied, result.stale) == (3, 1)  # RIDS[0]'s update lost to its delete in the batch
+    assert dest.conn.info.backend_pid != old
+    assert len(stages(dest)) == 1
+    assert {r: v["name"] for r, v in rows(dest).items()} == {RIDS[1]: "v2", RIDS[2]: "v2"}
+
+
+def test_values_round_trip_through_the_binary_and_the_text_copy(dest: PostgresDestination) -> None:
+    attrs: dict[str, Value] = {
+        "name": "Ünïcode \\ tab\there, newline\nand \"quotes\" 注文",
+        "flag": True,
+        "count": -(2**63),
+        "ratio": 0.1,
+        "owner": Lookup(RIDS[7].upper(), "systemuser"),
+        "empty": "",
+    }
+    engine = SyncEngine(dest)
+    clean(engine.apply_bodies([up(RIDS[0], 1, attrs)]))
+    # The same shape plus a decimal: numeric has no binary form here, so that write set goes as text.
+    clean(engine.apply_bodies([up(RIDS[1], 1, {**attrs, "amount": 12.5}), up(RIDS[2], 1, {**attrs, "amount": None})]))
+    assert len(stages(dest)) == 2
+    got = rows(dest)
+    for rid in RIDS[:3]:
+        row = got[rid]
+        assert row["name"] == attrs["name"]
+        assert (row["flag"], row["count"], row["ratio"], row["empty"]) == (True, -(2**63), 0.1, "")
+        assert str(row["owner"]) == RIDS[7]
+        assert row["owner_entitytype"] == "systemuser"
+    assert got[RIDS[1]]["amount"] == Decimal("12.5")
+    assert got[RIDS[2]]["amount"] is None
+
+
+@pytest.mark.parametrize("numeric", [False, True], ids=["binary", "text"])
+def test_every_column_type_round_trips_through_the_write(dest: PostgresDestination, numeric: bool) -> None:
+    """The destination alone, with values as the engine binds them (an aware UTC datetime, a
+    lower-case GUID string); a numeric column sends the whole write set through the text COPY."""
+    wanted = {
+        "when": coltypes.DATETIME,
+        "ref": coltypes.GUID,
+        "flag": coltypes.BOOLEAN,
+        "n": coltypes.INTEGER,
+        "x": coltypes.FLOAT,
+        "code": ColumnType(Kind.TEXT, 10),
+        **({"amount": coltypes.DECIMAL} if numeric else {}),
+    }
+    columns = dest.ensure_table("account", wanted)
+    names = list(columns)
+    when = datetime(2026, 11, 21, 8, 0, 0, 123456, tzinfo=UTC)
+    value = {"when": when, "ref": RIDS[6], "flag": False, "n": 2**53 + 1, "x": 1e-300, "code": "é" * 10}
+    if numeric:
+        value["amount"] = Decimal("1234567890.0123456789")
+    row = (RIDS[0], 5, *(value[c] for c in names))
+    with dest.transaction() as tx, tx.savepoint():
+        assert tx.write(WriteSet("account", "account", names, [row], [(RIDS[1], 2)], NOW)).upserted == {RIDS[0]}
+    (stage,) = stages(dest)
+    with dest.conn.cursor() as cur:  # binary: the uuid is staged as text; text: as the column's type
+        cur.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
+                    "AND attname = 'ref'", [f"pg_temp.{stage}"])
+        assert cur.fetchone() == ("uuid" if numeric else "text",)
+    (got,) = rows(dest).values()
+    assert {c: got[c] for c in names} == {**value, "ref": uuid.UUID(RIDS[6])}
+    assert (got["versionnumber"], got["SinkCreatedOn"], got["SinkModifiedOn"]) == (5, NOW, NOW)
+
+
+def test_an_integer_column_narrower_than_the_value_fails_that_record_alone(pg_dsn: str) -> None:
+    """Binary COPY stages integers as bigint; the insert into an ``integer`` column refuses one out
+    of its range, as a text COPY into an integer stage did: that record fails, with the reason."""
+    setup = PostgresDestination(pg_dsn)
+    try:
+        clean(SyncEngine(setup).apply_bodies([up(r, 1, {"n": 1}) for r in RIDS[:3]]))
+        with setup.conn.cursor() as cur:
+            cur.execute("ALTER TABLE account ALTER COLUMN n TYPE integer")
+    finally:
+        setup.close()
+    dest = PostgresDestination(pg_dsn)
+    try:
+        result = SyncEngine(dest).apply_bodies([up(RIDS[0], 2, {"n": 2**40}), up(RIDS[1], 2, {"n": 7})])
+        assert (result.applied, result.failed) == (1, 1)
+        assert "out of range" in result.failures[0].reason
+        assert {r: v["n"] for r, v in rows(dest).items()} == {RIDS[0]: 1, RIDS[1]: 7, RIDS[2]: 1}
+    finally:
+        dest.close()
+
+
+def test_stages_of_shapes_no_longer_written_are_dropped_beyond_the_limit(
+    dest: PostgresDestination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table that keeps gaining columns makes a new shape each time: the oldest stages go."""
+    monkeypatch.setattr(dialect, "MAX_STAGES", 3)
+    engine = SyncEngine(dest)
+    attrs: dict[str, Value] = {}
+    for v in range(1, 7):
+        attrs[f"c{v}"] = v
+        clean(engine.apply_bodies([up(RIDS[0], v, attrs), up(RIDS[v], 1, {"c1": -v})]))
+        assert len(stages(dest)) == min(v, 3)
+    got = rows(dest)
+    assert {c: got[RIDS[0]][c] for c in attrs} == attrs
+    assert [got[r]["c1"] for r in RIDS[1:7]] == [-1, -2, -3, -4, -5, -6]
