@@ -43,6 +43,8 @@ DEFAULT_BATCH_SIZE = 5000
 # measured in BENCHMARKS.md (issue 14, third pass). The group's page cache: 16 MiB.
 DEFAULT_COMMIT_BYTES = 16 * 2**20
 GROUP_CACHE_KIB = 16 * 1024
+# A replaying SQLite connection checkpoints its WAL every 20,000 pages (80 MiB) instead of 1,000.
+IMPORT_WAL_PAGES = 20_000
 DEFAULT_MAX_LINE_BYTES = 16 * 2**20
 KEPT_OF_A_LONG_LINE = 4096
 log = logging.getLogger(__name__)
@@ -167,13 +169,17 @@ def replay(
     Dataverse source that Dataverse messages without a full post-image are re-read through.
 
     ``commit_bytes``: on SQLite, the batches' writes commit together every ``commit_bytes`` bytes of
-    input (a commit group; :class:`_Groups`); 0, or no more than ``batch_bytes``, commits each batch."""
+    input (a commit group; :class:`_Groups`); 0, or no more than ``batch_bytes``, commits each batch,
+    and so does a replay with ``reread`` (the group would stay open across Dataverse requests)."""
     total = BatchResult()
     lines = 0
     started = time.perf_counter()
     dest = engine.destination
-    grouped = isinstance(dest, SqliteDestination) and commit_bytes > batch_bytes
+    # Not with re-reads: a group's write transaction would stay open across Dataverse requests.
+    grouped = isinstance(dest, SqliteDestination) and commit_bytes > batch_bytes and reread is None
     groups = _Groups(path, engine, rejects, total, batch_size, batch_bytes, max_line_bytes, reread) if grouped else None
+    if isinstance(dest, SqliteDestination):
+        dest.start_import(IMPORT_WAL_PAGES)
     try:
         with path.open("rb") as fh:
             for batch in batches(fh, batch_size, batch_bytes, max_line_bytes):
@@ -191,6 +197,8 @@ def replay(
     finally:
         if groups is not None:
             groups.close()  # after an error: the open group (outcomes not reported) rolls back
+        if isinstance(dest, SqliteDestination):
+            dest.finish_import()
     return ReplayReport(total, time.perf_counter() - started, lines)
 
 
@@ -331,8 +339,10 @@ def _replay_part(
         _exit_with_parent(parent)
     tune_for_throughput()
     dest = open_destination(dsn, layout)
-    if write_lock is not None and isinstance(dest, SqliteDestination):
-        dest.writer_lock = write_lock  # each write transaction takes turns; parsing and preparing do not
+    if isinstance(dest, SqliteDestination):
+        dest.start_import(IMPORT_WAL_PAGES)
+        if write_lock is not None:
+            dest.writer_lock = write_lock  # each write transaction takes turns; parsing and preparing do not
     engine = SyncEngine(dest)
     rejects = RejectFiles(Path(rejects_dir), shared=True) if rejects_dir else None
     total = BatchResult()
@@ -355,6 +365,8 @@ def _replay_part(
     finally:
         if rejects is not None:
             rejects.close()
+        if isinstance(dest, SqliteDestination):
+            dest.finish_import()
         dest.close()
     return total, lines
 

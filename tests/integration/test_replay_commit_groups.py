@@ -261,3 +261,26 @@ def test_an_error_that_persists_leaves_the_committed_groups_and_a_rerun_converge
     assert got["account"] == want["account"]
     assert got["contact"] == want["contact"]
     assert got["tombstones"] == want["tombstones"]
+
+
+def test_the_import_leaves_the_wal_truncated_and_other_connections_settings_alone(tmp_path: Path) -> None:
+    """Replay checkpoints its WAL every 20,000 pages; at the end it checkpoints and truncates it,
+    so a database that another connection keeps open is not left with the import's WAL."""
+    import sqlite3
+
+    data = tmp_path / "in.jsonl"
+    data.write_text("\n".join(stream()) + "\n", encoding="utf-8")
+    db = tmp_path / "db.sqlite"
+    dest = open_destination(f"sqlite:///{db}", Layout())
+    other = sqlite3.connect(db)  # an admin reader: the WAL stays when replay's connection closes
+    other.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    try:
+        assert isinstance(dest, SqliteDestination)
+        replay(data, SyncEngine(dest), batch_bytes=BATCH_BYTES, commit_bytes=COMMIT_BYTES)
+        assert dest.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # back to the default
+        dest.close()
+        assert Path(f"{db}-wal").stat().st_size == 0
+        assert other.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert other.execute("SELECT COUNT(*) FROM account").fetchone()[0] > 0
+    finally:
+        other.close()

@@ -215,6 +215,7 @@ class SqliteDestination:
         self.group_commits = 0  # held transactions committed so far
         self.group_lost = False  # a held transaction was rolled back (set until the caller clears it)
         self._hold_cache_kib: int | None = None
+        self._import_wal_pages: int | None = None  # start_import
         self._support_ready = False
         self._ours: set[str] = set()  # existing tables checked to be entity tables
         self._unwritable: dict[str, set[str]] = {}  # table -> generated columns and columns not ours
@@ -318,6 +319,32 @@ class SqliteDestination:
     def _hold_settings(self) -> None:
         if self._holding and self._hold_cache_kib is not None:
             self.conn.execute(f"PRAGMA cache_size=-{int(self._hold_cache_kib)}")
+        if self._import_wal_pages is not None:
+            self.conn.execute(f"PRAGMA wal_autocheckpoint={int(self._import_wal_pages)}")
+
+    def start_import(self, wal_pages: int) -> None:
+        """A bulk import (``des replay``) on this connection: it checkpoints the WAL once it holds
+        ``wal_pages`` pages rather than SQLite's 1,000 (fewer, longer checkpoints: BENCHMARKS.md,
+        issue 14, third pass). Only this connection's commits checkpoint later; others keep theirs."""
+        self._import_wal_pages = wal_pages
+        self._hold_settings()
+
+    def finish_import(self) -> None:
+        """Checkpoint what the import left in the WAL and truncate it, so the WAL file does not stay
+        at the import's size. Best effort and without waiting: while other connections read, SQLite
+        leaves the rest to the next checkpoint."""
+        if self._import_wal_pages is None:
+            return
+        self._import_wal_pages = None
+        try:
+            self.conn.execute("PRAGMA wal_autocheckpoint=1000")
+            self.conn.execute("PRAGMA busy_timeout=0")
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                self.conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
+            log.info("final checkpoint after the import left for later: %s", exc)
 
     def release_commits(self) -> None:
         """Commit the open group, if any, and go back to one commit per transaction."""
