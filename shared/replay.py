@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from shared.config import DEFAULT_BATCH_BYTES
-from shared.contract.parse import Unprocessable, unprocessable
+from shared.contract.parse import ParsedBatch, Unprocessable, unprocessable
 from shared.destinations import Layout, open_destination
 from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.engine.engine import SyncEngine
@@ -137,6 +137,10 @@ def _too_long_from(fh: IO[bytes], head: bytes, read: int) -> tuple[Unprocessable
 def _apply(engine: SyncEngine, batch: Batch, reread: Reread | None = None) -> BatchResult:
     parsed = parse_lines(batch.lines, reread)
     batch.lines.clear()  # the parsed batch is what stays in memory while it is applied
+    return _finish(engine, parsed, batch)
+
+
+def _finish(engine: SyncEngine, parsed: ParsedBatch, batch: Batch) -> BatchResult:
     result = engine.apply_parsed(parsed)
     if batch.too_long:
         result.add_unprocessable(batch.too_long)
@@ -238,9 +242,23 @@ class _Groups:
         self.dest.hold_commits(cache_kib=GROUP_CACHE_KIB)
 
     def apply(self, batch: Batch) -> None:
+        parsed = parse_lines(batch.lines, self.reread)
+        batch.lines.clear()
+        if parsed.metadata:
+            # Entity metadata commits on its own, before the batch's records; redoing the batch
+            # would find it applied (stale the second time). Such a batch is applied as without
+            # groups, after the open group commits.
+            self.commit()
+            self.dest.release_commits()
+            try:
+                result = _finish(self.engine, parsed, batch)
+            finally:
+                self.dest.hold_commits(cache_kib=GROUP_CACHE_KIB)
+            _settle(result, self.rejects, self.total)
+            return
         commits = self.dest.group_commits
         try:
-            result = _apply(self.engine, batch, self.reread)
+            result = _finish(self.engine, parsed, batch)
         except Exception:
             self._settle_committed(commits)
             if not self.dest.group_lost:

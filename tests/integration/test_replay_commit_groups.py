@@ -10,12 +10,15 @@ the engine's reconnect after a transient error removes it, as a passing fault wo
 - the transaction lost (``RAISE(ROLLBACK)`` after rows of the write took effect: SQLite rolls the
   whole transaction back; the engine retries on a new connection). Inside a group, that rolls the
   group back and its batches are applied again one transaction each;
-- an unreadable input line and a new column mid-group (DDL commits the open group first).
+- an unreadable input line and a new column mid-group (DDL commits the open group first), and entity
+  metadata mid-group (such a batch commits on its own, even when its records' transaction is lost).
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -66,7 +69,28 @@ def stream() -> list[str]:
             lines.append(Change("account", rid(i), "update", version - 5, {"name": "older"}).body())
         if step == 77:
             lines.append("{not json")
+        if step == 120:
+            lines.append(json.dumps(CONTACT_METADATA))
     return lines
+
+
+CONTACT_METADATA = {
+    "schemaVersion": 1, "organizationId": "00000000-0000-4000-8000-000000000001", "entity": "contact",
+    "changeType": "metadata", "version": 1, "changedOn": "2026-11-21T10:00:00Z",
+    "metadata": {"primaryIdAttribute": "contactid", "isIntersect": False, "attributes": [
+        {"logicalName": "fullname", "type": "String", "maxLength": 200},
+        {"logicalName": "n", "type": "Integer"},
+    ]},
+}  # fmt: skip
+
+
+def metadata_batch() -> int:
+    """The index of the batch holding the metadata notification."""
+    data = "\n".join(stream()).encode()
+    every = batches(io.BytesIO(data), 5000, BATCH_BYTES)
+    found = [i for i, b in enumerate(every) if any(b'"metadata"' in x for x in b.lines)]
+    assert len(found) == 1
+    return found[0]
 
 
 Fault = Callable[[SqliteDestination], None]
@@ -171,11 +195,19 @@ def conserves(report: ReplayReport) -> None:
     assert c["received"] == c["applied"] + c["stale"] + c["failed"] + c["unprocessable"]
 
 
+def lose_any(dest: SqliteDestination) -> None:
+    dest.conn.execute(
+        "CREATE TEMP TRIGGER lose_any BEFORE INSERT ON main.contact "
+        "BEGIN SELECT RAISE(ROLLBACK, 'rolled back by a test trigger'); END"
+    )
+
+
 SCENARIOS: dict[str, dict[int, Fault]] = {
     "no fault": {},
     "records refused mid-group": {0: refuse_records},
     "entity refused mid-group": {3: refuse_table, 5: drop("refuse_table")},
     "transaction lost mid-group": {6: lose_transaction},
+    "transaction lost with metadata": {metadata_batch(): lose_any},
     "everything": {0: refuse_records, 3: refuse_table, 4: drop("refuse_table"), 11: lose_transaction},
 }
 
@@ -202,7 +234,11 @@ def test_commit_groups_give_the_outcomes_and_tables_of_one_commit_per_batch(
     else:
         assert c["failed"] > 0 or "lost" in name
     redone = [r for r in caplog.records if "commit group" in r.getMessage()]
-    assert bool(redone) == ("lost" in name or name == "everything")
+    assert bool(redone) == (name in ("transaction lost mid-group", "everything"))
+    if "lost" in name:  # the fault did strike the grouped run
+        assert any("rolled back by a test trigger" in r.getMessage() for r in caplog.records)
+    if "metadata" in name:
+        assert grouped.result.per_entity["contact"].applied > 0
 
 
 def test_the_stream_spans_several_groups_of_several_batches(tmp_path: Path) -> None:
