@@ -22,7 +22,8 @@ from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch
 from azure.servicebus.exceptions import MessageSizeExceededError
 
 from shared.config import SERVICE_BUS_CONNECTION, SERVICE_BUS_NAMESPACE, ServiceBusConfig
-from shared.contract.models import Notification
+from shared.contract import exactjson
+from shared.contract.models import Notification, notification_doc
 from shared.storage.blobs import PayloadStore
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,10 @@ class PublishReport:
 def _encode(item: Mapping[str, Any] | Notification | str | bytes) -> tuple[bytes, Mapping[str, Any] | None]:
     """(compact JSON, the mapping when we have it)."""
     if isinstance(item, Notification):
-        doc: Mapping[str, Any] = item.model_dump(mode="json", exclude_unset=True)
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode(), doc
+        doc: Mapping[str, Any] = notification_doc(item)  # exact decimals written as the numbers they are
+        return exactjson.dumps(doc, separators=exactjson.COMPACT).encode(), doc
     if isinstance(item, Mapping):
-        return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode(), item
+        return exactjson.dumps(item, separators=exactjson.COMPACT).encode(), item
     if isinstance(item, str):
         return item.encode(), None
     if isinstance(item, bytes | bytearray):

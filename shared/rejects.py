@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Protocol
 
+from shared.contract import exactjson
+from shared.contract.models import notification_doc
 from shared.contract.parse import Unprocessable
 from shared.destinations.redaction import redact_text
 from shared.engine.failure_schema import COLUMNS as FAILURE_LOG_COLUMNS
@@ -95,14 +97,14 @@ class RejectFiles:
         # With when it was logged: the admin API reads the local failure log by time range from it.
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         self._park([
-            {"reason": f.reason, "notification": f.notification.model_dump(mode="json"), "loggedAt": now}
+            {"reason": f.reason, "notification": notification_doc(f.notification, exclude_unset=False), "loggedAt": now}
             for f in items
         ])  # fmt: skip
 
     def _park(self, rows: list[dict[str, object]]) -> None:
         with (self.directory / PARKED_FILE).open("a", encoding="utf-8") as fh:
             for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.write(exactjson.dumps(row) + "\n")
 
     def unprocessable(self, items: list[Unprocessable]) -> None:
         if not items:

@@ -159,13 +159,17 @@ class Lookup(BaseModel):
 
 
 def _decimal_json(value: object) -> object:
-    # pydantic may run a union member's serializer on any value of the union: only a Decimal changes
+    # pydantic may run a union member's serializer on any value of the union: only a Decimal changes.
+    # pydantic writes a Decimal as a JSON *string* (a number would become a text attribute) and has
+    # no way to write it as a number, so its own JSON (model_dump_json, model_dump(mode="json")) says
+    # a double; no copy of a notification is written that way: see notification_doc.
     return float(value) if type(value) is Decimal else value
 
 
 # A JSON number a double cannot hold (more significant digits than a double round-trips, e.g. money
-# of 20 digits): decoded as an exact Decimal (shared.contract.parse, exact_number), never from JSON
-# directly (numbers are ints or floats, left to right). Re-serialized (parked copies) as a double.
+# of 20 digits): decoded as an exact Decimal (shared.contract.exactjson, exact_number), never from JSON
+# directly (numbers are ints or floats, left to right). Copies (retry blobs, parked failures, reject
+# files) keep it exact: notification_doc, written by shared.contract.exactjson.dumps.
 def _exact_decimal(value: object) -> Decimal:
     if type(value) is not Decimal:
         raise ValueError(_NOT_EXACT)
@@ -259,6 +263,20 @@ class Notification(BaseModel):
 
 # The message body: one notification or a batch envelope (a JSON array of them).
 MessageBody = Notification | list[Notification]
+
+
+def notification_doc(n: Notification, *, exclude_unset: bool = True) -> dict[str, Any]:
+    """The notification as a JSON document (fields the sender set; null attributes kept), its exact
+    decimals as the :class:`Decimal` they are: write it with :func:`shared.contract.exactjson.dumps`
+    (every parked copy does), read it back with :func:`shared.contract.exactjson.loads`."""
+    doc = n.model_dump(mode="json", exclude_unset=exclude_unset)
+    attrs = n.attributes
+    if attrs and Decimal in set(map(type, attrs.values())):
+        out = doc["attributes"]
+        for name, value in attrs.items():
+            if type(value) is Decimal:
+                out[name] = value
+    return doc
 
 
 def changed_on_iso(value: datetime) -> str:

@@ -6,18 +6,16 @@ so the caller can keep it. Valid elements of a batch envelope are kept even when
 
 from __future__ import annotations
 
-import json
-import math
-import re
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import msgspec
 from pydantic import TypeAdapter, ValidationError
+
+# Numbers a double cannot hold: one rule for the body and every parked copy of it.
+from shared.contract.exactjson import dumps, has_long_number, loads
 
 # Entity metadata notifications ("changeType": "metadata"): tried only when a body fails the record
 # contract, so record notifications keep their fast path (shared/contract/metadata.py).
@@ -139,61 +137,6 @@ def _accept(out: ParsedBatch, n: Notification, raw: bytes | str | None) -> None:
     else:
         body = _text(raw) if raw is not None else n.model_dump_json()
         out.unprocessable.append(unprocessable(body, problem, n.entity, n.recordId))
-
-
-# ------------------------------------------------------------------------------------ exact numbers
-# A JSON number with more significant digits than a double holds (DBL_DIG = 15) has a run of at least
-# 16 digits and points; only bodies with such a run can hold one (a long id or phone number in a
-# string costs the exact path, never a wrong value).
-# Bytes: digits and points become "d", the rest " ", then a C substring search (about 1 us for a
-# 1 KB body; a regex takes 5).
-_DIGITS = bytes(ord("d") if chr(i) in "0123456789." else ord(" ") for i in range(256))
-_LONG_RUN = b"d" * 16
-_LONG_RUN_TEXT = re.compile(r"[0-9.]{16}")
-
-
-def has_long_number(body: bytes | str) -> bool:
-    """Whether ``body`` may hold a number a double cannot hold exactly (then: the exact path)."""
-    if isinstance(body, str):
-        return _LONG_RUN_TEXT.search(body) is not None
-    return _LONG_RUN in bytes(body).translate(_DIGITS)
-
-
-def exact_number(text: str) -> float | Decimal:
-    """A JSON number with a fraction or an exponent: the float when a double holds it (its shortest
-    form is the same number: ``20000.0000``, ``0.1``), else the exact :class:`Decimal` (money and
-    decimals of more than 15 significant digits arrive exactly)."""
-    value = float(text)
-    if not math.isfinite(value):
-        return value  # out of range: the contract refuses it with the reason
-    try:
-        exact = Decimal(text)
-    except ArithmeticError:  # an exponent beyond any decimal context: no exact value to keep
-        return value
-    return value if Decimal(repr(value)) == exact else exact
-
-
-def exact_loads(text: str | bytes) -> Any:
-    """JSON with the numbers of :func:`exact_number`."""
-    return json.loads(text, parse_float=exact_number)
-
-
-def exact_dumps(value: Any) -> str:
-    """JSON text of a decoded document, Decimals written as the numbers they are."""
-    nonce = uuid.uuid4().hex
-    numbers: dict[str, str] = {}
-
-    def mark(o: object) -> str:
-        if isinstance(o, Decimal):
-            key = f"\x00{nonce}{len(numbers)}"
-            numbers[json.dumps(key)] = str(o)
-            return key
-        raise TypeError(f"{type(o).__name__} is not JSON")
-
-    text = json.dumps(value, ensure_ascii=False, default=mark)
-    for quoted, number in numbers.items():
-        text = text.replace(quoted, number, 1)
-    return text
 
 
 # ------------------------------------------------------------------------------------ fast path
@@ -392,7 +335,7 @@ def _parse_slow(body: bytes | str, out: ParsedBatch) -> None:
             out.unprocessable.append(unprocessable(text, reason))
             return
     try:
-        doc = exact_loads(text)
+        doc = loads(text)
     except (ValueError, RecursionError) as exc:
         out.received += 1
         out.unprocessable.append(unprocessable(text, f"malformed JSON: {exc}"[:MAX_REASON]))
@@ -402,7 +345,7 @@ def _parse_slow(body: bytes | str, out: ParsedBatch) -> None:
         return
     for element in elements:
         out.received += 1
-        raw = text if element is doc else exact_dumps(element)
+        raw = text if element is doc else dumps(element)
         if not isinstance(element, dict):
             reason = f"a notification must be a JSON object, got {type(element).__name__}"
             out.unprocessable.append(unprocessable(raw, reason))
@@ -458,7 +401,7 @@ def resolve_reference(ref: Notification, payload: bytes | str) -> Notification |
     body = ref.model_dump_json(exclude_unset=True)
     try:
         exact = has_long_number(payload)
-        n = _ONE.validate_python(exact_loads(payload)) if exact else _ONE.validate_json(payload)
+        n = _ONE.validate_python(loads(payload)) if exact else _ONE.validate_json(payload)
     except ValidationError as exc:
         return unprocessable(body, f"{where}: {_reason(exc)}"[:MAX_REASON], ref.entity, ref.recordId)
     except (ValueError, RecursionError) as exc:

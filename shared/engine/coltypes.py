@@ -47,7 +47,7 @@ TEXT = ColumnType(Kind.TEXT)
 GUID = ColumnType(Kind.GUID)
 DATETIME = ColumnType(Kind.DATETIME)
 
-# Decimal: a JSON number a double cannot hold (shared.contract.parse.exact_number), kept exact.
+# Decimal: a JSON number a double cannot hold (shared.contract.exactjson.exact_number), kept exact.
 _BY_PYTYPE: dict[type, ColumnType] = {bool: BOOLEAN, float: FLOAT, str: TEXT, Lookup: GUID, Decimal: DECIMAL}
 
 

@@ -10,7 +10,6 @@ for Blob storage in Azure (``links`` answers None, the API says so).
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Iterator, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from shared.contract import exactjson
 from shared.contract.models import Notification, changed_on_iso
 from shared.profiles.ports import FailureEntry, SasLink
 from shared.rejects import PARKED_FILE
@@ -44,7 +44,7 @@ class LocalFailures:
         with path.open(encoding="utf-8", errors="replace") as fh:
             for number, line in enumerate(fh, 1):
                 try:
-                    row = json.loads(line)
+                    row = exactjson.loads(line)
                     doc, reason = row["notification"], str(row.get("reason", ""))
                     logged = parse_iso(row["loggedAt"]) if "loggedAt" in row else fallback
                 except (ValueError, KeyError, TypeError) as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import logging
 import threading
 import time
@@ -12,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from shared.contract import exactjson
 from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable
 from shared.engine.outcomes import BatchResult
@@ -247,7 +247,7 @@ class _Attempt:
             f"(first seen {iso(batch.first_seen)})"
         )
         kept = [
-            Unprocessable(json.dumps(doc_of(n, resolution), ensure_ascii=False), reason, n.entity,
+            Unprocessable(exactjson.dumps(doc_of(n, resolution)), reason, n.entity,
                           n.recordId if isinstance(n, Notification) else None)
             for n in items_of(parsed.notifications, parsed.metadata)
         ]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from shared.contract import exactjson
 from shared.contract.metadata import METADATA_CHANGE_TYPE, MetadataNotification, validate_metadata
 from shared.contract.models import Notification
 from shared.contract.parse import ParsedBatch, Unprocessable
@@ -85,7 +85,7 @@ def parse_parked(docs: Sequence[object]) -> ParsedBatch:
         try:
             n = _ONE.validate_python(doc)
         except ValidationError as exc:
-            text = json.dumps(doc, ensure_ascii=False)[:100_000]
+            text = exactjson.dumps(doc)[:100_000]
             entity = doc.get("entity") if isinstance(doc, dict) else None
             rid = doc.get("recordId") if isinstance(doc, dict) else None
             parsed.unprocessable.append(

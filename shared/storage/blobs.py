@@ -32,7 +32,8 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient
 
-from shared.contract.models import Notification
+from shared.contract import exactjson
+from shared.contract.models import Notification, notification_doc
 from shared.contract.parse import Unprocessable
 from shared.engine.outcomes import RecordFailure
 from shared.storage.crypto import EncryptionKeyError, KeyRing
@@ -110,8 +111,9 @@ def hour_path(profile_id: str, t: datetime) -> str:
 
 
 def notification_json(n: Notification) -> dict[str, Any]:
-    """The notification as it travels (fields the sender set; null attributes kept)."""
-    return n.model_dump(mode="json", exclude_unset=True)
+    """The notification as it travels (fields the sender set; null attributes kept), exact decimals
+    as Decimals: written with :func:`exactjson.dumps`, read back with :func:`exactjson.loads`."""
+    return notification_doc(n)
 
 
 def _decrypt_error(container: str, name: str, exc: HttpResponseError) -> BlobDecryptionError:
@@ -377,12 +379,12 @@ class RetryBatch:
             "firstSeen": iso(self.first_seen),
             "notifications": self.notifications,
         }
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        return exactjson.dumps(doc, separators=exactjson.COMPACT).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RetryBatch:
         try:
-            doc = json.loads(data)
+            doc = exactjson.loads(data)
             if not isinstance(doc, dict) or doc.get("format") != "des-retry/1":
                 raise RetryBlobInvalid("not a des-retry/1 document")
             notifications = doc["notifications"]
@@ -394,10 +396,13 @@ class RetryBatch:
 
 
 def batch_key(notifications: list[dict[str, Any]]) -> str:
-    """The same notifications (a redelivered batch) give the same retry blob: parking twice is a no-op."""
+    """The same notifications (a redelivered batch) give the same retry blob: parking twice is a no-op.
+
+    The text hashed is ``json.dumps`` byte for byte for notifications without a Decimal (the names
+    of retry blobs parked by earlier versions), a Decimal written as the number it is (exactjson)."""
     h = hashlib.sha256()
     for n in notifications:
-        h.update(json.dumps(n, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
+        h.update(exactjson.dumps(n, sort_keys=True, separators=exactjson.COMPACT).encode())
         h.update(b"\n")
     return h.hexdigest()[:40]
 
@@ -553,11 +558,11 @@ class ParkedFailureStore:
             "failedAt": iso(now),
             "items": [{"reason": f.reason, "notification": notification_json(f.notification)} for f in failures],
         }
-        self.stores.put(FAILED, name, json.dumps(doc, ensure_ascii=False).encode(), {"descount": str(len(failures))})
+        self.stores.put(FAILED, name, exactjson.dumps(doc).encode(), {"descount": str(len(failures))})
         return name
 
     def entries(self, profile_id: str) -> Iterator[dict[str, Any]]:
         for name in self.stores.names(FAILED, f"{check_profile(profile_id)}/"):
-            doc = json.loads(self.stores.get(FAILED, name))
+            doc = exactjson.loads(self.stores.get(FAILED, name))
             for item in doc["items"]:
                 yield {"blob": name, "failedAt": doc["failedAt"], **item}

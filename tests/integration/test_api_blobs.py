@@ -12,6 +12,7 @@ import sqlite3
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,14 @@ with warnings.catch_warnings():
 from shared.api import ApiServices, AuthConfig, create_app
 from shared.config import ProfilesConfig
 from shared.contract.models import Notification
+from shared.contract.parse import parse_bodies
 from shared.engine.outcomes import RecordFailure
 from shared.profiles.blob_ports import PROFILE_CONTAINERS, BlobFailureLog, BlobParkedFailureReader, BlobProfileBlobs
 from shared.root import ProfileRuntime, build_runtime
 from shared.storage.account import Storage
 from shared.storage.blobs import notification_json
 from tests.support.admin import ADMIN_KEY, KeyVaultDouble, auth, secret_uri, vault_resolver
+from tests.support.metadata_scenarios import attr, metadata
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -159,3 +162,25 @@ def test_delete_removes_the_profiles_blobs_only(setup: Setup) -> None:
     assert count(gone) == 0
     assert count(kept) == 3
     assert setup.call("GET", f"/profiles/{gone}/failures").status_code == 404
+
+
+def test_a_failed_long_money_value_is_downloaded_and_resynced_exactly(setup: Setup) -> None:
+    """A failure logged with a money value of 38 significant digits (more than a double holds): its
+    parked copy (encrypted, failednotifications/) re-syncs without a source with every digit."""
+    money = Decimal("1234567890123456789012345678901234.5678")
+    pid = setup.profile("p")
+    md = metadata("account", 1, attr("accountid", "Uniqueidentifier"), attr("name", "String", maxLength=160),
+                  attr("revenue", "Money", precision=4))  # fmt: skip
+    setup.rt.fanout.apply_bodies([json.dumps({**md, "organizationId": ORG})])  # a DECIMAL(38,4) column
+    body = json.dumps(notification_json(notification(1, 5))).replace('"a1 v5"}', f'"a1 v5", "revenue": {money}}}')
+    [n] = parse_bodies([body]).notifications
+    setup.fail(pid, n)
+    rows = setup.call("GET", f"/profiles/{pid}/failures").json()
+    assert [(x["RecordId"], x["Version"]) for x in rows] == [("00000000-0000-0000-0000-000000000001", "5")]
+    r = setup.call("POST", f"/profiles/{pid}/failures/resync", json={})
+    assert r.status_code == 200, r.text
+    assert r.json()["counts"]["applied"] == 1
+    with sqlite3.connect(setup.dest) as conn:
+        [(value, kind)] = conn.execute("SELECT revenue, typeof(revenue) FROM account").fetchall()
+    assert kind == "text"  # the exact text (the column has no affinity), never a double
+    assert Decimal(value) == money

@@ -31,6 +31,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ import pytest
 import function_app
 from shared import config as S
 from shared.config import ProfilesConfig
+from shared.contract.parse import parse_bodies
 from shared.destinations import ConnectionFailed, Layout, TransientDestinationError, open_destination
 from shared.destinations.inspect import table_rows
 from shared.engine.outcomes import BatchResult
@@ -329,6 +331,24 @@ def test_notifications_parked_for_a_profile_deleted_meanwhile_are_kept_under_unr
     unrouted = w.counts(UNROUTED)
     assert (unrouted["received"], unrouted["unprocessable"]) == (2, 2)
     assert list(w.storage.stores.names(FAILURELOG, f"{w.pgid}/")) == []
+
+
+def test_an_orphaned_long_money_value_is_kept_with_every_digit(world: World) -> None:
+    """The kept body of a parked notification whose profile was deleted is replayable exactly."""
+    w = world
+    money = Decimal("-1234567890123456789012345678901234.5678")  # 38 significant digits
+    w.pg.down()
+    w.send(body(note("account", 1, 1, "create", revenue="<money>")).replace('"<money>"', str(money)))
+    [state] = w.retry_states(w.pgid)
+    assert w.rt.store.delete_profile(w.pgid)
+    w.rt.directory.invalidate()
+    w.pg.up()
+    assert process_retry_blob(state.name, w.c.retries).status is Status.ORPHANED
+    [kept] = list(w.storage.unprocessable.entries(UNROUTED_FOLDER))
+    assert str(money) in kept["body"]
+    [n] = parse_bodies([kept["body"]]).notifications  # what a replay of the kept body reads
+    assert n.attributes is not None
+    assert n.attributes["revenue"] == money
 
 
 # ------------------------------------------------------------------------------ claim checks

@@ -10,10 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.contract.exactjson import dumps as exact_dumps
+from shared.contract.exactjson import exact_number, has_long_number
 from shared.contract.parse import (
-    exact_dumps,
-    exact_number,
-    has_long_number,
     parse_bodies,
     parse_bodies_reference,
     resolve_reference,

@@ -1,4 +1,5 @@
-"""Live check of a SQLite destination: the file can be opened, a probe table created and dropped."""
+"""Live check of a SQLite destination: the file can be opened, a probe table created and dropped; decimal
+columns an earlier version declared with NUMERIC affinity are named (they round to about 15 digits)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,22 @@ from shared.destinations.sqlite.sqltext import quote
 from shared.engine.ports import Layout
 
 PREFIX = "sqlite:///"
+ROUNDING_NOTICE = (
+    "decimal columns of NUMERIC affinity (DECIMAL(p,s) from an earlier version, NUMERIC inferred without "
+    "metadata) keep about 15 significant digits (docs/metadata.md, upgrading money columns): "
+)
+_ROUNDING = """
+SELECT m.name, c.name FROM sqlite_schema AS m, pragma_table_info(m.name) AS c
+WHERE m.type = 'table' AND (upper(c.type) LIKE 'DECIMAL(%' OR upper(c.type) LIKE 'NUMERIC%')
+ORDER BY m.name, c.cid
+"""
+
+
+def rounding_decimal_columns(conn: sqlite3.Connection) -> list[str]:
+    """``table.column`` of decimal columns with NUMERIC affinity (``DECIMAL(p,s)`` declared before
+    ``DECIMAL BLOB(p,s)``, or ``NUMERIC``): SQLite turns a number of more than 15 significant digits
+    into a double there."""
+    return [f"{t}.{c}" for t, c in conn.execute(_ROUNDING).fetchall()]
 
 
 def path_of(dsn: str) -> str | None:
@@ -48,6 +65,10 @@ def check(dsn: str, layout: Layout, report: CheckReport, scrub: Scrub) -> None:
             step(report, "drop table", lambda: conn.execute(f"DROP TABLE {q}"), scrub)
         finally:
             conn.execute("ROLLBACK")
+        if existed:
+            rounding = rounding_decimal_columns(conn)
+            if rounding:  # a notice, not a failure: the values a double holds are still stored exactly
+                report.add("exact decimals", True, ROUNDING_NOTICE + ", ".join(rounding))
     except sqlite3.Error as exc:
         report.add("create table", False, scrub(str(exc)))
     finally:

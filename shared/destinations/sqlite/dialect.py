@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 # __adapt__/__conform__ and raises and clears an AttributeError per value: ~1,200 instructions for
 # every boolean. A registered adapter is found first and binds the same 1 or 0 (issue 14).
 sqlite3.register_adapter(bool, int)
-# A Decimal is a number a double cannot hold (shared.contract.parse.exact_number): bound as its exact
+# A Decimal is a number a double cannot hold (shared.contract.exactjson.exact_number): bound as its exact
 # text, which a DECIMAL(p, s) column (no affinity: sqltext.declared_type) keeps as it is.
 sqlite3.register_adapter(Decimal, str)
 

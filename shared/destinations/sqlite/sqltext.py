@@ -17,7 +17,7 @@ _DECLARED = {
     Kind.BOOLEAN: "BOOLEAN",
     Kind.INTEGER: "INTEGER",
     Kind.FLOAT: "REAL",
-    Kind.DECIMAL: "NUMERIC",
+    Kind.DECIMAL: "DECIMAL BLOB",  # no affinity (see declared_type): a 25-digit number stays exact
     Kind.TEXT: "TEXT",
     Kind.GUID: "GUID TEXT",  # TEXT affinity, and the catalog still says it is a GUID
     Kind.DATETIME: "DATETIME TEXT",
@@ -58,6 +58,7 @@ def declared_type(t: ColumnType) -> str:
 
 
 _OTHER_DECLARED = {
+    "NUMERIC": Kind.DECIMAL,  # how an earlier version declared a decimal inferred without metadata
     "INT": Kind.INTEGER,
     "BIGINT": Kind.INTEGER,
     "SMALLINT": Kind.INTEGER,
