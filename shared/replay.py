@@ -216,7 +216,7 @@ class _Groups:
     transaction SQLite rolled back), the whole group rolls back and its batches are applied again
     from the file, one transaction each, exactly as without groups: the same outcomes, the same
     tables, the same counts; only the file offsets of a group's batches are kept for that, not their
-    lines. Whatever needs its own transaction (DDL, entity metadata) commits the open group first.
+    lines. DDL commits the open group first; a batch with entity metadata is applied outside groups.
     A crash mid-group loses that group's writes and nothing else; replaying the file again (from the
     start: replay is idempotent, every write version-guarded) applies them.
     """
@@ -317,8 +317,9 @@ class _Groups:
                 fh.seek(starts[0])
                 again = batches(fh, *self.limits)
                 for start in starts:
-                    batch = next(again)
-                    assert batch.start == start, (batch.start, start)
+                    batch = next(again, None)
+                    if batch is None or batch.start != start:
+                        raise RuntimeError(f"{self.path} changed during the replay: its batches cannot be read again")
                     _settle(_apply(self.engine, batch, self.reread), self.rejects, self.total)
         finally:
             self.dest.hold_commits(cache_kib=GROUP_CACHE_KIB)
