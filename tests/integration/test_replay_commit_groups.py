@@ -320,3 +320,28 @@ def test_the_import_leaves_the_wal_truncated_and_other_connections_settings_alon
         assert other.execute("SELECT COUNT(*) FROM account").fetchone()[0] > 0
     finally:
         other.close()
+
+
+def test_des_replay_commit_bytes_option(tmp_path: Path) -> None:
+    """``des replay --commit-bytes``: 0 commits every batch, the default groups; the same counts and
+    tables either way; a negative value is a usage error (exit 2)."""
+    from tests.integration.test_replay_cli import des, summary
+
+    data = tmp_path / "in.jsonl"
+    data.write_text("\n".join(stream()) + "\n", encoding="utf-8")
+    got = {}
+    for commit in ("0", str(COMMIT_BYTES)):
+        work = tmp_path / f"commit-{commit}"
+        work.mkdir()
+        proc = des(
+            "replay", str(data), "--destination", f"sqlite:///{work / 'db.sqlite'}", "--workers", "1",
+            "--batch-bytes", str(BATCH_BYTES), "--commit-bytes", commit, "--rejects-dir", str(work / "rejects"),
+            cwd=tmp_path,
+        )  # fmt: skip
+        counts = summary(proc)
+        got[commit] = ({k: counts[k] for k in ("received", "applied", "stale", "failed", "unprocessable")}, state(work))
+    assert got["0"] == got[str(COMMIT_BYTES)]
+    assert got["0"][0]["unprocessable"] == 1
+    bad = des("replay", str(data), "--destination", "sqlite:///x.db", "--commit-bytes", "-1", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "--commit-bytes" in bad.stderr
