@@ -6,6 +6,7 @@
     valgrind --tool=callgrind --callgrind-out-file=cg.ours python benchmarks/one_run.py ours $F
     valgrind --tool=callgrind --callgrind-out-file=/dev/null python benchmarks/one_run.py none x  # imports
     python benchmarks/one_run.py ours $F 2097152   # optional third argument: replay's batch bytes
+    python benchmarks/one_run.py ours $F 2097152 0   # optional fourth: commit bytes (0: every batch)
 
 Callgrind counts instructions, so the totals repeat whatever else the machine is doing; subtract the
 `none` run (imports) from both. `callgrind_annotate cg.ours` shows where they go.
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from shared.destinations import Layout, open_destination
 from shared.engine.engine import SyncEngine
-from shared.replay import DEFAULT_BATCH_BYTES, replay
+from shared.replay import DEFAULT_BATCH_BYTES, DEFAULT_COMMIT_BYTES, replay
 from shared.tools.bench import _remove_db, baseline_sqlite
 from shared.tuning import tune_for_throughput
 
@@ -36,7 +37,8 @@ def main() -> None:
         dest = open_destination(f"sqlite:///{db}", Layout())
         try:
             batch_bytes = int(sys.argv[3]) if len(sys.argv) > 3 else DEFAULT_BATCH_BYTES
-            replay(data, SyncEngine(dest), batch_size=5000, batch_bytes=batch_bytes)
+            commit_bytes = int(sys.argv[4]) if len(sys.argv) > 4 else DEFAULT_COMMIT_BYTES
+            replay(data, SyncEngine(dest), batch_size=5000, batch_bytes=batch_bytes, commit_bytes=commit_bytes)
         finally:
             dest.close()
 

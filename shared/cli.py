@@ -26,7 +26,7 @@ from shared.destinations import (
     redact,
 )
 from shared.destinations.redaction import install_log_redaction, redact_text
-from shared.replay import DEFAULT_MAX_LINE_BYTES
+from shared.replay import DEFAULT_COMMIT_BYTES, DEFAULT_MAX_LINE_BYTES
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -65,6 +65,9 @@ def _replay(args: argparse.Namespace) -> int:
     if args.batch_bytes < 1 or args.max_line_bytes < 1:
         print("des replay: --batch-bytes and --max-line-bytes must be at least 1", file=sys.stderr)
         return EXIT_USAGE
+    if args.commit_bytes < 0:
+        print("des replay: --commit-bytes must be 0 or more", file=sys.stderr)
+        return EXIT_USAGE
     try:
         layout = Layout(args.schema, args.prefix or "", args.write_delete_log)
         dest = open_destination(args.destination, layout)
@@ -97,7 +100,7 @@ def _replay(args: argparse.Namespace) -> int:
         return replay(
             path, SyncEngine(dest), batch_size=args.batch_size, rejects=rejects, progress=progress,
             batch_bytes=args.batch_bytes, max_line_bytes=args.max_line_bytes,
-            reread=source[1] if source is not None else None,
+            reread=source[1] if source is not None else None, commit_bytes=args.commit_bytes,
         )
 
     try:
@@ -240,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--max-line-bytes", type=int, default=DEFAULT_MAX_LINE_BYTES,
         help="a longer line is unprocessable, never read whole (default 16 MiB)",
+    )
+    r.add_argument(
+        "--commit-bytes", type=int, default=DEFAULT_COMMIT_BYTES,
+        help="SQLite, one worker: commit the writes of this many bytes of input together (default 16 MiB; "
+        "0: every batch). A batch counts once its group commits; a write failing inside a group redoes the "
+        "group one batch per transaction. After a crash, replay the file again (replay is idempotent)",
     )
     r.add_argument("--rejects-dir", default="des-rejects", help="where failures and unprocessables are written")
     r.add_argument(

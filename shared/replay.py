@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from shared.config import DEFAULT_BATCH_BYTES
-from shared.contract.parse import Unprocessable, unprocessable
+from shared.contract.parse import ParsedBatch, Unprocessable, unprocessable
 from shared.destinations import Layout, open_destination
 from shared.destinations.sqlite.dialect import SqliteDestination
 from shared.engine.engine import SyncEngine
@@ -38,8 +39,15 @@ from shared.rejects import RejectFiles
 from shared.source.dataverse.push import Reread, parse_lines
 
 DEFAULT_BATCH_SIZE = 5000
+# des replay into SQLite commits the writes of every 16 MiB of input together (one batch is 2 MiB):
+# measured in BENCHMARKS.md (issue 14, third pass). The group's page cache: 12 MiB (peak RSS).
+DEFAULT_COMMIT_BYTES = 16 * 2**20
+GROUP_CACHE_KIB = 12 * 1024
+# A replaying SQLite connection checkpoints its WAL every 20,000 pages (80 MiB) instead of 1,000.
+IMPORT_WAL_PAGES = 20_000
 DEFAULT_MAX_LINE_BYTES = 16 * 2**20
 KEPT_OF_A_LONG_LINE = 4096
+log = logging.getLogger(__name__)
 _SKIP_CHUNK = 2**20
 
 
@@ -63,6 +71,7 @@ class Batch:
     too_long: list[Unprocessable] = field(default_factory=list)
     size: int = 0  # bytes of ``lines``
     count: int = 0  # lines, long ones included
+    start: int = 0  # file offset the batch starts at: ``batches`` from there yields this batch again
 
 
 def batches(
@@ -71,16 +80,24 @@ def batches(
     max_bytes: int = DEFAULT_BATCH_BYTES,
     max_line: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Iterator[Batch]:
-    """Batches of at most ``size`` lines and ``max_bytes`` bytes (a longer line is a batch alone)."""
-    batch = Batch()
+    """Batches of at most ``size`` lines and ``max_bytes`` bytes (a longer line is a batch alone).
+
+    Deterministic from a batch's start: reading from ``fh.seek(b.start)`` yields ``b`` and the
+    batches after it again (a commit group that must be redone re-reads its batches)."""
+    pos = fh.tell()
+    batch = Batch(start=pos)
     while True:
         line = fh.readline(max_line + 1)
         if not line:
             break
+        at = pos
+        pos += len(line)
         if len(line) > max_line and not line.endswith(b"\n"):
             head = line[:KEPT_OF_A_LONG_LINE]
             del line
-            batch.too_long.append(_too_long_from(fh, head, max_line + 1))
+            reason, skipped = _too_long_from(fh, head, max_line + 1)
+            pos += skipped
+            batch.too_long.append(reason)
             batch.count += 1
             continue
         line = line.strip()
@@ -88,18 +105,19 @@ def batches(
             continue
         if batch.lines and batch.size + len(line) > max_bytes:
             yield batch
-            batch = Batch()
+            batch = Batch(start=at)
         batch.lines.append(line)
         batch.size += len(line)
         batch.count += 1
         if batch.count >= size:
             yield batch
-            batch = Batch()
+            batch = Batch(start=pos)
     if batch.lines or batch.too_long:
         yield batch
 
 
-def _too_long_from(fh: IO[bytes], head: bytes, read: int) -> Unprocessable:
+def _too_long_from(fh: IO[bytes], head: bytes, read: int) -> tuple[Unprocessable, int]:
+    """The reason for a line too long to read, and the bytes skipped after its first ``read``."""
     total = read
     while True:
         chunk = fh.readline(_SKIP_CHUNK)
@@ -108,16 +126,21 @@ def _too_long_from(fh: IO[bytes], head: bytes, read: int) -> Unprocessable:
         total += len(chunk)
         if chunk.endswith(b"\n"):
             break
-    return unprocessable(
+    reason = unprocessable(
         head.decode("utf-8", "backslashreplace"),
         f"the line is {total} bytes long, longer than the {read - 1} bytes replay reads; "
         f"its first {len(head)} bytes are kept here",
     )
+    return reason, total - read
 
 
 def _apply(engine: SyncEngine, batch: Batch, reread: Reread | None = None) -> BatchResult:
     parsed = parse_lines(batch.lines, reread)
     batch.lines.clear()  # the parsed batch is what stays in memory while it is applied
+    return _finish(engine, parsed, batch)
+
+
+def _finish(engine: SyncEngine, parsed: ParsedBatch, batch: Batch) -> BatchResult:
     result = engine.apply_parsed(parsed)
     if batch.too_long:
         result.add_unprocessable(batch.too_long)
@@ -144,19 +167,162 @@ def replay(
     batch_bytes: int = DEFAULT_BATCH_BYTES,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     reread: Reread | None = None,
+    commit_bytes: int = DEFAULT_COMMIT_BYTES,
 ) -> ReplayReport:
     """Apply every line of ``path``; never holds more than one batch in memory. ``reread``: the
-    Dataverse source that Dataverse messages without a full post-image are re-read through."""
+    Dataverse source that Dataverse messages without a full post-image are re-read through.
+
+    ``commit_bytes``: on SQLite, the batches' writes commit together every ``commit_bytes`` bytes of
+    input (a commit group; :class:`_Groups`); 0, or no more than ``batch_bytes``, commits each batch,
+    and so does a replay with ``reread`` (the group would stay open across Dataverse requests)."""
     total = BatchResult()
     lines = 0
     started = time.perf_counter()
-    with path.open("rb") as fh:
-        for batch in batches(fh, batch_size, batch_bytes, max_line_bytes):
-            _settle(_apply(engine, batch, reread), rejects, total)
-            lines += batch.count
-            if progress is not None:
-                progress(fh.tell())
+    dest = engine.destination
+    # Not with re-reads: a group's write transaction would stay open across Dataverse requests.
+    grouped = isinstance(dest, SqliteDestination) and commit_bytes > batch_bytes and reread is None
+    groups = _Groups(path, engine, rejects, total, batch_size, batch_bytes, max_line_bytes, reread) if grouped else None
+    if isinstance(dest, SqliteDestination):
+        dest.start_import(IMPORT_WAL_PAGES)
+    try:
+        with path.open("rb") as fh:
+            for batch in batches(fh, batch_size, batch_bytes, max_line_bytes):
+                lines += batch.count
+                if groups is None:
+                    _settle(_apply(engine, batch, reread), rejects, total)
+                else:
+                    groups.apply(batch)
+                    if groups.size >= commit_bytes:
+                        groups.commit()
+                if progress is not None:
+                    progress(fh.tell())
+        if groups is not None:
+            groups.commit()
+    finally:
+        if groups is not None:
+            groups.close()  # after an error: the open group (outcomes not reported) rolls back
+        if isinstance(dest, SqliteDestination):
+            dest.finish_import()
     return ReplayReport(total, time.perf_counter() - started, lines)
+
+
+class _Groups:
+    """Commit groups for a single-connection SQLite replay: the write transactions of several batches
+    are one (``SqliteDestination.hold_commits``), committed every ``commit_bytes`` of input.
+
+    Per-batch commits were most of the gap to one hand-written transaction (BENCHMARKS.md, issue 14,
+    third pass). A batch's outcomes (counts, failure log, unprocessable lines) are settled only once
+    its group commits. When a write fails inside a group (a transient or environmental error, a
+    transaction SQLite rolled back), the whole group rolls back and its batches are applied again
+    from the file, one transaction each, exactly as without groups: the same outcomes, the same
+    tables, the same counts; only the file offsets of a group's batches are kept for that, not their
+    lines. DDL commits the open group first; a batch with entity metadata is applied outside groups.
+    A crash mid-group loses that group's writes and nothing else; replaying the file again (from the
+    start: replay is idempotent, every write version-guarded) applies them.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        engine: SyncEngine,
+        rejects: RejectFiles | None,
+        total: BatchResult,
+        batch_size: int,
+        batch_bytes: int,
+        max_line_bytes: int,
+        reread: Reread | None,
+    ) -> None:
+        assert isinstance(engine.destination, SqliteDestination)
+        self.dest: SqliteDestination = engine.destination
+        self.path, self.engine, self.rejects, self.total = path, engine, rejects, total
+        self.limits = (batch_size, batch_bytes, max_line_bytes)
+        self.reread = reread
+        self.pending: list[tuple[int, BatchResult]] = []  # (start offset, outcomes) not yet committed
+        self.size = 0  # input bytes of the pending batches
+        self.dest.hold_commits(cache_kib=GROUP_CACHE_KIB)
+
+    def apply(self, batch: Batch) -> None:
+        parsed = parse_lines(batch.lines, self.reread)
+        batch.lines.clear()
+        if parsed.metadata:
+            # Entity metadata commits on its own, before the batch's records; redoing the batch
+            # would find it applied (stale the second time). Such a batch is applied as without
+            # groups, after the open group commits.
+            self.commit()
+            self.dest.release_commits()
+            try:
+                result = _finish(self.engine, parsed, batch)
+            finally:
+                self.dest.hold_commits(cache_kib=GROUP_CACHE_KIB)
+            _settle(result, self.rejects, self.total)
+            return
+        commits = self.dest.group_commits
+        try:
+            result = _finish(self.engine, parsed, batch)
+        except Exception:
+            self._settle_committed(commits)
+            if not self.dest.group_lost:
+                self.commit()  # the batches before this one commit, as without groups
+                raise
+            self._redo(batch.start)  # raises again if this batch's error does without groups
+            return
+        self._settle_committed(commits)
+        if self.dest.group_lost:  # the engine retried after the group rolled back
+            self._redo(batch.start)
+            return
+        self.pending.append((batch.start, result))
+        self.size += batch.size
+
+    def commit(self) -> None:
+        try:
+            self.dest.commit_group()
+        except Exception:
+            if not self.dest.group_lost:
+                raise
+            self._redo(None)
+            return
+        self._settle_committed(None)
+
+    def close(self) -> None:
+        """Back to one commit per transaction; a group still open (after an error) rolls back."""
+        self.dest.rollback_group()
+        self.dest.group_lost = False
+        self.dest.release_commits()
+
+    def _settle_committed(self, commits: int | None) -> None:
+        """Settle the pending batches if a group committed since ``commits`` (None: it just did)."""
+        if commits is not None and self.dest.group_commits == commits:
+            return
+        for _, result in self.pending:
+            _settle(result, self.rejects, self.total)
+        self.pending.clear()
+        self.size = 0
+
+    def _redo(self, failed_at: int | None) -> None:
+        """The group rolled back: apply its batches again (and the one at ``failed_at``, whose
+        apply saw the failure), each in its own transaction, and settle them one by one."""
+        self.dest.rollback_group()  # what the engine's retry may have written since
+        self.dest.group_lost = False
+        starts = [start for start, _ in self.pending]
+        if failed_at is not None:
+            starts.append(failed_at)
+        self.pending.clear()
+        self.size = 0
+        if not starts:
+            return
+        log.warning("a write failed inside a commit group: applying its %s batches one by one", len(starts))
+        self.dest.release_commits()
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(starts[0])
+                again = batches(fh, *self.limits)
+                for start in starts:
+                    batch = next(again, None)
+                    if batch is None or batch.start != start:
+                        raise RuntimeError(f"{self.path} changed during the replay: its batches cannot be read again")
+                    _settle(_apply(self.engine, batch, self.reread), self.rejects, self.total)
+        finally:
+            self.dest.hold_commits(cache_kib=GROUP_CACHE_KIB)
 
 
 # ------------------------------------------------------------------------------ several workers
@@ -192,8 +358,10 @@ def _replay_part(
         _exit_with_parent(parent)
     tune_for_throughput()
     dest = open_destination(dsn, layout)
-    if write_lock is not None and isinstance(dest, SqliteDestination):
-        dest.writer_lock = write_lock  # each write transaction takes turns; parsing and preparing do not
+    if isinstance(dest, SqliteDestination):
+        dest.start_import(IMPORT_WAL_PAGES)
+        if write_lock is not None:
+            dest.writer_lock = write_lock  # each write transaction takes turns; parsing and preparing do not
     engine = SyncEngine(dest)
     rejects = RejectFiles(Path(rejects_dir), shared=True) if rejects_dir else None
     total = BatchResult()
@@ -216,6 +384,8 @@ def _replay_part(
     finally:
         if rejects is not None:
             rejects.close()
+        if isinstance(dest, SqliteDestination):
+            dest.finish_import()
         dest.close()
     return total, lines
 

@@ -8,6 +8,7 @@ may share one file (WAL mode, busy timeout; replay workers also take turns on a 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -208,6 +209,13 @@ class SqliteDestination:
         # holder releases it; and only the transaction is serialized, not the engine's preparation.
         self.writer_lock: str | None = None
         self._lock_file: IO[str] | None = None
+        # Commit groups (des replay, see hold_commits): write transactions left open across batches.
+        self._holding = False  # transaction() leaves its transaction open (one commit per group)
+        self._group_open = False  # a held transaction is open (and writer_lock held)
+        self.group_commits = 0  # held transactions committed so far
+        self.group_lost = False  # a held transaction was rolled back (set until the caller clears it)
+        self._hold_cache_kib: int | None = None
+        self._import_wal_pages: int | None = None  # start_import
         self._support_ready = False
         self._ours: set[str] = set()  # existing tables checked to be entity tables
         self._unwritable: dict[str, set[str]] = {}  # table -> generated columns and columns not ours
@@ -277,18 +285,115 @@ class SqliteDestination:
     @contextmanager
     def _serialized(self) -> Iterator[None]:
         """Hold :attr:`writer_lock` (when set) for the body: one write transaction."""
-        if self.writer_lock is None:
+        self._lock()
+        try:
             yield
+        finally:
+            self._unlock()
+
+    def _lock(self) -> None:
+        if self.writer_lock is None:
             return
         if self._lock_file is None:
             self._lock_file = open(self.writer_lock, "a")  # noqa: SIM115 (kept open; closed by close())
         fcntl.flock(self._lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
+
+    def _unlock(self) -> None:
+        if self._lock_file is not None:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
 
+    # ------------------------------------------------------------------------------ commit groups
+    def hold_commits(self, cache_kib: int | None = None) -> None:
+        """From now on, :meth:`transaction` leaves its transaction open: the writes of several
+        batches commit together (:meth:`commit_group`). For a bulk import (``des replay``), whose
+        per-batch commits cost WAL frames and checkpoints. A batch's outcomes hold only once its
+        group commits; whatever else needs a transaction of its own (DDL, entity metadata, support
+        tables) commits the open group first, so a group holds row writes only. A write that fails
+        inside a group rolls the whole group back and sets :attr:`group_lost`: the caller redoes its
+        batches one transaction each. ``cache_kib``: this connection's page cache while holding
+        (a group rewrites the same pages; a per-batch transaction's cache is kept as well)."""
+        self._holding = True
+        self._hold_cache_kib = cache_kib
+        self._hold_settings()
+
+    def _hold_settings(self) -> None:
+        if self._holding and self._hold_cache_kib is not None:
+            self.conn.execute(f"PRAGMA cache_size=-{int(self._hold_cache_kib)}")
+        if self._import_wal_pages is not None:
+            self.conn.execute(f"PRAGMA wal_autocheckpoint={int(self._import_wal_pages)}")
+
+    def start_import(self, wal_pages: int) -> None:
+        """A bulk import (``des replay``) on this connection: it checkpoints the WAL once it holds
+        ``wal_pages`` pages rather than SQLite's 1,000 (fewer, longer checkpoints: BENCHMARKS.md,
+        issue 14, third pass). Only this connection's commits checkpoint later; others keep theirs."""
+        self._import_wal_pages = wal_pages
+        self._hold_settings()
+
+    def finish_import(self) -> None:
+        """Checkpoint what the import left in the WAL and truncate it, so the WAL file does not stay
+        at the import's size. Best effort and without waiting: while other connections read, SQLite
+        leaves the rest to the next checkpoint."""
+        if self._import_wal_pages is None:
+            return
+        self._import_wal_pages = None
+        try:
+            self.conn.execute("PRAGMA wal_autocheckpoint=1000")
+            self.conn.execute("PRAGMA busy_timeout=0")
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                self.conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
+            log.info("final checkpoint after the import left for later: %s", exc)
+
+    def release_commits(self) -> None:
+        """Commit the open group, if any, and go back to one commit per transaction."""
+        try:
+            self.commit_group()
+        finally:
+            self._holding = False
+            if self._hold_cache_kib is not None:
+                self._hold_cache_kib = None
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute(f"PRAGMA cache_size={SqliteSql.DEFAULT_CACHE_SIZE}")
+
+    @property
+    def holding_commits(self) -> bool:
+        return self._holding
+
+    def commit_group(self) -> None:
+        """Commit the open group (its batches' outcomes now hold); nothing when none is open."""
+        if not self._group_open:
+            return
+        try:
+            self.conn.execute(SqliteSql.COMMIT)
+        except BaseException:
+            self.rollback_group()
+            raise
+        self._group_open = False
+        self._unlock()
+        self.group_commits += 1
+
+    def rollback_group(self) -> None:
+        """Roll the open group back (its batches must be redone) and set :attr:`group_lost`."""
+        if not self._group_open:
+            return
+        self._group_open = False
+        self.group_lost = True
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute(SqliteSql.ROLLBACK)
+        except sqlite3.Error as exc:  # the connection is unusable: reset() will replace it
+            log.warning("rolling a commit group back failed: %s", exc)
+        finally:
+            self._unlock()
+            # Nothing but row writes is in a group; still, forget what was learnt inside it.
+            self._support_ready = False
+            self._ours.clear()
+            self._registered.clear()
+
     def ensure_table(self, table: str, wanted: Mapping[str, ColumnType]) -> dict[str, ColumnType]:
+        self.commit_group()
         with self._serialized():
             return self._ensure_table(table, wanted)
 
@@ -325,6 +430,7 @@ class SqliteDestination:
         return result
 
     def existing_columns(self, table: str) -> dict[str, ColumnType] | None:
+        self.commit_group()  # may create support tables and register columns: never inside a group
         if self.conn.execute(SqliteSql.table_info(table)).fetchone() is None:
             return None
         self._ensure_support()
@@ -372,6 +478,9 @@ class SqliteDestination:
     # ------------------------------------------------------------------------------ transactions
     @contextmanager
     def transaction(self) -> Iterator[SqliteTransaction]:
+        if self._holding:
+            yield from self._held_transaction()
+            return
         with self._serialized():
             self._ensure_support()
             self.conn.execute(SqliteSql.BEGIN)
@@ -382,6 +491,23 @@ class SqliteDestination:
                     self.conn.execute(SqliteSql.ROLLBACK)
                 raise
             self.conn.execute(SqliteSql.COMMIT)
+
+    def _held_transaction(self) -> Iterator[SqliteTransaction]:
+        """One batch's writes inside the open group (opened here when none is)."""
+        if not self._group_open:
+            self._lock()
+            try:
+                self._ensure_support()
+                self.conn.execute(SqliteSql.BEGIN)
+            except BaseException:
+                self._unlock()
+                raise
+            self._group_open = True
+        try:
+            yield SqliteTransaction(self)
+        except BaseException:
+            self.rollback_group()
+            raise
 
     def classify(self, exc: BaseException) -> ErrorClass:
         return errors.classify(exc)
@@ -398,10 +524,12 @@ class SqliteDestination:
         return errors.classify(exc) is ErrorClass.TRANSIENT
 
     def reset(self) -> None:
+        self.rollback_group()  # closing the connection would roll it back anyway
         try:
             self.conn.close()
         finally:
             self.conn = self._connect()
+        self._hold_settings()
 
     # ------------------------------------------------------------------------------ keyed reads
     def _catalog(self, table: str) -> set[str]:
@@ -433,6 +561,7 @@ class SqliteDestination:
             yield dict(zip(names, row, strict=True))
 
     def close(self) -> None:
+        self.rollback_group()  # a group not committed by now is not to be kept (release_commits commits)
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -450,6 +579,7 @@ class SqliteDestination:
         return None if row is None else (int(row[0]), str(row[1]))
 
     def replace_metadata(self, rows: MetadataRows) -> bool:
+        self.commit_group()
         with self._serialized():
             return self._replace_metadata(rows)
 

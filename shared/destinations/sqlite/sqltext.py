@@ -103,6 +103,7 @@ class SqliteSql:
     COMMIT = "COMMIT"
     ROLLBACK = "ROLLBACK"
     SESSION = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL")
+    DEFAULT_CACHE_SIZE = -2000  # SQLite's default page cache: 2,000 KiB
     TABLE_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
 
     def __init__(self, layout: Layout) -> None:
