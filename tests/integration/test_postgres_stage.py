@@ -270,3 +270,19 @@ def test_stages_of_shapes_no_longer_written_are_dropped_beyond_the_limit(
     got = rows(dest)
     assert {c: got[RIDS[0]][c] for c in attrs} == attrs
     assert [got[r]["c1"] for r in RIDS[1:7]] == [-1, -2, -3, -4, -5, -6]
+
+
+def test_a_stage_dropped_behind_our_back_is_created_again_in_the_write(dest: PostgresDestination) -> None:
+    """``DISCARD TEMP`` (what a pooler's session reset runs), or a transaction-mode pooler handing the
+    next transaction another server session: the stage the connection remembers is not there. The
+    write creates it again in its own transaction; a stage of the same name is always of its shape."""
+    engine = SyncEngine(dest)
+    clean(engine.apply_bodies([up(r, 1, {"name": "v1"}) for r in RIDS[:2]]))
+    [name] = stages(dest)
+    assert name == dialect.stage_name(next(iter(dest.stages)))
+    dest.conn.execute("DISCARD TEMP")
+    assert stages(dest) == []
+    result = clean(engine.apply_bodies([up(r, 2, {"name": "v2"}) for r in RIDS[:2]] + [rm(RIDS[2], 1)]))
+    assert (result.applied, result.stale) == (3, 0)
+    assert stages(dest) == [name]
+    assert {r: v["name"] for r, v in rows(dest).items()} == {RIDS[0]: "v2", RIDS[1]: "v2"}

@@ -4,10 +4,11 @@ Statement text and type mapping live in :mod:`shared.destinations.postgres.sqlte
 this module orchestrates them.
 
 Staging: one temporary table per connection and shape of write set (columns and their staged
-types), created at first use with ``ON COMMIT DELETE ROWS`` and reused by every later batch (a
-CREATE and DROP per batch cost catalog writes); a second write through it in one transaction
-empties it first. A stage created in what rolled back (the write's savepoint, the transaction) or
-in a lost session is forgotten and created again. When every column's catalog type has a binary
+types), named by a digest of the shape, ``ON COMMIT DELETE ROWS``, and reused by every later batch
+(a CREATE and DROP per batch cost catalog writes). Each write runs ``CREATE TEMP TABLE IF NOT
+EXISTS`` in its own transaction, so a stage that is gone (rolled back with a savepoint or the
+transaction, ``DISCARD TEMP``, a lost session, a transaction-mode pooler's other server session)
+is there again; a second write through it in one transaction empties it first. When every column's catalog type has a binary
 form the engine's values dump to (``sqltext.binary_stage_type``), the COPY is binary (ids and uuid
 columns staged as text and cast by the upsert); otherwise it is text, into a stage of the catalog
 types. The write statements are rendered once per connection (``PostgresDestination.statement``).
@@ -25,10 +26,10 @@ each of these interleavings).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from itertools import count
 from typing import Any
 
 import psycopg
@@ -59,6 +60,12 @@ log = logging.getLogger(__name__)
 MAX_STAGES = 16  # staging tables kept per connection (one per shape of write set)
 
 
+def stage_name(shape: tuple[tuple[str, str], ...]) -> str:
+    """The staging table of a shape ((column, staged type), ...): the same name for the same shape
+    in every session, another for any other shape (a digest: column names may be long)."""
+    return "_des_stage_" + hashlib.sha256(repr(shape).encode()).hexdigest()[:24]
+
+
 class PostgresTransaction:
     isolates_records = False  # set-based writes: the engine's savepoint and bisection
 
@@ -80,22 +87,24 @@ class PostgresTransaction:
             yield
 
     def _stage(self, cur: psycopg.Cursor[Any], shape: tuple[tuple[str, str], ...]) -> str:
-        """The session's staging table for this shape, created at first use, emptied when this
-        transaction already wrote through it (a second entity of the same shape, a bisected half)."""
+        """The session's staging table for this shape, emptied when this transaction already wrote
+        through it (a second entity of the same shape, a bisected half).
+
+        Its name is a digest of the shape, and every write runs ``CREATE TEMP TABLE IF NOT EXISTS``
+        (a catalog lookup when it exists) in its own transaction: so the stage is there whatever
+        happened to the session since the last batch (a savepoint or transaction that rolled back,
+        ``DISCARD TEMP``, a transaction-mode pooler such as PgBouncer handing us another server
+        session), and a table of that name is always of this shape."""
         d = self.dest
         stage = d.stages.get(shape)
         if stage is None:
             if len(d.stages) >= MAX_STAGES:  # shapes of tables since widened: drop the oldest
                 old = d.stages.pop(next(iter(d.stages)))
                 cur.execute(d.sql.drop(old))
-            stage = d.stages[shape] = f"_des_stage_{next(d.stage_names)}"
+            stage = d.stages[shape] = stage_name(shape)
             self.created.append(shape)
-            try:
-                cur.execute(d.sql.create_stage(stage, shape))
-            except BaseException:
-                del d.stages[shape]
-                raise
-        elif stage in self._written:
+        cur.execute(d.statement(("create_stage", stage), d.sql.create_stage, stage, shape))
+        if stage in self._written:
             cur.execute(d.sql.clear_stage(stage))
         return stage
 
@@ -195,7 +204,6 @@ class PostgresDestination:
         # Staging tables of this session, by shape ((column, staged type), ...): temporary tables
         # live as long as the connection, so each is created once, not per batch.
         self.stages: dict[tuple[tuple[str, str], ...], str] = {}
-        self.stage_names = count()
         self._statements: dict[tuple[str, ...], bytes] = {}
 
     def _connect(self) -> psycopg.Connection[Any]:

@@ -248,7 +248,7 @@ ORDER BY k.ord
         write in one transaction."""
         defs = sql.SQL("").join(sql.SQL(", {} {}").format(I(c), sql.SQL(t)) for c, t in columns)
         return sql.SQL(
-            "CREATE TEMP TABLE {} ({} text NOT NULL, {} bigint NOT NULL{}) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS {} ({} text NOT NULL, {} bigint NOT NULL{}) ON COMMIT DELETE ROWS"
         ).format(I(stage), I(ID), I(VERSION), defs)
 
     @staticmethod
