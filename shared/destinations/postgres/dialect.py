@@ -8,10 +8,11 @@ types), named by a digest of the shape, ``ON COMMIT DELETE ROWS``, and reused by
 (a CREATE and DROP per batch cost catalog writes). Each write runs ``CREATE TEMP TABLE IF NOT
 EXISTS`` in its own transaction, so a stage that is gone (rolled back with a savepoint or the
 transaction, ``DISCARD TEMP``, a lost session, a transaction-mode pooler's other server session)
-is there again; a second write through it in one transaction empties it first. When every column's catalog type has a binary
-form the engine's values dump to (``sqltext.binary_stage_type``), the COPY is binary (ids and uuid
-columns staged as text and cast by the upsert); otherwise it is text, into a stage of the catalog
-types. The write statements are rendered once per connection (``PostgresDestination.statement``).
+is there again; a second write through it in one transaction empties it first. When every
+column's catalog type has a binary form the engine's values dump to (``sqltext.binary_stage_type``),
+the COPY is binary (ids and uuid columns staged as text and cast by the upsert); otherwise it is
+text, into a stage of the catalog types. The write statements are rendered once per connection
+(``PostgresDestination.statement``).
 
 Concurrency: several workers write the same tables under READ COMMITTED. Every change of a batch,
 upsert or delete, first goes through one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE newer``
