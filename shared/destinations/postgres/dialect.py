@@ -73,7 +73,6 @@ class PostgresTransaction:
     def __init__(self, dest: PostgresDestination) -> None:
         self.dest = dest
         self.conn = dest.conn
-        self.created: list[tuple[tuple[str, str], ...]] = []  # stages created in this transaction
         self._written: set[str] = set()  # stages holding this transaction's rows of an earlier write
 
     def columns(self, table: str) -> dict[str, ColumnType] | None:
@@ -103,7 +102,6 @@ class PostgresTransaction:
                 old = d.stages.pop(next(iter(d.stages)))
                 cur.execute(d.sql.drop(old))
             stage = d.stages[shape] = stage_name(shape)
-            self.created.append(shape)
         cur.execute(d.statement(("create_stage", stage), d.sql.create_stage, stage, shape))
         if stage in self._written:
             cur.execute(d.sql.clear_stage(stage))
@@ -119,27 +117,21 @@ class PostgresTransaction:
         binary = len(wire) == len(staged)
         shape = tuple(zip(ws.columns, wire if binary else catalog, strict=True))
         uuids = [c for c, t in zip(ws.columns, catalog, strict=True) if t == "uuid"] if binary else []
-        fresh = d.stages.get(shape) is None
-        try:
-            with self.conn.cursor() as cur:
-                stage = self._stage(cur, shape)
-                self._written.add(stage)
-                copy = d.statement(("copy", stage, str(binary), *ws.columns), sql.copy_stage, stage, ws.columns, binary)
-                with cur.copy(copy) as cp:
-                    if binary:
-                        cp.set_types(["text", "bigint", *wire])
-                    write_row = cp.write_row
-                    for row in ws.upserts:
-                        write_row(row)
-                    if ws.deletes:
-                        pad = (None,) * len(ws.columns)
-                        for rid, version in ws.deletes:
-                            write_row((rid, version, *pad))
-                return self._apply(cur, ws, stage, uuids)
-        except BaseException:
-            if fresh:  # created in the savepoint the engine now rolls back: it is gone with it
-                d.stages.pop(shape, None)
-            raise
+        with self.conn.cursor() as cur:
+            stage = self._stage(cur, shape)
+            self._written.add(stage)
+            copy = d.statement(("copy", stage, str(binary), *ws.columns), sql.copy_stage, stage, ws.columns, binary)
+            with cur.copy(copy) as cp:
+                if binary:
+                    cp.set_types(["text", "bigint", *wire])
+                write_row = cp.write_row
+                for row in ws.upserts:
+                    write_row(row)
+                if ws.deletes:
+                    pad = (None,) * len(ws.columns)
+                    for rid, version in ws.deletes:
+                        write_row((rid, version, *pad))
+            return self._apply(cur, ws, stage, uuids)
 
     def _apply(self, cur: psycopg.Cursor[Any], ws: WriteSet, stage: str, uuids: list[str]) -> Applied:
         d = self.dest
@@ -202,8 +194,8 @@ class PostgresDestination:
         self._ours: set[str] = set()  # existing tables checked to be entity tables
         self._unwritable: dict[str, set[str]] = {}  # table -> generated, identity and others' columns
         self._registered: dict[str, set[str]] = {}  # table -> its columns that are ours (registry cache)
-        # Staging tables of this session, by shape ((column, staged type), ...): temporary tables
-        # live as long as the connection, so each is created once, not per batch.
+        # Staging tables this session has used, by shape ((column, staged type), ...), oldest first:
+        # what MAX_STAGES counts (each write creates its stage if it is not there: _stage).
         self.stages: dict[tuple[tuple[str, str], ...], str] = {}
         self._statements: dict[tuple[str, ...], bytes] = {}
 
@@ -353,14 +345,8 @@ class PostgresDestination:
         if not self._support_ready:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 self._ensure_support(cur)
-        tx = PostgresTransaction(self)
-        try:
-            with self.conn.transaction():
-                yield tx
-        except BaseException:
-            for shape in tx.created:  # created in what rolled back: gone with it
-                self.stages.pop(shape, None)
-            raise
+        with self.conn.transaction():
+            yield PostgresTransaction(self)
 
     def classify(self, exc: BaseException) -> ErrorClass:
         return errors.classify(exc, connection_closed=self.conn.closed)
