@@ -17,8 +17,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.contract.models import notification_doc
 from shared.contract.parse import parse_bodies
-from shared.storage.blobs import RetryBatch, batch_key, iso, notification_json
+from shared.storage.blobs import RetryBatch, batch_key, iso
 
 ORG = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 
@@ -50,7 +51,7 @@ def best(f: Callable[[], object]) -> float:
 
 
 def one(label: str, money: str) -> None:
-    docs = [notification_json(n) for n in parse_bodies([body(i, money) for i in range(1000)]).notifications]
+    docs = [notification_doc(n) for n in parse_bodies([body(i, money) for i in range(1000)]).notifications]
     floats = json.loads(json.dumps(docs, default=float))  # what main parked: the Decimals as doubles
     batch = RetryBatch("p", datetime.now(UTC), docs)
     data = batch.to_bytes()

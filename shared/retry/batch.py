@@ -10,13 +10,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared.contract import exactjson
 from shared.contract.metadata import METADATA_CHANGE_TYPE, MetadataNotification, validate_metadata
-from shared.contract.models import Notification
+from shared.contract.models import Notification, notification_doc
 from shared.contract.parse import ParsedBatch, Unprocessable
 from shared.destinations.redaction import redact_text
 from shared.engine.outcomes import BatchResult, Outcome, RecordFailure
 from shared.engine.ports import ConnectionFailed, TransientDestinationError
 from shared.profiles.secrets import SecretError
-from shared.storage.blobs import notification_json
 from shared.storage.claimcheck import Resolution
 from shared.store.base import StoreUnavailable
 
@@ -69,7 +68,7 @@ def items_of(
 def doc_of(item: Notification | MetadataNotification, resolution: Resolution | None = None) -> dict[str, Any]:
     """A notification as it is parked (a claim check as its reference, when ``resolution`` says so)."""
     if isinstance(item, Notification):
-        return resolution.original(item) if resolution is not None else notification_json(item)
+        return resolution.original(item) if resolution is not None else notification_doc(item)
     return item.model_dump(mode="json", exclude_unset=True)
 
 

@@ -33,7 +33,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient, ContainerClient
 
 from shared.contract import exactjson
-from shared.contract.models import Notification, notification_doc
+from shared.contract.models import notification_doc
 from shared.contract.parse import Unprocessable
 from shared.engine.outcomes import RecordFailure
 from shared.storage.crypto import EncryptionKeyError, KeyRing
@@ -108,12 +108,6 @@ def check_profile(profile_id: str) -> str:
 def hour_path(profile_id: str, t: datetime) -> str:
     t = t.astimezone(UTC)
     return f"{check_profile(profile_id)}/{t:%Y/%m/%d/%H}"
-
-
-def notification_json(n: Notification) -> dict[str, Any]:
-    """The notification as it travels (fields the sender set; null attributes kept), exact decimals
-    as Decimals: written with :func:`exactjson.dumps`, read back with :func:`exactjson.loads`."""
-    return notification_doc(n)
 
 
 def _decrypt_error(container: str, name: str, exc: HttpResponseError) -> BlobDecryptionError:
@@ -556,7 +550,7 @@ class ParkedFailureStore:
             "format": "des-failed/1",
             "profile": profile_id,
             "failedAt": iso(now),
-            "items": [{"reason": f.reason, "notification": notification_json(f.notification)} for f in failures],
+            "items": [{"reason": f.reason, "notification": notification_doc(f.notification)} for f in failures],
         }
         self.stores.put(FAILED, name, exactjson.dumps(doc).encode(), {"descount": str(len(failures))})
         return name

@@ -12,9 +12,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from shared.contract.models import Notification
+from shared.contract.models import Notification, notification_doc
 from shared.contract.parse import ParsedBatch, Unprocessable, resolve_reference
-from shared.storage.blobs import BlobDecryptionError, BlobMissing, BlobStoreError, notification_json
+from shared.storage.blobs import BlobDecryptionError, BlobMissing, BlobStoreError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Resolution:
 
     def original(self, n: Notification) -> dict[str, Any]:
         """The notification as it travelled (the small reference for a resolved one): for retry blobs."""
-        return notification_json(self.references.get(id(n), n))
+        return notification_doc(self.references.get(id(n), n))
 
 
 def resolve_references(parsed: ParsedBatch, payloads: PayloadSource | None) -> Resolution:

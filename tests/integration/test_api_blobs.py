@@ -24,13 +24,12 @@ with warnings.catch_warnings():
 
 from shared.api import ApiServices, AuthConfig, create_app
 from shared.config import ProfilesConfig
-from shared.contract.models import Notification
+from shared.contract.models import Notification, notification_doc
 from shared.contract.parse import parse_bodies
 from shared.engine.outcomes import RecordFailure
 from shared.profiles.blob_ports import PROFILE_CONTAINERS, BlobFailureLog, BlobParkedFailureReader, BlobProfileBlobs
 from shared.root import ProfileRuntime, build_runtime
 from shared.storage.account import Storage
-from shared.storage.blobs import notification_json
 from tests.support.admin import ADMIN_KEY, KeyVaultDouble, auth, secret_uri, vault_resolver
 from tests.support.metadata_scenarios import attr, metadata
 
@@ -122,7 +121,7 @@ def test_failures_download_json_and_csv_by_time_range(setup: Setup) -> None:
 
 def test_resync_reapplies_parked_failures_and_skips_stale(setup: Setup) -> None:
     pid = setup.profile("p")
-    setup.rt.fanout.apply_bodies([json.dumps(notification_json(notification(2, 9)))])  # a newer change arrived
+    setup.rt.fanout.apply_bodies([json.dumps(notification_doc(notification(2, 9)))])  # a newer change arrived
     setup.fail(pid, notification(1, 5), notification(2, 6))
     r = setup.call("POST", f"/profiles/{pid}/failures/resync", json={})
     assert r.status_code == 200, r.text
@@ -146,7 +145,7 @@ def test_delete_removes_the_profiles_blobs_only(setup: Setup) -> None:
         setup.fail(pid, notification(1, 5))
         setup.storage.retries.park(
             pid,
-            [notification_json(notification(3, 1))],
+            [notification_doc(notification(3, 1))],
             reason="down",
             now=datetime.now(UTC),
             not_before=datetime.now(UTC),
@@ -172,7 +171,7 @@ def test_a_failed_long_money_value_is_downloaded_and_resynced_exactly(setup: Set
     md = metadata("account", 1, attr("accountid", "Uniqueidentifier"), attr("name", "String", maxLength=160),
                   attr("revenue", "Money", precision=4))  # fmt: skip
     setup.rt.fanout.apply_bodies([json.dumps({**md, "organizationId": ORG})])  # a DECIMAL(38,4) column
-    body = json.dumps(notification_json(notification(1, 5))).replace('"a1 v5"}', f'"a1 v5", "revenue": {money}}}')
+    body = json.dumps(notification_doc(notification(1, 5))).replace('"a1 v5"}', f'"a1 v5", "revenue": {money}}}')
     [n] = parse_bodies([body]).notifications
     setup.fail(pid, n)
     rows = setup.call("GET", f"/profiles/{pid}/failures").json()

@@ -17,13 +17,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from shared.contract import exactjson
-from shared.contract.models import Notification
+from shared.contract.models import Notification, notification_doc
 from shared.contract.parse import parse_bodies
 from shared.engine.outcomes import RecordFailure
 from shared.profiles.local_ports import LocalFailures
 from shared.rejects import RejectFiles
 from shared.retry.batch import parse_parked
-from shared.storage.blobs import RetryBatch, batch_key, notification_json, verify_retry_batch
+from shared.storage.blobs import RetryBatch, batch_key, verify_retry_batch
 
 pytestmark = pytest.mark.unit
 
@@ -109,7 +109,7 @@ def test_documents_without_a_decimal_are_written_as_json_dumps_writes_them(doc: 
 
 def test_retry_blob_names_of_ordinary_notifications_are_unchanged() -> None:
     n = parse_bodies([body("20000.0")]).notifications[0]  # a money value a double holds: a double
-    docs = [notification_json(n)]
+    docs = [notification_doc(n)]
     assert batch_key(docs) == old_batch_key(docs)
 
 
@@ -123,7 +123,7 @@ def test_retry_blob_names_of_ordinary_notifications_are_unchanged() -> None:
 def test_a_retry_blob_keeps_a_long_money_value_exactly(d: Decimal) -> None:
     assume(type(exactjson.exact_number(str(d))) is Decimal)  # (17 digits can be a double's shortest form)
     n = exact_notification(d)
-    docs = [notification_json(n)]
+    docs = [notification_doc(n)]
     name = f"p/{batch_key(docs)}.json"
     data = RetryBatch("p", datetime.now(UTC), docs).to_bytes()
     assert str(d).encode() in data
@@ -154,7 +154,7 @@ def test_a_reject_file_keeps_a_long_money_value_exactly(tmp_path: Path) -> None:
 def test_an_orphaned_or_unprocessable_copy_keeps_the_number_as_written() -> None:
     """Bodies made from parked documents (profile deleted meanwhile, entries failing the contract)
     are kept as text an operator replays: the number is written as it is."""
-    doc = notification_json(exact_notification())
+    doc = notification_doc(exact_notification())
     doc["attributes"]["bad name!"] = 1  # fails the contract: kept as an unprocessable body
     [u] = parse_parked([doc]).unprocessable
     assert str(MONEY) in u.body
