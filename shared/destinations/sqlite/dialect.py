@@ -357,10 +357,6 @@ class SqliteDestination:
                 with contextlib.suppress(sqlite3.Error):
                     self.conn.execute(f"PRAGMA cache_size={SqliteSql.DEFAULT_CACHE_SIZE}")
 
-    @property
-    def holding_commits(self) -> bool:
-        return self._holding
-
     def commit_group(self) -> None:
         """Commit the open group (its batches' outcomes now hold); nothing when none is open."""
         if not self._group_open:
