@@ -220,8 +220,11 @@ class PayloadRef(BaseModel):
 class Notification(BaseModel):
     """One record change. ``attributes`` is the full record state for create/update."""
 
+    # Frozen: a notification is a message, never edited in place (model_copy(update=...) makes a new
+    # one); the fast decode path shares one fields-set object between the notifications it builds.
     model_config = ConfigDict(
         extra="forbid",
+        frozen=True,
         allow_inf_nan=False,
         title="DES notification v1",
         json_schema_extra={

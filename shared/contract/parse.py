@@ -165,11 +165,18 @@ class _FastNote(msgspec.Struct, forbid_unknown_fields=True):
 
 _DECODER = msgspec.json.Decoder(_FastNote | list[_FastNote])
 _CHANGE_TYPES = {c.value: c for c in ChangeType}
+_DELETE = ChangeType.DELETE
 _CACHE_LIMIT = 100_000  # names seen valid, per process (a hostile stream cannot grow it beyond this)
 _valid_names: set[str] = set()
+# Valid names that are neither reserved nor ignored (_semantic_error): a record whose attribute
+# names are all here needs no semantic check beyond its change type.
+_plain_names: set[str] = set()
 _valid_orgs: set[str] = set()
+# The fields a sender set, shared by every model the fast path builds: the models are frozen, and
+# pydantic copies the set before it adds to it (model_copy).
 _WITHOUT_ATTRIBUTES = set(Notification.model_fields) - {"attributes", "payloadRef"}
 _WITH_ATTRIBUTES = _WITHOUT_ATTRIBUTES | {"attributes"}
+_LOOKUP_FIELDS = {"id", "logicalName"}
 _new = object.__new__
 _set = object.__setattr__
 
@@ -193,6 +200,8 @@ def _name_ok(name: str) -> bool:
         return False
     if len(_valid_names) < _CACHE_LIMIT:
         _valid_names.add(name)
+        if name not in RESERVED_ATTRIBUTES and name not in IGNORED_ATTRIBUTES:  # names are lower case
+            _plain_names.add(name)
     return True
 
 
@@ -207,53 +216,67 @@ def _model(cls: type[Any], values: dict[str, Any], fields_set: set[str]) -> Any:
     return obj
 
 
-def _build(n: _FastNote) -> Notification | None:
-    """The Notification ``n`` is, when it passes every rule of the contract; None sends the body to
-    the reference parser (which then gives the reason)."""
+def _lookups(attrs: dict[str, Any]) -> bool:
+    """Replace the lookups msgspec decoded with :class:`Lookup` models; False when one breaks a rule."""
+    for key, value in attrs.items():
+        if type(value) is _FastLookup:
+            if not _is_guid(value.id) or not _name_ok(value.logicalName):
+                return False
+            attrs[key] = _model(Lookup, {"id": value.id, "logicalName": value.logicalName}, _LOOKUP_FIELDS)
+    return True
+
+
+def _add(n: _FastNote, out: ParsedBatch, raw: bytes | str | None) -> bool:
+    """Add the Notification ``n`` is to ``out`` when it passes every rule of the contract (a semantic
+    refusal becomes its unprocessable entry, as in :func:`_accept`); False, with ``out`` untouched,
+    sends the body to the reference parser (which then gives the reason)."""
     change = _CHANGE_TYPES.get(n.changeType)
     version = n.version
     when = n.changedOn
+    entity = n.entity
     if (
         change is None
         or n.schemaVersion != 1
         or not 0 <= version <= INT64_MAX
         or when.tzinfo is None
         or n.payloadRef is not msgspec.UNSET
-        or not _name_ok(n.entity)
+        or (entity not in _valid_names and not _name_ok(entity))
         or not _is_guid(n.recordId)
     ):
-        return None
+        return False
     org = n.organizationId
     if org not in _valid_orgs:
         if not _is_guid(org):
-            return None
+            return False
         if len(_valid_orgs) < _CACHE_LIMIT:
             _valid_orgs.add(org)
     if when.year in (1, 9999):
         try:
             when.astimezone(UTC)
         except OverflowError:
-            return None
+            return False
     attrs = n.attributes
     if attrs is msgspec.UNSET:
-        attrs, fields = None, _WITHOUT_ATTRIBUTES.copy()
+        attrs = None
+        fields = _WITHOUT_ATTRIBUTES
+        plain = change is _DELETE
     else:
-        fields = _WITH_ATTRIBUTES.copy()
-        if attrs is not None:
-            if not _valid_names.issuperset(attrs) and not all(map(_name_ok, attrs)):
-                return None
-            if _FastLookup in set(map(type, attrs.values())):
-                for key, value in attrs.items():
-                    if type(value) is _FastLookup:
-                        if not _is_guid(value.id) or not _name_ok(value.logicalName):
-                            return None
-                        attrs[key] = _model(
-                            Lookup, {"id": value.id, "logicalName": value.logicalName}, {"id", "logicalName"}
-                        )
+        fields = _WITH_ATTRIBUTES
+        if attrs is None:
+            plain = False
+        else:
+            if _plain_names.issuperset(attrs):
+                plain = change is not _DELETE
+            elif all(map(_name_ok, attrs)):
+                plain = False  # a reserved or ignored name: the semantic check decides
+            else:
+                return False
+            if _FastLookup in map(type, attrs.values()) and not _lookups(attrs):
+                return False
     values = {
         "schemaVersion": 1,
         "organizationId": org,
-        "entity": n.entity,
+        "entity": entity,
         "recordId": n.recordId,
         "changeType": change,
         "version": version,
@@ -261,20 +284,27 @@ def _build(n: _FastNote) -> Notification | None:
         "attributes": attrs,
         "payloadRef": None,
     }
-    built: Notification = _model(Notification, values, fields)
-    return built
+    note: Notification = _model(Notification, values, fields)
+    out.received += 1
+    if plain:
+        out.notifications.append(note)
+    else:
+        _accept(out, note, raw)
+    return True
 
 
-def parse_body(body: bytes | str, out: ParsedBatch) -> None:
+def parse_body(body: bytes | str, out: ParsedBatch, *, exact: bool = True) -> None:
     """Parse one message body into ``out``; never raises on bad input.
 
     The fast path: msgspec decodes into typed structures in C (valid UTF-8, no lone surrogates,
     JSON integers, RFC 3339 date-times), then names are checked against a per-process cache and
     GUIDs once each. Whatever it does not accept outright goes to the pydantic reference
     (:func:`parse_body_reference`), which decides and gives the reason; both reach the same
-    outcome for every body (tests/unit/test_decode_differential.py).
+    outcome for every body (tests/unit/test_decode_differential.py). ``exact=False`` skips the
+    check for numbers a double cannot hold: only for a body the caller has checked already
+    (:func:`has_long_number` of a batch joined with newlines is False).
     """
-    if has_long_number(body):  # a number a double may not hold: the exact path decides
+    if exact and has_long_number(body):  # a number a double may not hold: the exact path decides
         parse_body_reference(body, out)
         return
     try:
@@ -282,22 +312,19 @@ def parse_body(body: bytes | str, out: ParsedBatch) -> None:
     except Exception:  # anything msgspec refuses (or a str it cannot encode): the reference decides
         parse_body_reference(body, out)
         return
-    if isinstance(notes, list):
-        built = [_build(n) for n in notes]
-        if None in built:
+    if not isinstance(notes, list):
+        if not _add(notes, out, body):
+            parse_body_reference(body, out)
+        return
+    marks = (len(out.notifications), len(out.unprocessable), out.received)
+    raw = body if len(notes) == 1 else None
+    for n in notes:
+        if not _add(n, out, raw):  # one element fails: the whole body goes to the reference
+            del out.notifications[marks[0] :]
+            del out.unprocessable[marks[1] :]
+            out.received = marks[2]
             parse_body_reference(body, out)
             return
-        out.received += len(built)
-        raw = body if len(built) == 1 else None
-        for n in built:
-            _accept(out, n, raw)  # type: ignore[arg-type]
-        return
-    one = _build(notes)
-    if one is None:
-        parse_body_reference(body, out)
-        return
-    out.received += 1
-    _accept(out, one, body)
 
 
 def parse_body_reference(body: bytes | str, out: ParsedBatch) -> None:

@@ -43,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+from shared.contract.exactjson import has_long_number
 from shared.contract.metadata import MetadataNotification
 from shared.contract.models import GUID_PATTERN, INT64_MAX, MAX_REASON, NAME_PATTERN, ChangeType, Notification
 from shared.contract.parse import ParsedBatch, Unprocessable, parse_body
@@ -822,6 +823,7 @@ def _ascii_json(value: Any) -> bytes:
 
 
 _MESSAGE_LINE = b'"applicationProperties"'
+_DATAVERSE_NAME = b'"MessageName"'  # what looks_like_dataverse looks for first
 
 
 def split_line(line: bytes | str) -> tuple[bytes | str, Mapping[str, object] | None]:
@@ -964,7 +966,22 @@ def _fold_carried(out: PushParsedBatch, verified: list[int], carried: Mapping[tu
 def parse_lines(
     lines: Iterable[bytes | str], reread: Reread | None = None, *, reread_for: RereadFor | None = None
 ) -> PushParsedBatch:
-    """``des replay``'s lines: bodies, or message lines with application properties (:func:`split_line`)."""
+    """``des replay``'s lines: bodies, or message lines with application properties (:func:`split_line`).
+
+    A batch of byte lines none of which can be a message line or a Dataverse message (checked once,
+    on the lines joined by newlines) goes straight to the contract parser, which then skips its own
+    check for long numbers when the joined lines have none (a newline ends any run of digits)."""
+    if isinstance(lines, list):
+        try:
+            joined = b"\n".join(lines)  # type: ignore[arg-type]
+        except TypeError:  # some lines are str
+            joined = b""
+        if joined and _MESSAGE_LINE not in joined and _DATAVERSE_NAME not in joined:
+            out = PushParsedBatch()
+            exact = has_long_number(joined)
+            for line in lines:
+                parse_body(line, out, exact=exact)
+            return out
     messages = [split_line(line) if _is_message_line(line) else line for line in lines]
     return parse_messages(messages, reread, reread_for=reread_for)
 
