@@ -178,3 +178,34 @@ def test_the_guid_check_without_a_regex_is_the_pattern(text: str) -> None:
     from shared.contract.parse import _is_guid
 
     assert _is_guid(text) == (re.fullmatch(GUID_PATTERN, text) is not None), text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bodies=st.lists(mutated() | st.lists(mutated(), max_size=3), min_size=1, max_size=6))
+def test_a_batch_is_the_same_whichever_way_its_bodies_arrive(bodies: list[Any]) -> None:
+    """``des replay``'s batches take a shortcut (parse_lines: one check of the joined lines for
+    message lines, Dataverse messages and long numbers); the outcome is that of body by body."""
+    from shared.source.dataverse.push import parse_lines
+
+    lines = [json.dumps(b).encode() for b in bodies]
+    assert outcome(parse_lines(lines)) == outcome(parse_bodies_reference(lines))
+    long = json.dumps(note(attributes={"revenue": 1})).replace('"revenue": 1', '"revenue": 12345678901234567.25')
+    mixed = [*lines, long.encode()]
+    assert outcome(parse_lines(mixed)) == outcome(parse_bodies_reference(mixed))
+
+
+def test_fast_models_are_frozen_and_share_nothing_a_copy_changes() -> None:
+    """The fast path shares one fields-set object between its models: only safe while nobody can
+    add to it. Notifications are frozen, and model_copy(update=...) works on a copy of the set."""
+    from pydantic import ValidationError
+
+    parsed = parse_bodies([json.dumps(note()), json.dumps(note(recordId="00000000-0000-4000-8000-000000000002"))])
+    first, second = parsed.notifications
+    assert first.__pydantic_fields_set__ is second.__pydantic_fields_set__
+    with pytest.raises(ValidationError):
+        first.version = 99  # type: ignore[misc]
+    shared_fields = set(first.model_fields_set)
+    moved = first.model_copy(update={"version": 99, "payloadRef": None})
+    assert "payloadRef" in moved.model_fields_set
+    assert first.model_fields_set == second.model_fields_set == shared_fields
+    assert json.loads(second.model_dump_json(exclude_unset=True)).keys() == json.loads(json.dumps(note())).keys()
