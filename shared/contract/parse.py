@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 # Numbers a double cannot hold: one rule for the body and every parked copy of it.
 from shared.contract.exactjson import dumps, has_long_number, loads
@@ -178,7 +178,11 @@ _WITHOUT_ATTRIBUTES = set(Notification.model_fields) - {"attributes", "payloadRe
 _WITH_ATTRIBUTES = _WITHOUT_ATTRIBUTES | {"attributes"}
 _LOOKUP_FIELDS = {"id", "logicalName"}
 _new = object.__new__
-_set = object.__setattr__
+# BaseModel's slots, set through their descriptors (what object.__setattr__ finds, without the lookup)
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def _is_guid(text: str) -> bool:
@@ -209,10 +213,10 @@ def _model(cls: type[Any], values: dict[str, Any], fields_set: set[str]) -> Any:
     """A pydantic model instance from values already validated to its rules (what
     ``model_construct`` does, without its per-field Python loop)."""
     obj = _new(cls)
-    _set(obj, "__dict__", values)
-    _set(obj, "__pydantic_fields_set__", fields_set)
-    _set(obj, "__pydantic_extra__", None)
-    _set(obj, "__pydantic_private__", None)
+    _set_dict(obj, values)
+    _set_fields(obj, fields_set)
+    _set_extra(obj, None)
+    _set_private(obj, None)
     return obj
 
 
@@ -220,9 +224,10 @@ def _lookups(attrs: dict[str, Any]) -> bool:
     """Replace the lookups msgspec decoded with :class:`Lookup` models; False when one breaks a rule."""
     for key, value in attrs.items():
         if type(value) is _FastLookup:
-            if not _is_guid(value.id) or not _name_ok(value.logicalName):
+            rid, name = value.id, value.logicalName
+            if not _is_guid(rid) or (name not in _valid_names and not _name_ok(name)):
                 return False
-            attrs[key] = _model(Lookup, {"id": value.id, "logicalName": value.logicalName}, _LOOKUP_FIELDS)
+            attrs[key] = _model(Lookup, {"id": rid, "logicalName": name}, _LOOKUP_FIELDS)
     return True
 
 
