@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -151,21 +151,23 @@ _FastValue = bool | int | float | str | _FastLookup | None
 class _FastNote(msgspec.Struct, forbid_unknown_fields=True):
     """The shape of a record notification, for msgspec; the rules are those of models.Notification."""
 
-    schemaVersion: int
+    # Checked in C while decoding: the schema version, the change type (decoded to the enum by
+    # value), the version's range and the date-time's offset.
+    schemaVersion: Literal[1]
     organizationId: str
     entity: str
     recordId: str
-    changeType: str
-    version: int
-    changedOn: datetime
+    changeType: ChangeType
+    version: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+    changedOn: Annotated[datetime, msgspec.Meta(tz=True)]
     attributes: dict[str, _FastValue] | msgspec.UnsetType | None = msgspec.UNSET
     # A claim check is rare: any payloadRef key sends the body to the reference parser.
     payloadRef: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
 _DECODER = msgspec.json.Decoder(_FastNote | list[_FastNote])
-_CHANGE_TYPES = {c.value: c for c in ChangeType}
 _DELETE = ChangeType.DELETE
+_UNSET = msgspec.UNSET
 _CACHE_LIMIT = 100_000  # names seen valid, per process (a hostile stream cannot grow it beyond this)
 _valid_names: set[str] = set()
 # Valid names that are neither reserved nor ignored (_semantic_error): a record whose attribute
@@ -235,16 +237,11 @@ def _add(n: _FastNote, out: ParsedBatch, raw: bytes | str | None) -> bool:
     """Add the Notification ``n`` is to ``out`` when it passes every rule of the contract (a semantic
     refusal becomes its unprocessable entry, as in :func:`_accept`); False, with ``out`` untouched,
     sends the body to the reference parser (which then gives the reason)."""
-    change = _CHANGE_TYPES.get(n.changeType)
-    version = n.version
+    change = n.changeType
     when = n.changedOn
     entity = n.entity
     if (
-        change is None
-        or n.schemaVersion != 1
-        or not 0 <= version <= INT64_MAX
-        or when.tzinfo is None
-        or n.payloadRef is not msgspec.UNSET
+        n.payloadRef is not _UNSET
         or (entity not in _valid_names and not _name_ok(entity))
         or not _is_guid(n.recordId)
     ):
@@ -261,7 +258,7 @@ def _add(n: _FastNote, out: ParsedBatch, raw: bytes | str | None) -> bool:
         except OverflowError:
             return False
     attrs = n.attributes
-    if attrs is msgspec.UNSET:
+    if attrs is _UNSET:
         attrs = None
         fields = _WITHOUT_ATTRIBUTES
         plain = change is _DELETE
@@ -284,7 +281,7 @@ def _add(n: _FastNote, out: ParsedBatch, raw: bytes | str | None) -> bool:
         "entity": entity,
         "recordId": n.recordId,
         "changeType": change,
-        "version": version,
+        "version": n.version,
         "changedOn": when,
         "attributes": attrs,
         "payloadRef": None,
