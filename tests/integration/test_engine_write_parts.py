@@ -48,8 +48,8 @@ def refuse_bad_names(dsn: str, table: str) -> None:
         finally:
             conn.close()
     else:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT no_bad_names CHECK (name <> \'bad\')')
+        with psycopg.connect(dsn, autocommit=True) as pg:
+            pg.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT no_bad_names CHECK (name <> \'bad\')')
 
 
 def test_a_refused_upsert_fails_alone_among_upserts_deletes_and_stale_changes(dsn: str) -> None:
