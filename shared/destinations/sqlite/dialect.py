@@ -14,7 +14,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
@@ -52,7 +52,7 @@ sqlite3.register_adapter(bool, int)
 # and cleared an AttributeError: ~350 ns per NULL against ~90 for an int. An adapter that returns
 # None (dict.get of an empty dict, in C) binds the same NULL in ~180 ns: 300k NULLs in the 200k
 # bench stream (issue 14).
-sqlite3.register_adapter(type(None), {}.get)
+sqlite3.register_adapter(type(None), cast("Callable[[None], None]", {}.get))
 # A Decimal is a number a double cannot hold (shared.contract.exactjson.exact_number): bound as its exact
 # text, which a DECIMAL(p, s) column (no affinity: sqltext.declared_type) keeps as it is.
 sqlite3.register_adapter(Decimal, str)
