@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from itertools import compress
-from operator import attrgetter, itemgetter
+from itertools import compress, groupby, repeat
+from operator import attrgetter, is_, itemgetter, not_
 
 from shared.contract.models import ChangeType, Lookup, Notification
 from shared.contract.parse import ParsedBatch, parse_bodies
@@ -52,6 +52,13 @@ log = logging.getLogger(__name__)
 LOOKUP_TYPE_SUFFIX = "_entitytype"
 _DDL_ROUNDS = 4  # ensure_table rounds per batch: columns only grow and widen, so this settles fast
 _DELETE_RANK = {ChangeType.CREATE: 0, ChangeType.UPDATE: 0, ChangeType.DELETE: 1}
+_ENTITY = attrgetter("entity")
+_RECORD_ID = attrgetter("recordId")
+_CHANGE_TYPE = attrgetter("changeType")
+_VERSION = attrgetter("version")
+_CHANGED_ON = attrgetter("changedOn")
+_ATTRIBUTES = attrgetter("attributes")
+_SECOND = itemgetter(1)
 
 
 def utcnow() -> datetime:
@@ -75,11 +82,12 @@ def _transpose(attrs: Sequence[Mapping[str, object]], names: list[str]) -> list[
     return [list(col) for col in zip(*rows, strict=True)]
 
 
-def reduce_batch(notifications: Iterable[Notification], result: BatchResult) -> list[Notification]:
+def reduce_batch(notifications: Iterable[Notification], result: BatchResult) -> tuple[list[Notification], list[str]]:
     """The reduction buffer: keep the newest notification per record, count the rest as stale.
 
     Equal versions are the same source event delivered twice; a delete wins a tie so the outcome
-    does not depend on arrival order.
+    does not depend on arrival order. Returns the winners (in the order their records first
+    arrived) and their record ids in lower case, so that no later step lowers them again.
     """
     best: dict[tuple[str, str], Notification] = {}
     stale: Counter[str] = Counter()  # tallied here, counted once per entity
@@ -95,9 +103,9 @@ def reduce_batch(notifications: Iterable[Notification], result: BatchResult) -> 
         else:
             loser = n
         stale[loser.entity] += 1
-    for entity, count in stale.items():
-        result.count(Outcome.STALE, entity, count)
-    return list(best.values())
+    for entity, n_stale in stale.items():
+        result.count(Outcome.STALE, entity, n_stale)
+    return list(best.values()), list(map(_SECOND, best))
 
 
 @dataclass
@@ -108,6 +116,8 @@ class _Group:
     table: str
     upserts: list[Notification]
     deletes: list[Notification]
+    upsert_ids: list[str]  # the record ids of ``upserts`` in lower case, in the same order
+    delete_ids: list[str]  # the same for ``deletes``
     columns: dict[str, list[object]] = field(default_factory=dict)  # attribute column -> values
     profiles: dict[str, _ColumnStats] = field(default_factory=dict)
     catalog: dict[str, ColumnType] = field(default_factory=dict)
@@ -150,8 +160,8 @@ class SyncEngine:
     def apply_parsed(self, parsed: ParsedBatch) -> BatchResult:
         result = BatchResult(received=parsed.received - len(parsed.unprocessable))
         result.add_unprocessable(parsed.unprocessable)
-        for entity, count in Counter(map(attrgetter("entity"), parsed.notifications)).items():
-            result.receive(entity, count)
+        for entity, received in Counter(map(_ENTITY, parsed.notifications)).items():
+            result.receive(entity, received)
         if parsed.metadata:  # before the records: they meet the columns their metadata declares
             for m in parsed.metadata:
                 result.receive(m.entity)
@@ -174,10 +184,10 @@ class SyncEngine:
     # ---------------------------------------------------------------------------------- phases
     def _apply(self, notifications: list[Notification], result: BatchResult) -> None:
         self.metadata.begin_batch()
-        winners = reduce_batch(notifications, result)
+        winners, ids = reduce_batch(notifications, result)
         if not winners:
             return
-        groups = self._group(winners, result)
+        groups = self._group(winners, ids, result)
         for attempt in range(1, self.attempts + 1):
             # Each attempt prepares afresh from the reduced groups; only a committed attempt counts.
             trial = BatchResult()
@@ -208,18 +218,26 @@ class SyncEngine:
         self._catalog.clear()
         self.destination.reset()
 
-    def _group(self, winners: list[Notification], result: BatchResult) -> list[_Group]:
-        by_entity: dict[str, _Group] = {}
+    def _group(self, winners: list[Notification], ids: list[str], result: BatchResult) -> list[_Group]:
         layout = self.destination.layout
         limit = self.destination.max_identifier_length
-        for n in winners:
-            g = by_entity.get(n.entity)
-            if g is None:
-                g = by_entity[n.entity] = _Group(n.entity, layout.entity_table(n.entity), [], [])
-            (g.deletes if n.changeType is ChangeType.DELETE else g.upserts).append(n)
+        entities = list(map(_ENTITY, winners))
+        parts = [(entities[0], winners, ids)]
+        if len(set(entities)) > 1:  # positions by entity (a stable sort keeps arrival order), in C
+            parts = []
+            for entity, at in groupby(sorted(range(len(winners)), key=entities.__getitem__), entities.__getitem__):
+                pos = list(at)
+                parts.append((entity, list(map(winners.__getitem__, pos)), list(map(ids.__getitem__, pos))))
         groups = []
-        for entity in sorted(by_entity):
-            g = by_entity[entity]
+        for entity, ns, rids in parts:
+            dead = list(map(is_, map(_CHANGE_TYPE, ns), repeat(ChangeType.DELETE)))
+            if any(dead):
+                live = list(map(not_, dead))
+                ups, up_ids = list(compress(ns, live)), list(compress(rids, live))
+                dels, del_ids = list(compress(ns, dead)), list(compress(rids, dead))
+            else:
+                ups, up_ids, dels, del_ids = ns, rids, [], []
+            g = _Group(entity, layout.entity_table(entity), ups, dels, up_ids, del_ids)
             if len(g.table) > limit:
                 reason = (
                     f"table name {g.table!r} is longer than {self.destination.dialect}'s "
@@ -241,7 +259,8 @@ class SyncEngine:
         """Columnar values, column types (creating/adding/widening columns), value checks.
 
         None when the entity's table cannot be used (its records failed with the reason)."""
-        g = _Group(raw.entity, raw.table, self._fitting(raw, result), list(raw.deletes))
+        upserts, upsert_ids = self._fitting(raw, result)
+        g = _Group(raw.entity, raw.table, upserts, list(raw.deletes), upsert_ids, list(raw.delete_ids))
         keep = [True] * len(g.upserts)
         g.columns = self._columnize(g, keep, result)
         try:
@@ -276,14 +295,18 @@ class SyncEngine:
         self._check_values(g, keep, result)
         if not all(keep):
             g.upserts = list(compress(g.upserts, keep))
+            g.upsert_ids = list(compress(g.upsert_ids, keep))
             g.columns = {c: list(compress(v, keep)) for c, v in g.columns.items()}
         return g
 
-    def _fitting(self, g: _Group, result: BatchResult) -> list[Notification]:
-        """The upserts whose columns can fit one table of this database; the others fail alone."""
+    def _fitting(self, g: _Group, result: BatchResult) -> tuple[list[Notification], list[str]]:
+        """The upserts whose columns can fit one table of this database (and their ids); the others
+        fail alone."""
         room = self.destination.max_columns - len(SYSTEM_COLUMNS)
-        fitting = []
-        for n in g.upserts:
+        if max(map(len, filter(None, map(_ATTRIBUTES, g.upserts))), default=0) <= room // 2:
+            return list(g.upserts), list(g.upsert_ids)  # no record is wide enough to check
+        fitting, fitting_ids = [], []
+        for n, rid in zip(g.upserts, g.upsert_ids, strict=True):
             attrs = n.attributes or {}
             if len(attrs) > room // 2:  # the rare wide record: count its lookups' extra columns too
                 width = len(attrs) + sum(1 for v in attrs.values() if type(v) is Lookup)
@@ -295,7 +318,8 @@ class SyncEngine:
                     _record_failure(result, n, reason)
                     continue
             fitting.append(n)
-        return fitting
+            fitting_ids.append(rid)
+        return fitting, fitting_ids
 
     def _columnize(self, g: _Group, keep: list[bool], result: BatchResult) -> dict[str, list[object]]:
         if not g.upserts:
@@ -305,8 +329,10 @@ class SyncEngine:
         columns: dict[str, list[object]] = {}
         limit = self.destination.max_identifier_length
         for name, values in zip(names, _transpose(attrs, names), strict=True):
-            kinds = set(map(type, values))
-            if Lookup in kinds:
+            if name in columns:
+                continue  # <lookup>_entitytype, sent as an attribute too: the collision failed above
+            profile = g.profiles[name] = _ColumnStats.of(values)  # one pass over the values: kept
+            if Lookup in profile.pytypes:
                 # A lookup keeps its Lookup objects (typed GUID; bound as the id) and adds
                 # <attr>_entitytype with the target's logical name.
                 et = name + LOOKUP_TYPE_SUFFIX
@@ -319,9 +345,10 @@ class SyncEngine:
                 columns[name] = values
                 columns[et] = [v.logicalName if type(v) is Lookup else None for v in values]  # type: ignore[union-attr]
             else:
-                columns.setdefault(name, values)
+                columns[name] = values
         for name in [c for c in columns if len(c) > limit]:
             values = columns.pop(name)
+            g.profiles.pop(name, None)
             reasons = {
                 i: f"column name {name!r} is longer than {self.destination.dialect}'s "
                 f"{limit}-character identifier limit"
@@ -336,7 +363,9 @@ class SyncEngine:
         catalog = self._catalog.get(g.table, {})
         wanted: dict[str, ColumnType] = {}
         for name, values in g.columns.items():
-            profile = g.profiles[name] = _ColumnStats.of(values)
+            profile = g.profiles.get(name)
+            if profile is None:  # made here (<lookup>_entitytype), or kept from _columnize: the values are the same
+                profile = g.profiles[name] = _ColumnStats.of(values)
             current = catalog.get(name)
             shown = profile.shown_type(values, keep, current)
             if shown is None:
@@ -417,22 +446,22 @@ class SyncEngine:
                         # Another worker added or widened columns since we looked: the row must
                         # still be the full state, so write NULL to the columns we did not know.
                         self._catalog[g.table] = g.catalog = live
-                self._write_isolating(tx, g, list(g.catalog), g.upserts + g.deletes, now, result)
+                self._write_isolating(tx, g, list(g.catalog), 0, len(g.upserts) + len(g.deletes), now, result)
 
     def _write_isolating(
         self,
         tx: Transaction,
         g: _Group,
         names: list[str],
-        items: list[Notification],
+        lo: int,
+        hi: int,
         now: datetime,
         result: BatchResult,
     ) -> None:
-        if not items:
+        """Write the group's records ``lo:hi`` (its upserts, then its deletes), bisecting a rejected write."""
+        if lo >= hi:
             return
-        upserts = [n for n in items if n.changeType is not ChangeType.DELETE]
-        deletes = [n for n in items if n.changeType is ChangeType.DELETE]
-        ws = self._write_set(g, names, upserts, deletes, now)
+        ws = self._write_set(g, names, lo, hi, now)
         try:
             if tx.isolates_records:
                 applied = tx.write(ws)
@@ -443,6 +472,7 @@ class SyncEngine:
             kind = self.destination.classify(exc)
             if kind in (ErrorClass.TRANSIENT, ErrorClass.ENVIRONMENTAL):
                 raise
+            items = (g.upserts + g.deletes)[lo:hi]
             if kind is ErrorClass.ENTITY:
                 # About the table, not a record: bisecting would only fail every record one by one.
                 reason = f"{self.destination.dialect} refused writes to table {g.table!r}: {exc}"
@@ -455,71 +485,68 @@ class SyncEngine:
                 _record_failure(result, items[0], reason[:1000])
                 return
             log.info("write of %s %s records rejected; isolating: %s", len(items), g.entity, exc)
-            half = len(items) // 2
-            self._write_isolating(tx, g, names, items[:half], now, result)
-            self._write_isolating(tx, g, names, items[half:], now, result)
+            half = lo + len(items) // 2
+            self._write_isolating(tx, g, names, lo, half, now, result)
+            self._write_isolating(tx, g, names, half, hi, now, result)
             return
-        self._count(g.entity, upserts, deletes, applied, result)
+        self._count(g, lo, hi, applied, result)
 
-    def _write_set(
-        self,
-        g: _Group,
-        names: list[str],
-        upserts: list[Notification],
-        deletes: list[Notification],
-        now: datetime,
-    ) -> WriteSet:
+    @staticmethod
+    def _write_set(g: _Group, names: list[str], lo: int, hi: int, now: datetime) -> WriteSet:
+        """The write set of the group's records ``lo:hi`` (upserts first, then deletes)."""
+        nu = len(g.upserts)
+        ulo, uhi = min(lo, nu), min(hi, nu)
         rows: list[tuple[object, ...]] = []
-        if upserts:
-            empty: list[object] = [None] * len(g.upserts)
+        if uhi > ulo:
+            empty: list[object] = [None] * nu
             cols = [g.columns.get(c, empty) for c in names]
-            ids = [n.recordId.lower() for n in upserts]
-            versions = [n.version for n in upserts]
-            if len(upserts) == len(g.upserts):
-                rows = list(zip(ids, versions, *cols, strict=True))
+            versions = list(map(_VERSION, g.upserts))
+            if ulo == 0 and uhi == nu:
+                rows = list(zip(g.upsert_ids, versions, *cols, strict=True))
             else:  # a part, while isolating a rejected record
-                index = {id(n): i for i, n in enumerate(g.upserts)}
-                pos = [index[id(n)] for n in upserts]
-                rows = list(zip(ids, versions, *([c[i] for i in pos] for c in cols), strict=True))
-        dels = [(n.recordId.lower(), n.version) for n in deletes]
+                part = slice(ulo, uhi)
+                rows = list(zip(g.upsert_ids[part], versions[part], *(c[part] for c in cols), strict=True))
+        part = slice(max(lo - nu, 0), max(hi - nu, 0))
+        dels = list(zip(g.delete_ids[part], map(_VERSION, g.deletes[part]), strict=True))
         return WriteSet(g.entity, g.table, names, rows, dels, now)
 
     @staticmethod
-    def _count(
-        entity: str,
-        upserts: list[Notification],
-        deletes: list[Notification],
-        applied: Applied,
-        result: BatchResult,
-    ) -> None:
-        counts = result.entity(entity)
+    def _count(g: _Group, lo: int, hi: int, applied: Applied, result: BatchResult) -> None:
+        """Count the outcomes of the group's records ``lo:hi`` (upserts first, then deletes)."""
+        nu = len(g.upserts)
+        ups, dels = slice(min(lo, nu), min(hi, nu)), slice(max(lo - nu, 0), max(hi - nu, 0))
+        upserts, upsert_ids = g.upserts[ups], g.upsert_ids[ups]
+        deletes, delete_ids = g.deletes[dels], g.delete_ids[dels]
+        counts = result.entity(g.entity)
         applied_n = stale_n = 0  # tallied here, counted once per outcome
         if applied.rejected:  # refused by the database, record by record (isolates_records)
-            for n in upserts + deletes:
-                reason = applied.rejected.get(n.recordId.lower())
+            rejected = applied.rejected
+            for n, rid in zip(upserts + deletes, upsert_ids + delete_ids, strict=True):
+                reason = rejected.get(rid)
                 if reason is not None:
                     _record_failure(result, n, reason[:1000])
-            upserts = [n for n in upserts if n.recordId.lower() not in applied.rejected]
-            deletes = [n for n in deletes if n.recordId.lower() not in applied.rejected]
-        for group, done in ((upserts, applied.upserted), (deletes, applied.deleted)):
-            if len(done) == len(group):  # the common case: everything took effect
-                if group:
-                    applied_n += len(group)
-                    newest = max(n.changedOn for n in group)
-                    if counts.last_changed_on is None or newest > counts.last_changed_on:
-                        counts.last_changed_on = newest
+            kept = list(map(not_, map(rejected.__contains__, upsert_ids)))
+            upserts, upsert_ids = list(compress(upserts, kept)), list(compress(upsert_ids, kept))
+            kept = list(map(not_, map(rejected.__contains__, delete_ids)))
+            deletes, delete_ids = list(compress(deletes, kept)), list(compress(delete_ids, kept))
+        for group, ids, done in ((upserts, upsert_ids, applied.upserted), (deletes, delete_ids, applied.deleted)):
+            if not group:
                 continue
-            for n in group:
-                if n.recordId.lower() in done:
-                    applied_n += 1
-                    if counts.last_changed_on is None or n.changedOn > counts.last_changed_on:
-                        counts.last_changed_on = n.changedOn
-                else:
-                    stale_n += 1
+            if len(done) == len(group):  # the common case: everything took effect
+                took = group
+            else:
+                hit = list(map(done.__contains__, ids))
+                took = list(compress(group, hit))
+                stale_n += len(group) - len(took)
+            if took:
+                applied_n += len(took)
+                newest = max(map(_CHANGED_ON, took))
+                if counts.last_changed_on is None or newest > counts.last_changed_on:
+                    counts.last_changed_on = newest
         if applied_n:
-            result.count(Outcome.APPLIED, entity, applied_n)
+            result.count(Outcome.APPLIED, g.entity, applied_n)
         if stale_n:
-            result.count(Outcome.STALE, entity, stale_n)
+            result.count(Outcome.STALE, g.entity, stale_n)
 
 
 _NONE = type(None)

@@ -216,10 +216,15 @@ class SqliteSql:
         return f"SELECT {quote(ID)}, {quote(VERSION)} FROM {quote(table)} WHERE {where}"
 
     def tombstone_versions(self) -> str:
-        """Parameters: entity, a JSON array of ids. Rows (id, version) of their tombstones."""
+        """Parameters: entity, a JSON array of ids. Rows (id, version) of their tombstones.
+
+        ``CROSS JOIN`` keeps ``json_each`` the outer loop: one primary-key probe per id, without the
+        ephemeral index SQLite builds for ``IN (SELECT value FROM json_each(?))`` (0.08 s instead of
+        0.14 s for the 77 reads of the 200k bench stream; a plain ``JOIN`` may scan the tombstones
+        per id instead). An id given twice yields its row twice."""
         return (
-            f'SELECT "RecordId", "VersionNumber" FROM {self.tombstones} WHERE "EntityName" = ? '
-            'AND "RecordId" IN (SELECT value FROM json_each(?))'
+            f'SELECT t."RecordId", t."VersionNumber" FROM json_each(?2) AS j CROSS JOIN {self.tombstones} AS t '
+            'ON t."EntityName" = ?1 AND t."RecordId" = j.value'
         )
 
     @staticmethod
