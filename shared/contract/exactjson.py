@@ -41,7 +41,9 @@ def has_long_number(body: bytes | bytearray | memoryview | str) -> bool:
     """Whether ``body`` may hold a number a double cannot hold exactly (then: the exact path)."""
     if isinstance(body, str):
         return _LONG_RUN_TEXT.search(body) is not None
-    return _LONG_RUN in bytes(body).translate(_DIGITS)
+    # find, not in: bytes.__contains__ first tries its argument as an integer (a TypeError raised
+    # and cleared each time, ~1,800 instructions in Python 3.11)
+    return bytes(body).translate(_DIGITS).find(_LONG_RUN) >= 0
 
 
 def exact_number(text: str) -> float | Decimal:

@@ -236,7 +236,7 @@ def looks_like_dataverse(body: bytes | str) -> bool:
     RemoteExecutionContext names its message, a contract body its schema version."""
     if isinstance(body, str):
         return '"MessageName"' in body and '"schemaVersion"' not in body
-    return b'"MessageName"' in body and b'"schemaVersion"' not in body
+    return body.find(b'"MessageName"') >= 0 and body.find(b'"schemaVersion"') < 0  # find: see has_long_number
 
 
 def is_dataverse_context(doc: object) -> bool:
@@ -976,7 +976,7 @@ def parse_lines(
             joined = b"\n".join(lines)  # type: ignore[arg-type]
         except TypeError:  # some lines are str
             joined = b""
-        if joined and _MESSAGE_LINE not in joined and _DATAVERSE_NAME not in joined:
+        if joined and joined.find(_MESSAGE_LINE) < 0 and joined.find(_DATAVERSE_NAME) < 0:
             out = PushParsedBatch()
             exact = has_long_number(joined)
             for line in lines:
