@@ -273,7 +273,7 @@ def _add(n: _FastNote, out: ParsedBatch, raw: bytes | str | None) -> bool:
                 plain = False  # a reserved or ignored name: the semantic check decides
             else:
                 return False
-            if _FastLookup in map(type, attrs.values()) and not _lookups(attrs):
+            if not _lookups(attrs):  # most records have lookups: no pre-check
                 return False
     values = {
         "schemaVersion": 1,
