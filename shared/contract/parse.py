@@ -191,7 +191,7 @@ def _is_guid(text: str) -> bool:
     """Whether ``text`` is a GUID in 8-4-4-4-12 hex form (GUID_PATTERN, matched in full), without a
     regex: dashes in place, and the rest exactly 16 bytes of hex (``bytes.fromhex`` skips spaces
     between pairs, but then fewer than 16 bytes remain)."""
-    if len(text) != 36 or text[8] != "-" or text[13] != "-" or text[18] != "-" or text[23] != "-":
+    if len(text) != 36 or text[8:24:5] != "----":  # offsets 8, 13, 18 and 23
         return False
     try:
         return len(bytes.fromhex(text.replace("-", ""))) == 16
