@@ -77,18 +77,25 @@ class Batch:
 
 def batches(
     fh: IO[bytes],
-    size: int,
+    batch_size: int,
     max_bytes: int = DEFAULT_BATCH_BYTES,
     max_line: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Iterator[Batch]:
-    """Batches of at most ``size`` lines and ``max_bytes`` bytes (a longer line is a batch alone).
+    """Batches of at most ``batch_size`` lines and ``max_bytes`` bytes (a longer line is a batch alone).
 
     Deterministic from a batch's start: reading from ``fh.seek(b.start)`` yields ``b`` and the
     batches after it again (a commit group that must be redone re-reads its batches)."""
     pos = fh.tell()
-    batch = Batch(start=pos)
+    readline = fh.readline
+    read = max_line + 1
+    # The batch being filled, in locals (the loop runs once per line): its lines, their bytes, its
+    # line count (long ones included), where it starts, and the lines too long to read.
+    lines: list[bytes] = []
+    size = count = 0
+    start = pos
+    too_long: list[Unprocessable] = []
     while True:
-        line = fh.readline(max_line + 1)
+        line = readline(read)
         if not line:
             break
         at = pos
@@ -96,25 +103,26 @@ def batches(
         if len(line) > max_line and not line.endswith(b"\n"):
             head = line[:KEPT_OF_A_LONG_LINE]
             del line
-            reason, skipped = _too_long_from(fh, head, max_line + 1)
+            reason, skipped = _too_long_from(fh, head, read)
             pos += skipped
-            batch.too_long.append(reason)
-            batch.count += 1
+            too_long.append(reason)
+            count += 1
             continue
         line = line.strip()
         if not line:
             continue
-        if batch.lines and batch.size + len(line) > max_bytes:
-            yield batch
-            batch = Batch(start=at)
-        batch.lines.append(line)
-        batch.size += len(line)
-        batch.count += 1
-        if batch.count >= size:
-            yield batch
-            batch = Batch(start=pos)
-    if batch.lines or batch.too_long:
-        yield batch
+        n = len(line)
+        if lines and size + n > max_bytes:
+            yield Batch(lines, too_long, size, count, start)
+            lines, too_long, size, count, start = [], [], 0, 0, at
+        lines.append(line)
+        size += n
+        count += 1
+        if count >= batch_size:
+            yield Batch(lines, too_long, size, count, start)
+            lines, too_long, size, count, start = [], [], 0, 0, pos
+    if lines or too_long:
+        yield Batch(lines, too_long, size, count, start)
 
 
 def _too_long_from(fh: IO[bytes], head: bytes, read: int) -> tuple[Unprocessable, int]:
