@@ -6,7 +6,7 @@ so the caller can keep it. Valid elements of a batch envelope are kept even when
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -327,6 +327,26 @@ def parse_body(body: bytes | str, out: ParsedBatch, *, exact: bool = True) -> No
             out.received = marks[2]
             parse_body_reference(body, out)
             return
+
+
+def parse_accepted(bodies: Sequence[bytes | str], out: ParsedBatch) -> bool:
+    """Parse the bodies into ``out`` with the fast path alone, for bodies already known to hold no
+    number a double cannot hold (:func:`has_long_number`): True when it accepted every one (``out``
+    then holds what :func:`parse_body` gives for each); False at the first body it does not accept
+    (``out`` is then incomplete: the caller discards it and takes its general route)."""
+    for body in bodies:
+        try:
+            notes = _DECODER.decode(body)
+        except Exception:
+            return False
+        if isinstance(notes, list):
+            raw = body if len(notes) == 1 else None
+            for n in notes:
+                if not _add(n, out, raw):
+                    return False
+        elif not _add(notes, out, body):
+            return False
+    return True
 
 
 def parse_body_reference(body: bytes | str, out: ParsedBatch) -> None:

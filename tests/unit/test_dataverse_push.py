@@ -474,6 +474,40 @@ def test_replay_lines_carry_application_properties() -> None:
     assert parse_bodies([sneaky]).notifications == parse_lines([sneaky]).notifications
 
 
+def outcome(parsed: Any) -> tuple[Any, ...]:
+    return (
+        parsed.received,
+        [(n.model_dump(), sorted(n.model_fields_set)) for n in parsed.notifications],
+        [(u.body, u.reason, u.entity, u.record_id) for u in parsed.unprocessable],
+        parsed.skipped,
+        parsed.dataverse_messages,
+    )
+
+
+def general_route(lines: list[bytes]) -> Any:
+    """What parse_lines gives without its shortcuts: each line split if it is a message line, then
+    routed (a Dataverse message translated, a contract body parsed)."""
+    return parse_messages([split_line(line) for line in lines], None)
+
+
+def test_replay_shortcuts_give_what_the_general_route_gives() -> None:
+    """parse_lines takes the contract's fast path alone while it accepts every line, and gives up
+    at the first it does not (a Dataverse message, a message line, a body it refers): the batch then
+    takes the general route whole, nothing of the abandoned attempt kept."""
+    plain = [json.dumps(contract_row("account", PARENT, 4 + i, {"name": f"p{i}"})).encode() for i in range(3)]
+    message = json.dumps({"applicationProperties": properties("Create", "account"), "contentType": "application/json",
+                          "messageId": "m1", "body": json.loads(body(create_message()))}).encode()  # fmt: skip
+    # a contract body whose schemaVersion key is escaped and that names MessageName: a contract body
+    escaped = json.dumps({**contract_row("account", ACCOUNT, 9, {"name": "MessageName"}), "MessageName": 1})
+    escaped = escaped.replace('"schemaVersion"', '"schema\\u0056ersion"').replace(', "MessageName": 1', "")
+    bad = json.dumps(contract_row("account", ACCOUNT, 9, {"name": 5.0, "id": 1})).encode()
+    for lines in (plain, [*plain, body(create_message())], [*plain, message, *plain], [*plain, bad],
+                  [escaped.encode(), *plain], [*plain, b"\xef\xbb\xbf" + plain[0]]):  # fmt: skip
+        assert outcome(parse_lines(list(lines))) == outcome(general_route(list(lines))), lines
+    assert parse_lines([*plain, body(create_message())]).dataverse_messages == 1
+    assert [n.recordId for n in parse_lines([escaped.encode()]).notifications] == [ACCOUNT]
+
+
 def test_translate_to_notifications_gives_objects() -> None:
     out = translate_to_notifications(body(create_message()), properties("Create", "account"), None)
     assert [type(o).__name__ for o in out] == ["Notification"]

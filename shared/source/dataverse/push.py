@@ -46,7 +46,7 @@ from typing import Any, Protocol
 from shared.contract.exactjson import has_long_number
 from shared.contract.metadata import MetadataNotification
 from shared.contract.models import GUID_PATTERN, INT64_MAX, MAX_REASON, NAME_PATTERN, ChangeType, Notification
-from shared.contract.parse import ParsedBatch, Unprocessable, parse_body
+from shared.contract.parse import ParsedBatch, Unprocessable, parse_accepted, parse_body
 from shared.source.dataverse import mapping as m
 
 log = logging.getLogger(__name__)
@@ -968,20 +968,29 @@ def parse_lines(
 ) -> PushParsedBatch:
     """``des replay``'s lines: bodies, or message lines with application properties (:func:`split_line`).
 
-    A batch of byte lines none of which can be a message line or a Dataverse message (checked once,
-    on the lines joined by newlines) goes straight to the contract parser, which then skips its own
-    check for long numbers when the joined lines have none (a newline ends any run of digits)."""
+    Shortcuts for a batch of byte lines, checked on the lines joined by newlines (a newline ends any
+    run of digits, so the joined lines hold a long number only if a line does):
+    1. without long numbers, the contract's fast path alone (:func:`parse_accepted`): when it
+       accepts every line, no line is a message line or a Dataverse message (neither decodes as a
+       contract body, and a body that does is parsed as one by the route below too);
+    2. none of the lines can be a message line or a Dataverse message: the contract parser, line by
+       line (its check for long numbers only when the joined lines have one)."""
     if isinstance(lines, list):
         try:
             joined = b"\n".join(lines)  # type: ignore[arg-type]
         except TypeError:  # some lines are str
             joined = b""
-        if joined and joined.find(_MESSAGE_LINE) < 0 and joined.find(_DATAVERSE_NAME) < 0:
-            out = PushParsedBatch()
+        if joined:
             exact = has_long_number(joined)
-            for line in lines:
-                parse_body(line, out, exact=exact)
-            return out
+            if not exact:
+                out = PushParsedBatch()
+                if parse_accepted(lines, out):
+                    return out
+            if joined.find(_MESSAGE_LINE) < 0 and joined.find(_DATAVERSE_NAME) < 0:
+                out = PushParsedBatch()
+                for line in lines:
+                    parse_body(line, out, exact=exact)
+                return out
     messages = [split_line(line) if _is_message_line(line) else line for line in lines]
     return parse_messages(messages, reread, reread_for=reread_for)
 
