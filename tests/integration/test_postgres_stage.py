@@ -23,6 +23,7 @@ from shared.destinations import Layout
 from shared.destinations.inspect import table_rows
 from shared.destinations.postgres import dialect
 from shared.destinations.postgres.dialect import PostgresDestination
+from shared.destinations.postgres.sqltext import array
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.engine import SyncEngine
@@ -181,7 +182,7 @@ def test_stages_are_created_again_after_a_lost_connection(dest: PostgresDestinat
 
 def test_values_round_trip_through_the_binary_and_the_text_copy(dest: PostgresDestination) -> None:
     attrs: dict[str, Value] = {
-        "name": "Ünïcode \\ tab\there, newline\nand \"quotes\" 注文",
+        "name": 'Ünïcode \\ tab\there, newline\nand "quotes" 注文',
         "flag": True,
         "count": -(2**63),
         "ratio": 0.1,
@@ -228,8 +229,11 @@ def test_every_column_type_round_trips_through_the_write(dest: PostgresDestinati
         assert tx.write(WriteSet("account", "account", names, [row], [(RIDS[1], 2)], NOW)).upserted == {RIDS[0]}
     (stage,) = stages(dest)
     with dest.conn.cursor() as cur:  # binary: the uuid is staged as text; text: as the column's type
-        cur.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
-                    "AND attname = 'ref'", [f"pg_temp.{stage}"])
+        cur.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
+            "AND attname = 'ref'",
+            [f"pg_temp.{stage}"],
+        )
         assert cur.fetchone() == ("uuid" if numeric else "text",)
     (got,) = rows(dest).values()
     assert {c: got[c] for c in names} == {**value, "ref": uuid.UUID(RIDS[6])}
@@ -286,3 +290,49 @@ def test_a_stage_dropped_behind_our_back_is_created_again_in_the_write(dest: Pos
     assert (result.applied, result.stale) == (3, 0)
     assert stages(dest) == [name]
     assert {r: v["name"] for r, v in rows(dest).items()} == {RIDS[0]: "v2", RIDS[1]: "v2"}
+
+
+def test_deletes_remove_rows_and_write_tombstones_and_the_log_in_one_statement(pg_dsn: str) -> None:
+    """The applied deletes of a write set: rows removed, tombstones written (a newer one kept), the
+    delete log written for the deletes that took effect only, by one statement."""
+    dest = PostgresDestination(pg_dsn, Layout(write_delete_log=True))
+    try:
+        engine = SyncEngine(dest)
+        clean(engine.apply_bodies([up(r, 1, {"name": "v1"}) for r in RIDS[:4]]))
+        clean(engine.apply_bodies([rm(RIDS[3], 9)]))
+        # RIDS[0] and [1] deleted; [2] deleted by a stale delete (its row is newer); [3] deleted again
+        # by an older delete (its tombstone is newer); [4] deleted though never seen.
+        clean(engine.apply_bodies([up(RIDS[2], 5, {"name": "v5"})]))
+        result = clean(
+            engine.apply_bodies([rm(RIDS[0], 2), rm(RIDS[1], 3), rm(RIDS[2], 4), rm(RIDS[3], 8), rm(RIDS[4], 2)])
+        )
+        assert (result.applied, result.stale) == (3, 2)
+        assert {r: v["name"] for r, v in rows(dest).items()} == {RIDS[2]: "v5"}
+        stones = {str(r["RecordId"]): r["VersionNumber"] for r in table_rows(dest, "_des_tombstones")}
+        assert stones == {RIDS[0]: 2, RIDS[1]: 3, RIDS[3]: 9, RIDS[4]: 2}
+        logged = sorted((str(r["RecordId"]), r["VersionNumber"]) for r in table_rows(dest, "DeleteLog"))
+        assert logged == sorted([(RIDS[3], 9), (RIDS[0], 2), (RIDS[1], 3), (RIDS[4], 2)])
+    finally:
+        dest.close()
+
+
+def test_a_row_created_at_the_same_instant_and_updated_is_checked_and_kept(dest: PostgresDestination) -> None:
+    """The upsert marks as fresh the rows whose creation time is the write's ``now``: the rows it
+    inserted, which alone can have been superseded by a delete committed while it waited for a lock,
+    and a row another write of the same instant created (checked against the tombstones, kept)."""
+    clean(SyncEngine(dest).apply_bodies([up(RIDS[0], 1, {"name": "a"})]))
+    columns = dest.existing_columns("account")
+    assert columns is not None
+    for version, rid in ((1, RIDS[1]), (2, RIDS[1]), (3, RIDS[1])):
+        ws = WriteSet("account", "account", list(columns), [(rid, version, f"v{version}")], [], NOW)
+        with dest.transaction() as tx, tx.savepoint():
+            assert tx.write(ws).upserted == {rid}
+    assert {r: v["name"] for r, v in rows(dest).items()} == {RIDS[0]: "a", RIDS[1]: "v3"}
+    assert rows(dest)[RIDS[1]]["SinkCreatedOn"] == NOW
+
+
+def test_array_literals_arrive_as_the_values(dest: PostgresDestination) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    with dest.conn.cursor() as cur:
+        cur.execute("SELECT %s::uuid[], %s::bigint[], %s::uuid[]", [array(ids), array([1, -2, 2**62]), array([])])
+        assert cur.fetchone() == ([uuid.UUID(i) for i in ids], [1, -2, 2**62], [])

@@ -37,7 +37,14 @@ import psycopg
 from psycopg.sql import Composable
 
 from shared.destinations.postgres import errors
-from shared.destinations.postgres.sqltext import DEFAULT_SCHEMA, PgSql, binary_stage_type, column_type, sql_type
+from shared.destinations.postgres.sqltext import (
+    DEFAULT_SCHEMA,
+    PgSql,
+    array,
+    binary_stage_type,
+    column_type,
+    sql_type,
+)
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.ports import (
@@ -139,37 +146,35 @@ class PostgresTransaction:
         # One ordered, guarded upsert locks every record of the write set (deletes included).
         key = ("upsert", ws.table, stage, *ws.columns, "", *uuids)
         upsert = d.statement(key, sql.upsert, ws.table, stage, ws.columns, uuids)
-        cur.execute(upsert, {"now": ws.now, "entity": ws.entity, "deletes": [rid for rid, _ in ws.deletes]})
-        won = {r[0] for r in cur.fetchall()}
+        deletes = array([rid for rid, _ in ws.deletes])
+        cur.execute(upsert, {"now": ws.now, "entity": ws.entity, "deletes": deletes})
+        rows = cur.fetchall()
+        won = {r[0] for r in rows}
         deleted = [(rid, v) for rid, v in ws.deletes if rid in won]
         upserted = won
         if deleted:
-            ids = [rid for rid, _ in deleted]
-            upserted = won.difference(ids)
-            cur.execute(sql.delete_ids(ws.table), [ids])
-            cur.execute(sql.upsert_tombstones(), [ws.entity, ws.now, ids, [v for _, v in deleted]])
+            upserted = won.difference([rid for rid, _ in deleted])
+            # Remove the placeholder rows, write the tombstones (and the delete log): one statement.
             # A newer delete that committed while we waited for the record's lock left a newer
             # tombstone: ours is stale (the row, our placeholder, is gone either way).
+            params = {
+                "entity": ws.entity,
+                "now": ws.now,
+                "ids": array([rid for rid, _ in deleted]),
+                "versions": array([v for _, v in deleted]),
+            }
+            cur.execute(d.statement(("delete_applied", ws.table), sql.delete_applied, ws.table), params)
             stoned = {r[0] for r in cur.fetchall()}
             if len(stoned) < len(deleted):
                 deleted = [(rid, v) for rid, v in deleted if rid in stoned]
-                ids = [rid for rid, _ in deleted]
-            if d.layout.write_delete_log and deleted:
-                cur.execute(sql.insert_delete_log(), [ws.entity, ws.now, ids, [v for _, v in deleted]])
-        if upserted:
-            # A newer delete that committed while we waited for a lock: its tombstone wins.
-            # Probe the tombstones by primary key for our ids (cheap; usually finds nothing),
-            # then remove only the rows a newer tombstone supersedes.
-            cur.execute(d.statement(("staged_tombstones", stage), sql.staged_tombstones, stage), [ws.entity])
-            found = cur.fetchall()
-            if found:
-                ours = {r[0]: r[1] for r in ws.upserts}
-                superseded = [
-                    rid for rid, v in found if rid in upserted and v >= ours[rid]  # type: ignore[operator]
-                ]
-                if superseded:
-                    cur.execute(sql.delete_superseded(ws.table), [ws.entity, superseded])
-                    upserted.difference_update(r[0] for r in cur.fetchall())
+        fresh = [r[0] for r in rows if r[1] and r[0] in upserted]
+        if fresh:
+            # A newer delete that committed while we waited for a record's lock removed the row, so
+            # our write of it was an insert (a fresh row): its tombstone wins. A new statement sees
+            # it; it removes only the rows a tombstone at least as new supersedes (usually none).
+            superseded = d.statement(("superseded", ws.table), sql.delete_superseded, ws.table)
+            cur.execute(superseded, [ws.entity, array(fresh)])
+            upserted.difference_update(r[0] for r in cur.fetchall())
         return Applied(frozenset(upserted), frozenset(rid for rid, _ in deleted))
 
 
@@ -201,9 +206,7 @@ class PostgresDestination:
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(
-                self.conninfo, autocommit=True, connect_timeout=10, application_name="des-sync"
-            )
+            return psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10, application_name="des-sync")
         except psycopg.Error as exc:
             raise ConnectionFailed(f"cannot connect to PostgreSQL: {exc}") from exc
 
