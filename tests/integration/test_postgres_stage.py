@@ -11,10 +11,13 @@ and the text path; a value PostgreSQL refuses in the insert fails its record alo
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -22,13 +25,13 @@ import pytest
 from shared.destinations import Layout
 from shared.destinations.inspect import table_rows
 from shared.destinations.postgres import dialect
-from shared.destinations.postgres.dialect import PostgresDestination
+from shared.destinations.postgres.dialect import PostgresDestination, PostgresTransaction
 from shared.destinations.postgres.sqltext import array
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
-from shared.engine.ports import WriteSet
+from shared.engine.ports import ErrorClass, TransientDestinationError, WriteSet
 from tests.support.model import Change, Lookup, Value
 
 pytestmark = pytest.mark.integration
@@ -336,3 +339,137 @@ def test_array_literals_arrive_as_the_values(dest: PostgresDestination) -> None:
     with dest.conn.cursor() as cur:
         cur.execute("SELECT %s::uuid[], %s::bigint[], %s::uuid[]", [array(ids), array([1, -2, 2**62]), array([])])
         assert cur.fetchone() == ([uuid.UUID(i) for i in ids], [1, -2, 2**62], [])
+
+
+# ------------------------------------------------------------------ round trips and control statements
+def _traced(dest: PostgresDestination, path: Path) -> Iterator[None]:
+    """libpq's protocol trace of the destination's connection into ``path`` (what crossed the wire)."""
+    with path.open("wb") as fh:
+        dest.conn.pgconn.trace(fh.fileno())
+        dest.conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+        try:
+            yield
+        finally:
+            dest.conn.pgconn.untrace()
+
+
+traced = contextmanager(_traced)
+
+
+def _round_trips(path: Path) -> list[str]:
+    """One entry per round trip the client started, in order: a simple query (named by its first
+    word) or an extended-protocol exchange ended by Sync (named by its statement's first word, or
+    "prepared" when it ran a statement prepared earlier). COPY data is not a round trip."""
+    trips: list[str] = []
+    statement = "prepared"
+    for line in path.read_text().splitlines():
+        direction, _, message, *rest = [*line.split("\t"), "", "", ""]
+        if direction != "F":  # the server's messages, and the lines of a query's text
+            continue
+        if message == "Query":
+            trips.append(rest[0].strip().strip('"').split(" ")[0])
+        elif message == "Parse":
+            statement = rest[0].split('"')[3].split(" ")[0]
+        elif message == "Sync":
+            trips.append(statement)
+            statement = "prepared"
+    return trips
+
+
+def test_a_batch_of_one_entity_takes_seven_round_trips(dest: PostgresDestination, tmp_path: Path) -> None:
+    """BEGIN, SAVEPOINT and RELEASE go with the next statement without parameters: a batch of one
+    entity with upserts, a new record and deletes is the lock and catalog read, the stage, the COPY,
+    the upsert, the deletes, the tombstone check of the created rows, the COMMIT (12 before)."""
+    engine = SyncEngine(dest)
+    clean(engine.apply_bodies([up(r, 1, {"name": "v1"}) for r in RIDS[:4]]))
+    clean(engine.apply_bodies([up(r, 2, {"name": "v2"}) for r in RIDS[:4]]))  # the stage exists
+    trace = tmp_path / "trace"
+    with traced(dest, trace):
+        result = clean(
+            engine.apply_bodies([up(RIDS[0], 3, {"name": "v3"}), up(RIDS[5], 1, {"name": "new"}), rm(RIDS[1], 3)])
+        )
+    assert (result.applied, result.stale) == (3, 0)
+    assert _round_trips(trace) == ["BEGIN;", "SAVEPOINT", "COPY", "INSERT", "WITH", "DELETE", "COMMIT"]
+    assert {r: v["name"] for r, v in rows(dest).items()} == {
+        RIDS[0]: "v3",
+        RIDS[2]: "v2",
+        RIDS[3]: "v2",
+        RIDS[5]: "new",
+    }
+
+
+def test_a_savepoint_scope_that_sends_nothing_sends_no_savepoint(dest: PostgresDestination, tmp_path: Path) -> None:
+    clean(SyncEngine(dest).apply_bodies([up(RIDS[0], 1, {"name": "a"})]))  # the support tables exist
+
+    def fail_before_any_statement(tx: PostgresTransaction) -> None:
+        with tx.savepoint():
+            raise RuntimeError("before any statement")
+
+    trace = tmp_path / "trace"
+    with traced(dest, trace), dest.transaction() as tx:
+        with tx.savepoint():
+            pass
+        with pytest.raises(RuntimeError, match="before any statement"):
+            fail_before_any_statement(tx)
+        assert dest.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert _round_trips(trace) == []  # no BEGIN either: nothing to commit
+
+
+def test_a_failed_scope_is_rolled_back_to_its_savepoint_and_the_transaction_goes_on(dest: PostgresDestination) -> None:
+    clean(SyncEngine(dest).apply_bodies([up(RIDS[0], 1, {"name": "a"})]))
+    columns = dest.existing_columns("account")
+    assert columns is not None
+
+    def write_then_fail(tx: PostgresTransaction) -> None:
+        with tx.savepoint():
+            tx.write(WriteSet("account", "account", list(columns), [(RIDS[1], 1, "b")], [], NOW))
+            dest.conn.execute("SELECT no_such_column FROM account")
+
+    def nested(tx: PostgresTransaction) -> None:
+        with tx.savepoint(), tx.savepoint():
+            pass
+
+    with dest.transaction() as tx:
+        tx.columns("account")
+        with pytest.raises(psycopg.errors.UndefinedColumn):
+            write_then_fail(tx)
+        assert dest.conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        with tx.savepoint():
+            assert tx.write(WriteSet("account", "account", list(columns), [(RIDS[2], 1, "c")], [], NOW)).upserted
+        with pytest.raises(RuntimeError, match="does not nest"):
+            nested(tx)
+    assert {r: v["name"] for r, v in rows(dest).items()} == {RIDS[0]: "a", RIDS[2]: "c"}
+
+
+def test_a_savepoint_that_cannot_be_rolled_back_to_fails_the_batch_as_transient(
+    dest: PostgresDestination, pg_dsn: str
+) -> None:
+    """The connection went while the scope failed: the transaction cannot go on, so the error is
+    transient (the batch is retried), never a record's failure for each half of a bisection."""
+    clean(SyncEngine(dest).apply_bodies([up(RIDS[0], 1, {"name": "a"})]))
+
+    def lose_the_connection_then_fail() -> None:
+        with dest.transaction() as tx, tx.savepoint():
+            tx.columns("account")
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [dest.conn.info.backend_pid])
+            raise ValueError("a record's error")
+
+    with pytest.raises(TransientDestinationError, match="savepoint") as raised:
+        lose_the_connection_then_fail()
+    assert isinstance(raised.value.__cause__, ValueError)
+    assert dest.classify(raised.value) is ErrorClass.TRANSIENT
+
+
+def test_a_transaction_left_in_error_does_not_pass_for_committed(dest: PostgresDestination) -> None:
+    clean(SyncEngine(dest).apply_bodies([up(RIDS[0], 1, {"name": "a"})]))
+
+    def swallow_an_error() -> None:
+        with dest.transaction() as tx:
+            tx.columns("account")
+            with contextlib.suppress(psycopg.errors.DivisionByZero):
+                dest.conn.execute("SELECT 1 / 0")
+
+    with pytest.raises(TransientDestinationError, match="ROLLBACK, not COMMIT"):
+        swallow_an_error()
+    assert dest.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE

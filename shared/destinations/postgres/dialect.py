@@ -14,13 +14,21 @@ the COPY is binary (ids and uuid columns staged as text and cast by the upsert);
 text, into a stage of the catalog types. The write statements are rendered once per connection
 (``PostgresDestination.statement``).
 
+Round trips per entity and batch: the control statements (``BEGIN``, ``SAVEPOINT``, ``RELEASE``) go
+with the next statement without parameters (``PostgresTransaction``), so a batch of one entity is
+the lock and catalog read, the stage, the COPY (two), the upsert, the deletes (when any took
+effect), the tombstone check (when the upsert created rows) and the ``COMMIT``. Id lists are bound
+as array literals (``sqltext.array``).
+
 Concurrency: several workers write the same tables under READ COMMITTED. Every change of a batch,
 upsert or delete, first goes through one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE newer``
 ordered by id, so the entity table's primary key is the per-record lock and all workers take those
 locks in the same order. A delete writes a placeholder row (taking the lock), then removes it and
-records a tombstone; when a newer tombstone committed meanwhile, the delete is stale (not counted,
-not logged). An upsert is followed by a check against tombstones committed meanwhile (a new
-statement sees them), which removes a row a concurrent newer delete has superseded. The result
+records a tombstone (one statement, with the delete log); when a newer tombstone committed
+meanwhile, the delete is stale (not counted, not logged). An upsert is followed by a check against
+tombstones committed meanwhile (a new statement sees them), which removes a row a concurrent newer
+delete has superseded: only rows the upsert created can be (the delete removed the row, so our
+write of it became an insert), and the upsert returns which rows are fresh. The result
 equals applying every notification in version order (tests/integration/test_concurrency.py forces
 each of these interleavings).
 """
@@ -57,6 +65,7 @@ from shared.engine.ports import (
     Layout,
     LayoutError,
     MetadataRows,
+    TransientDestinationError,
     WriteSet,
     adoption_problem,
 )
@@ -74,24 +83,109 @@ def stage_name(shape: tuple[tuple[str, str], ...]) -> str:
     return "_des_stage_" + hashlib.sha256(repr(shape).encode()).hexdigest()[:24]
 
 
+_BEGIN = b"BEGIN"
+_SAVEPOINT = b'SAVEPOINT "des_write"'
+_RELEASE = b'RELEASE SAVEPOINT "des_write"'
+_ROLLBACK_TO = b'ROLLBACK TO SAVEPOINT "des_write"; RELEASE SAVEPOINT "des_write"'
+_IN_TRANSACTION = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
+
+
 class PostgresTransaction:
+    """One write transaction (:meth:`PostgresDestination.transaction`).
+
+    Its control statements do not take a round trip of their own: ``BEGIN``, ``SAVEPOINT`` and
+    ``RELEASE SAVEPOINT`` wait for the next statement without parameters (the lock and catalog
+    read of :meth:`columns`, the stage's ``CREATE TEMP TABLE IF NOT EXISTS``) and go with it, in one
+    simple-protocol query; a savepoint whose scope sent nothing is never sent, and the last release
+    goes with the ``COMMIT``. A body that raises after its savepoint was sent is rolled back to it
+    at once. The transaction ends with ``COMMIT`` (when ``BEGIN`` was sent) or ``ROLLBACK``."""
+
     isolates_records = False  # set-based writes: the engine's savepoint and bisection
 
     def __init__(self, dest: PostgresDestination) -> None:
         self.dest = dest
         self.conn = dest.conn
         self._written: set[str] = set()  # stages holding this transaction's rows of an earlier write
+        self._pending: list[bytes] = [_BEGIN]  # control statements not sent yet, in order
+        self._begun = False  # BEGIN was sent
+        self._savepoint: bool | None = None  # in a savepoint: whether it was sent
+
+    def _run(self, cur: psycopg.Cursor[Any], text: bytes) -> None:
+        """Execute ``text`` (statements without parameters) after the pending control statements,
+        in one round trip; the cursor is left on the last statement's result."""
+        if self._pending:
+            text = b"; ".join([*self._pending, text])
+            self._sent()
+        cur.execute(text)
+        while cur.nextset():
+            pass
+
+    def _flush(self, cur: psycopg.Cursor[Any]) -> None:
+        """Send the pending control statements (before a statement with parameters)."""
+        if self._pending:
+            text = b"; ".join(self._pending)
+            self._sent()
+            cur.execute(text)
+
+    def _sent(self) -> None:
+        if self._pending[0] is _BEGIN:
+            self._begun = True
+        if self._savepoint is False:
+            self._savepoint = True
+        self._pending.clear()
 
     def columns(self, table: str) -> dict[str, ColumnType] | None:
         with self.conn.cursor() as cur:
             d = self.dest
-            cur.execute(d.statement(("lock", table), d.sql.lock_for_writes, table))
-            return self.dest.read_columns(cur, table)
+            self._run(cur, d.statement(("lock_columns", table), d.sql.lock_and_columns, table))
+            return d.columns_read(cur, table, cur.fetchall())
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        with self.conn.transaction():
+        if self._savepoint is not None:
+            raise RuntimeError("PostgresTransaction.savepoint() does not nest")
+        self._pending.append(_SAVEPOINT)
+        self._savepoint = False
+        try:
             yield
+        except BaseException as exc:
+            sent, self._savepoint = self._savepoint, None
+            if sent:
+                self._rollback_to_savepoint(exc)
+            else:
+                self._pending.pop()  # nothing was sent in the scope: nothing to undo
+            raise
+        sent, self._savepoint = self._savepoint, None
+        if sent:
+            self._pending.append(_RELEASE)
+        else:
+            self._pending.pop()
+
+    def _rollback_to_savepoint(self, exc: BaseException) -> None:
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(_ROLLBACK_TO)
+        except psycopg.Error as failed:
+            # The transaction cannot go on (its writes after this would all fail): the whole batch
+            # is retried, never bisected into per-record failures.
+            raise TransientDestinationError(f"cannot roll back to the write's savepoint: {failed}") from exc
+
+    def commit(self) -> None:
+        if not self._begun:
+            return  # nothing was sent
+        with self.conn.cursor() as cur:
+            cur.execute(b"COMMIT")  # releases the savepoint whose release is still pending
+            status = cur.statusmessage
+        if status != "COMMIT":  # a transaction in error "commits" as ROLLBACK
+            raise TransientDestinationError(f"the write transaction ended in {status}, not COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.closed or self.conn.info.transaction_status not in _IN_TRANSACTION:
+            return
+        try:
+            self.conn.execute(b"ROLLBACK")
+        except psycopg.Error as exc:  # the connection is going: the server ends the transaction
+            log.warning("rollback failed: %s", exc)
 
     def _stage(self, cur: psycopg.Cursor[Any], shape: tuple[tuple[str, str], ...]) -> str:
         """The session's staging table for this shape, emptied when this transaction already wrote
@@ -101,17 +195,20 @@ class PostgresTransaction:
         (a catalog lookup when it exists) in its own transaction: so the stage is there whatever
         happened to the session since the last batch (a savepoint or transaction that rolled back,
         ``DISCARD TEMP``, a transaction-mode pooler such as PgBouncer handing us another server
-        session), and a table of that name is always of this shape."""
+        session), and a table of that name is always of this shape. One round trip, with the
+        pending control statements."""
         d = self.dest
         stage = d.stages.get(shape)
+        text = b""
         if stage is None:
             if len(d.stages) >= MAX_STAGES:  # shapes of tables since widened: drop the oldest
                 old = d.stages.pop(next(iter(d.stages)))
-                cur.execute(d.sql.drop(old))
+                text = d.sql.drop(old).as_bytes(self.conn) + b"; "
             stage = d.stages[shape] = stage_name(shape)
-        cur.execute(d.statement(("create_stage", stage), d.sql.create_stage, stage, shape))
+        text += d.statement(("create_stage", stage), d.sql.create_stage, stage, shape)
         if stage in self._written:
-            cur.execute(d.sql.clear_stage(stage))
+            text += b"; " + d.statement(("clear_stage", stage), d.sql.clear_stage, stage)
+        self._run(cur, text)
         return stage
 
     def write(self, ws: WriteSet) -> Applied:
@@ -147,6 +244,7 @@ class PostgresTransaction:
         key = ("upsert", ws.table, stage, *ws.columns, "", *uuids)
         upsert = d.statement(key, sql.upsert, ws.table, stage, ws.columns, uuids)
         deletes = array([rid for rid, _ in ws.deletes])
+        self._flush(cur)
         cur.execute(upsert, {"now": ws.now, "entity": ws.entity, "deletes": deletes})
         rows = cur.fetchall()
         won = {r[0] for r in rows}
@@ -213,7 +311,12 @@ class PostgresDestination:
     # ------------------------------------------------------------------------------ catalog/DDL
     def read_columns(self, cur: psycopg.Cursor[Any], table: str) -> dict[str, ColumnType] | None:
         cur.execute(PgSql.COLUMNS, [self.schema, table])
-        rows = cur.fetchall()
+        return self.columns_read(cur, table, cur.fetchall())
+
+    def columns_read(
+        self, cur: psycopg.Cursor[Any], table: str, rows: list[tuple[Any, ...]]
+    ) -> dict[str, ColumnType] | None:
+        """The attribute columns that are ours, from the rows of :attr:`PgSql.COLUMNS`."""
         if not rows:
             return None
         self._types[table] = {name: formatted for name, formatted, _ in rows}
@@ -348,8 +451,13 @@ class PostgresDestination:
         if not self._support_ready:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 self._ensure_support(cur)
-        with self.conn.transaction():
-            yield PostgresTransaction(self)
+        tx = PostgresTransaction(self)
+        try:
+            yield tx
+        except BaseException:
+            tx.rollback()
+            raise
+        tx.commit()
 
     def classify(self, exc: BaseException) -> ErrorClass:
         return errors.classify(exc, connection_closed=self.conn.closed)

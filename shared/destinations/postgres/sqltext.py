@@ -126,6 +126,14 @@ def column_type(formatted: str) -> ColumnType:
 
 
 # ------------------------------------------------------------------------------------- SQL
+_COLUMNS = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated = '' AND a.attidentity = ''
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = {} AND c.relname = {} AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
 I = sql.Identifier  # noqa: E741 - short on purpose: it is on every line
 
 
@@ -134,14 +142,7 @@ class PgSql:
 
     # Parameters: schema, table. Rows (name, format_type, writable) of the table's live columns;
     # generated and identity columns are not writable.
-    COLUMNS = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated = '' AND a.attidentity = ''
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
+    COLUMNS = _COLUMNS.format("%s", "%s")
     # Parameters: schema, table. The primary key's columns, in key order.
     PRIMARY_KEY = """
 SELECT a.attname
@@ -225,6 +226,12 @@ ORDER BY k.ord
     def lock_for_writes(self, table: str) -> sql.Composed:
         """ROW EXCLUSIVE conflicts with ALTER TABLE's lock: no column can be added until commit."""
         return sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(self.table(table))
+
+    def lock_and_columns(self, table: str) -> sql.Composed:
+        """:meth:`lock_for_writes`, then :attr:`COLUMNS` of the table (its names as literals): two
+        statements without parameters, for one round trip."""
+        columns = sql.SQL(_COLUMNS).format(sql.Literal(self.schema), sql.Literal(table))
+        return sql.SQL("{}; {}").format(self.lock_for_writes(table), columns)
 
     def select_all(self, table: str) -> sql.Composed:
         return sql.SQL("SELECT * FROM {}").format(self.table(table))
