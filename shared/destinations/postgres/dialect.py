@@ -16,7 +16,7 @@ text, into a stage of the catalog types. The write statements are rendered once 
 
 Round trips per entity and batch: the control statements (``BEGIN``, ``SAVEPOINT``, ``RELEASE``) go
 with the next statement without parameters (``PostgresTransaction``), so a batch of one entity is
-the lock and catalog read, the stage, the COPY (two), the upsert, the deletes (when any took
+the lock, the catalog read, the stage, the COPY (two), the upsert, the deletes (when any took
 effect), the tombstone check (when the upsert created rows) and the ``COMMIT``. Id lists are bound
 as array literals (``sqltext.array``).
 
@@ -94,8 +94,8 @@ class PostgresTransaction:
     """One write transaction (:meth:`PostgresDestination.transaction`).
 
     Its control statements do not take a round trip of their own: ``BEGIN``, ``SAVEPOINT`` and
-    ``RELEASE SAVEPOINT`` wait for the next statement without parameters (the lock and catalog
-    read of :meth:`columns`, the stage's ``CREATE TEMP TABLE IF NOT EXISTS``) and go with it, in one
+    ``RELEASE SAVEPOINT`` wait for the next statement without parameters (the table lock of
+    :meth:`columns`, the stage's ``CREATE TEMP TABLE IF NOT EXISTS``) and go with it, in one
     simple-protocol query; a savepoint whose scope sent nothing is never sent, and the last release
     goes with the ``COMMIT``. A body that raises after its savepoint was sent is rolled back to it
     at once. The transaction ends with ``COMMIT`` (when ``BEGIN`` was sent) or ``ROLLBACK``."""
@@ -137,8 +137,9 @@ class PostgresTransaction:
     def columns(self, table: str) -> dict[str, ColumnType] | None:
         with self.conn.cursor() as cur:
             d = self.dest
-            self._run(cur, d.statement(("lock_columns", table), d.sql.lock_and_columns, table))
-            return d.columns_read(cur, table, cur.fetchall())
+            self._run(cur, d.statement(("lock", table), d.sql.lock_for_writes, table))
+            # With parameters, so psycopg prepares it: planning this catalog query costs ~0.4 ms.
+            return d.read_columns(cur, table)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -271,7 +272,7 @@ class PostgresTransaction:
             # our write of it was an insert (a fresh row): its tombstone wins. A new statement sees
             # it; it removes only the rows a tombstone at least as new supersedes (usually none).
             superseded = d.statement(("superseded", ws.table), sql.delete_superseded, ws.table)
-            cur.execute(superseded, [ws.entity, array(fresh)])
+            cur.execute(superseded, {"entity": ws.entity, "ids": array(fresh)})
             upserted.difference_update(r[0] for r in cur.fetchall())
         return Applied(frozenset(upserted), frozenset(rid for rid, _ in deleted))
 
@@ -311,12 +312,7 @@ class PostgresDestination:
     # ------------------------------------------------------------------------------ catalog/DDL
     def read_columns(self, cur: psycopg.Cursor[Any], table: str) -> dict[str, ColumnType] | None:
         cur.execute(PgSql.COLUMNS, [self.schema, table])
-        return self.columns_read(cur, table, cur.fetchall())
-
-    def columns_read(
-        self, cur: psycopg.Cursor[Any], table: str, rows: list[tuple[Any, ...]]
-    ) -> dict[str, ColumnType] | None:
-        """The attribute columns that are ours, from the rows of :attr:`PgSql.COLUMNS`."""
+        rows = cur.fetchall()
         if not rows:
             return None
         self._types[table] = {name: formatted for name, formatted, _ in rows}

@@ -126,14 +126,6 @@ def column_type(formatted: str) -> ColumnType:
 
 
 # ------------------------------------------------------------------------------------- SQL
-_COLUMNS = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated = '' AND a.attidentity = ''
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = {} AND c.relname = {} AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
 I = sql.Identifier  # noqa: E741 - short on purpose: it is on every line
 
 
@@ -142,7 +134,13 @@ class PgSql:
 
     # Parameters: schema, table. Rows (name, format_type, writable) of the table's live columns;
     # generated and identity columns are not writable.
-    COLUMNS = _COLUMNS.format("%s", "%s")
+    COLUMNS = """SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated = '' AND a.attidentity = ''
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
     # Parameters: schema, table. The primary key's columns, in key order.
     PRIMARY_KEY = """
 SELECT a.attname
@@ -226,12 +224,6 @@ ORDER BY k.ord
     def lock_for_writes(self, table: str) -> sql.Composed:
         """ROW EXCLUSIVE conflicts with ALTER TABLE's lock: no column can be added until commit."""
         return sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(self.table(table))
-
-    def lock_and_columns(self, table: str) -> sql.Composed:
-        """:meth:`lock_for_writes`, then :attr:`COLUMNS` of the table (its names as literals): two
-        statements without parameters, for one round trip."""
-        columns = sql.SQL(_COLUMNS).format(sql.Literal(self.schema), sql.Literal(table))
-        return sql.SQL("{}; {}").format(self.lock_for_writes(table), columns)
 
     def select_all(self, table: str) -> sql.Composed:
         return sql.SQL("SELECT * FROM {}").format(self.table(table))
@@ -344,14 +336,15 @@ ORDER BY k.ord
         ).format(table=self.table(table), id=I(ID), tomb=self.tombstones, log=log)
 
     def delete_superseded(self, table: str) -> sql.Composed:
-        """Parameters: entity, ids (an array literal: :func:`array`). Removes the rows of these ids
-        that a tombstone at least as new supersedes (a delete that committed while we waited for the
-        record's lock: a new statement sees it); returns their ids. The upsert's fresh rows are all
-        that can need it: a concurrent delete removes the row, so our write of it is an insert."""
+        """Parameters ``entity``, ``ids`` (an array literal: :func:`array`). Removes the rows of these
+        ids that a tombstone at least as new supersedes (a delete that committed while we waited for
+        the record's lock: a new statement sees it); returns their ids. The tombstones are looked up
+        by their key (usually none is found). The upsert's fresh rows are all that can need it: a
+        concurrent delete removes the row, so our write of it is an insert."""
         return sql.SQL(
-            'DELETE FROM {table} e USING {tomb} t WHERE t."EntityName" = %s '
-            'AND t."RecordId" = e.{id} AND t."VersionNumber" >= e.{version} '
-            "AND e.{id} = ANY(%s::uuid[]) RETURNING e.{id}::text"
+            'DELETE FROM {table} e USING {tomb} t WHERE t."EntityName" = %(entity)s '
+            'AND t."RecordId" = ANY(%(ids)s::uuid[]) AND e.{id} = t."RecordId" '
+            'AND t."VersionNumber" >= e.{version} RETURNING e.{id}::text'
         ).format(table=self.table(table), tomb=self.tombstones, id=I(ID), version=I(VERSION))
 
     @staticmethod
