@@ -473,3 +473,29 @@ def test_a_transaction_left_in_error_does_not_pass_for_committed(dest: PostgresD
     with pytest.raises(TransientDestinationError, match="ROLLBACK, not COMMIT"):
         swallow_an_error()
     assert dest.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_a_stale_upsert_of_a_deleted_record_is_stale_and_leaves_no_row(dest: PostgresDestination) -> None:
+    """The upsert reads no tombstone: it creates the row, and the check of the rows it created
+    removes it again (a tombstone at least as new: an older version, or the delete's own version)."""
+    engine = SyncEngine(dest)
+    clean(engine.apply_bodies([up(r, 1, {"name": "v1"}) for r in RIDS[:3]]))
+    clean(engine.apply_bodies([rm(RIDS[0], 5), rm(RIDS[1], 5), rm(RIDS[4], 5)]))
+    result = clean(
+        engine.apply_bodies(
+            [
+                up(RIDS[0], 4, {"name": "older"}),
+                up(RIDS[1], 5, {"name": "same version"}),  # a delete wins a tie
+                up(RIDS[4], 3, {"name": "never seen, deleted"}),
+                up(RIDS[2], 2, {"name": "v2"}),
+                up(RIDS[5], 1, {"name": "new"}),
+            ]
+        )
+    )
+    assert (result.applied, result.stale) == (2, 3)
+    assert {r: v["name"] for r, v in rows(dest).items()} == {RIDS[2]: "v2", RIDS[5]: "new"}
+    stones = {str(r["RecordId"]): r["VersionNumber"] for r in table_rows(dest, "_des_tombstones")}
+    assert stones == {RIDS[0]: 5, RIDS[1]: 5, RIDS[4]: 5}
+    # Created again with a newer version: kept.
+    assert clean(engine.apply_bodies([up(RIDS[0], 6, {"name": "v6"})])).applied == 1
+    assert rows(dest)[RIDS[0]]["name"] == "v6"

@@ -24,11 +24,13 @@ Concurrency: several workers write the same tables under READ COMMITTED. Every c
 upsert or delete, first goes through one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE newer``
 ordered by id, so the entity table's primary key is the per-record lock and all workers take those
 locks in the same order. A delete writes a placeholder row (taking the lock), then removes it and
-records a tombstone (one statement, with the delete log); when a newer tombstone committed
-meanwhile, the delete is stale (not counted, not logged). An upsert is followed by a check against
-tombstones committed meanwhile (a new statement sees them), which removes a row a concurrent newer
-delete has superseded: only rows the upsert created can be (the delete removed the row, so our
-write of it became an insert), and the upsert returns which rows are fresh. The result
+records a tombstone (one statement, with the delete log); when a tombstone at least as new exists
+(committed meanwhile, or before), the delete is stale (not counted, not logged). The upsert reads no
+tombstone: a live row is newer than its record's tombstone, so the version guard refuses what the
+tombstone would, and the rows it created (it returns which) are then checked against the
+tombstones by key in a new statement, which sees those committed meanwhile: a row a tombstone at
+least as new supersedes (a stale upsert of a deleted record, or one that raced a newer delete: the
+delete removed the row, so our write of it became an insert) is removed again, stale. The result
 equals applying every notification in version order (tests/integration/test_concurrency.py forces
 each of these interleavings).
 """
@@ -246,7 +248,7 @@ class PostgresTransaction:
         upsert = d.statement(key, sql.upsert, ws.table, stage, ws.columns, uuids)
         deletes = array([rid for rid, _ in ws.deletes])
         self._flush(cur)
-        cur.execute(upsert, {"now": ws.now, "entity": ws.entity, "deletes": deletes})
+        cur.execute(upsert, {"now": ws.now, "deletes": deletes})
         rows = cur.fetchall()
         won = {r[0] for r in rows}
         deleted = [(rid, v) for rid, v in ws.deletes if rid in won]
@@ -268,9 +270,8 @@ class PostgresTransaction:
                 deleted = [(rid, v) for rid, v in deleted if rid in stoned]
         fresh = [r[0] for r in rows if r[1] and r[0] in upserted]
         if fresh:
-            # A newer delete that committed while we waited for a record's lock removed the row, so
-            # our write of it was an insert (a fresh row): its tombstone wins. A new statement sees
-            # it; it removes only the rows a tombstone at least as new supersedes (usually none).
+            # The rows the upsert created: one whose record has a tombstone at least as new (a stale
+            # upsert of a deleted record, or one that raced a newer delete) goes again, stale.
             superseded = d.statement(("superseded", ws.table), sql.delete_superseded, ws.table)
             cur.execute(superseded, {"entity": ws.entity, "ids": array(fresh)})
             upserted.difference_update(r[0] for r in cur.fetchall())

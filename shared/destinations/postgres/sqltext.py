@@ -276,13 +276,20 @@ ORDER BY k.ord
         )
 
     def upsert(self, table: str, stage: str, columns: Sequence[str], uuids: Sequence[str] = ()) -> sql.Composed:
-        """Parameters ``now``, ``entity``, ``deletes`` (the staged deletes' ids, an array literal:
+        """Parameters ``now`` and ``deletes`` (the staged deletes' ids, an array literal:
         :func:`array`). One ordered, guarded upsert of every staged row (deletes included: their
         placeholder rows take the record's lock; a delete wins a tie with the live row's version).
         Returns rows (id, fresh) of the ids that took effect; fresh: the row's creation time is
         ``now``, true of every row this statement inserted (and of a row another write of this
         instant created: harmless, see :meth:`delete_superseded`).
-        ``uuids``: the columns staged as text for a uuid column (cast here, like the id)."""
+
+        No tombstone is read here. A row that exists is newer than its record's tombstone (it was
+        created after the delete), so the version guard refuses what a tombstone would; a row this
+        statement inserts is checked by :meth:`delete_superseded` (fresh), which removes it when a
+        tombstone is at least as new: a stale upsert of a deleted record, or one that raced a
+        delete. (A placeholder of a stale delete is removed by :meth:`delete_applied`, whose
+        tombstone does not take effect.) ``uuids``: the columns staged as text for a uuid column
+        (cast here, like the id)."""
         cols = [I(c) for c in columns]
         sets = sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(c, c) for c in [I(MODIFIED), I(VERSION), *cols])
         staged = sql.SQL("").join(
@@ -293,8 +300,6 @@ ORDER BY k.ord
             "INSERT INTO {table} AS e ({id}, {created}, {modified}, {version}{cols}) "
             "SELECT s.{id}, %(now)s, %(now)s, s.{version}{select_cols} "
             "FROM (SELECT {id}::uuid AS {id}, {version}{staged} FROM {stage}) s "
-            'WHERE NOT EXISTS (SELECT 1 FROM {tomb} t WHERE t."EntityName" = %(entity)s '
-            'AND t."RecordId" = s.{id} AND t."VersionNumber" >= s.{version}) '
             "ORDER BY s.{id} "
             "ON CONFLICT ({id}) DO UPDATE SET {sets} "
             "WHERE e.{version} < EXCLUDED.{version} "
@@ -302,7 +307,6 @@ ORDER BY k.ord
             "RETURNING e.{id}::text, e.{created} = %(now)s"
         ).format(
             table=self.table(table),
-            tomb=self.tombstones,
             stage=I(stage),
             id=I(ID),
             created=I(CREATED),
@@ -336,11 +340,12 @@ ORDER BY k.ord
         ).format(table=self.table(table), id=I(ID), tomb=self.tombstones, log=log)
 
     def delete_superseded(self, table: str) -> sql.Composed:
-        """Parameters ``entity``, ``ids`` (an array literal: :func:`array`). Removes the rows of these
-        ids that a tombstone at least as new supersedes (a delete that committed while we waited for
-        the record's lock: a new statement sees it); returns their ids. The tombstones are looked up
-        by their key (usually none is found). The upsert's fresh rows are all that can need it: a
-        concurrent delete removes the row, so our write of it is an insert."""
+        """Parameters ``entity``, ``ids`` (an array literal: :func:`array`): the rows the upsert
+        created. Removes those that a tombstone at least as new supersedes, and returns their ids:
+        a stale upsert of a deleted record (:meth:`upsert` reads no tombstone), and one that waited
+        for the record's lock while a newer delete committed (a new statement sees its tombstone;
+        that delete removed the row, so our write of it became an insert). The tombstones are
+        looked up by their key (usually none is found)."""
         return sql.SQL(
             'DELETE FROM {table} e USING {tomb} t WHERE t."EntityName" = %(entity)s '
             'AND t."RecordId" = ANY(%(ids)s::uuid[]) AND e.{id} = t."RecordId" '
