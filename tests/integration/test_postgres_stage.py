@@ -316,10 +316,10 @@ def test_deletes_remove_rows_and_write_tombstones_and_the_log_in_one_statement(p
         dest.close()
 
 
-def test_a_row_created_at_the_same_instant_and_updated_is_checked_and_kept(dest: PostgresDestination) -> None:
-    """The upsert marks as fresh the rows whose creation time is the write's ``now``: the rows it
-    inserted, which alone can have been superseded by a delete committed while it waited for a lock,
-    and a row another write of the same instant created (checked against the tombstones, kept)."""
+def test_rows_updated_at_the_instant_they_were_created_are_kept(dest: PostgresDestination) -> None:
+    """The upsert tells the rows it inserted (checked against the tombstones afterwards) from those
+    it updated, whatever their creation time: writes of one instant (one ``now``) create a row and
+    update it twice."""
     clean(SyncEngine(dest).apply_bodies([up(RIDS[0], 1, {"name": "a"})]))
     columns = dest.existing_columns("account")
     assert columns is not None

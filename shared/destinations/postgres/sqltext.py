@@ -279,9 +279,10 @@ ORDER BY k.ord
         """Parameters ``now`` and ``deletes`` (the staged deletes' ids, an array literal:
         :func:`array`). One ordered, guarded upsert of every staged row (deletes included: their
         placeholder rows take the record's lock; a delete wins a tie with the live row's version).
-        Returns rows (id, fresh) of the ids that took effect; fresh: the row's creation time is
-        ``now``, true of every row this statement inserted (and of a row another write of this
-        instant created: harmless, see :meth:`delete_superseded`).
+        Returns rows (id, fresh) of the ids that took effect; fresh: this statement inserted the
+        row (its ``xmax`` is zero: "zero for an undeleted row version", PostgreSQL's system
+        columns; a row the conflict path updated carries our row lock there, and were it ever
+        zero, the row would only be checked needlessly by :meth:`delete_superseded`).
 
         No tombstone is read here. A row that exists is newer than its record's tombstone (it was
         created after the delete), so the version guard refuses what a tombstone would; a row this
@@ -304,7 +305,7 @@ ORDER BY k.ord
             "ON CONFLICT ({id}) DO UPDATE SET {sets} "
             "WHERE e.{version} < EXCLUDED.{version} "
             "OR (e.{version} = EXCLUDED.{version} AND EXCLUDED.{id} = ANY(%(deletes)s::uuid[])) "
-            "RETURNING e.{id}::text, e.{created} = %(now)s"
+            "RETURNING e.{id}::text, e.xmax = 0"
         ).format(
             table=self.table(table),
             stage=I(stage),
