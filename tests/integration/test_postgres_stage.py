@@ -11,10 +11,13 @@ and the text path; a value PostgreSQL refuses in the insert fails its record alo
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -22,12 +25,13 @@ import pytest
 from shared.destinations import Layout
 from shared.destinations.inspect import table_rows
 from shared.destinations.postgres import dialect
-from shared.destinations.postgres.dialect import PostgresDestination
+from shared.destinations.postgres.dialect import PostgresDestination, PostgresTransaction
+from shared.destinations.postgres.sqltext import array
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.engine import SyncEngine
 from shared.engine.outcomes import BatchResult
-from shared.engine.ports import WriteSet
+from shared.engine.ports import ErrorClass, TransientDestinationError, WriteSet
 from tests.support.model import Change, Lookup, Value
 
 pytestmark = pytest.mark.integration
@@ -286,3 +290,212 @@ def test_a_stage_dropped_behind_our_back_is_created_again_in_the_write(dest: Pos
     assert (result.applied, result.stale) == (3, 0)
     assert stages(dest) == [name]
     assert {r: v["name"] for r, v in rows(dest).items()} == {RIDS[0]: "v2", RIDS[1]: "v2"}
+
+
+def test_deletes_remove_rows_and_write_tombstones_and_the_log_in_one_statement(pg_dsn: str) -> None:
+    """The applied deletes of a write set: rows removed, tombstones written (a newer one kept), the
+    delete log written for the deletes that took effect only, by one statement."""
+    dest = PostgresDestination(pg_dsn, Layout(write_delete_log=True))
+    try:
+        engine = SyncEngine(dest)
+        clean(engine.apply_bodies([up(r, 1, {"name": "v1"}) for r in RIDS[:4]]))
+        clean(engine.apply_bodies([rm(RIDS[3], 9)]))
+        # RIDS[0] and [1] deleted; [2] deleted by a stale delete (its row is newer); [3] deleted again
+        # by an older delete (its tombstone is newer); [4] deleted though never seen.
+        clean(engine.apply_bodies([up(RIDS[2], 5, {"name": "v5"})]))
+        result = clean(
+            engine.apply_bodies([rm(RIDS[0], 2), rm(RIDS[1], 3), rm(RIDS[2], 4), rm(RIDS[3], 8), rm(RIDS[4], 2)])
+        )
+        assert (result.applied, result.stale) == (3, 2)
+        assert {r: v["name"] for r, v in rows(dest).items()} == {RIDS[2]: "v5"}
+        stones = {str(r["RecordId"]): r["VersionNumber"] for r in table_rows(dest, "_des_tombstones")}
+        assert stones == {RIDS[0]: 2, RIDS[1]: 3, RIDS[3]: 9, RIDS[4]: 2}
+        logged = sorted((str(r["RecordId"]), r["VersionNumber"]) for r in table_rows(dest, "DeleteLog"))
+        assert logged == sorted([(RIDS[3], 9), (RIDS[0], 2), (RIDS[1], 3), (RIDS[4], 2)])
+    finally:
+        dest.close()
+
+
+def test_rows_updated_at_the_instant_they_were_created_are_kept(dest: PostgresDestination) -> None:
+    """The upsert tells the rows it inserted (checked against the tombstones afterwards) from those
+    it updated, whatever their creation time: writes of one instant (one ``now``) create a row and
+    update it twice."""
+    clean(SyncEngine(dest).apply_bodies([up(RIDS[0], 1, {"name": "a"})]))
+    columns = dest.existing_columns("account")
+    assert columns is not None
+    for version, rid in ((1, RIDS[1]), (2, RIDS[1]), (3, RIDS[1])):
+        ws = WriteSet("account", "account", list(columns), [(rid, version, f"v{version}")], [], NOW)
+        with dest.transaction() as tx, tx.savepoint():
+            assert tx.write(ws).upserted == {rid}
+    assert {r: v["name"] for r, v in rows(dest).items()} == {RIDS[0]: "a", RIDS[1]: "v3"}
+    assert rows(dest)[RIDS[1]]["SinkCreatedOn"] == NOW
+
+
+def test_array_literals_arrive_as_the_values(dest: PostgresDestination) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    with dest.conn.cursor() as cur:
+        cur.execute("SELECT %s::uuid[], %s::bigint[], %s::uuid[]", [array(ids), array([1, -2, 2**62]), array([])])
+        assert cur.fetchone() == ([uuid.UUID(i) for i in ids], [1, -2, 2**62], [])
+
+
+# ------------------------------------------------------------------ round trips and control statements
+def _traced(dest: PostgresDestination, path: Path) -> Iterator[None]:
+    """libpq's protocol trace of the destination's connection into ``path`` (what crossed the wire)."""
+    with path.open("wb") as fh:
+        dest.conn.pgconn.trace(fh.fileno())
+        dest.conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+        try:
+            yield
+        finally:
+            dest.conn.pgconn.untrace()
+
+
+traced = contextmanager(_traced)
+
+
+def _round_trips(path: Path) -> list[str]:
+    """One entry per round trip the client started, in order: a simple query (named by its first
+    word) or an extended-protocol exchange ended by Sync (named by its statement's first word, or
+    "prepared" when it ran a statement prepared earlier). COPY data is not a round trip."""
+    trips: list[str] = []
+    statement = "prepared"
+    for line in path.read_text().splitlines():
+        direction, _, message, *rest = [*line.split("\t"), "", "", ""]
+        if direction != "F":  # the server's messages, and the lines of a query's text
+            continue
+        if message == "Query":
+            trips.append(rest[0].strip().strip('"').split(" ")[0])
+        elif message == "Parse":
+            statement = rest[0].split('"')[3].split(" ")[0]
+        elif message == "Sync":
+            trips.append(statement)
+            statement = "prepared"
+    return trips
+
+
+def test_a_batch_of_one_entity_takes_eight_round_trips(dest: PostgresDestination, tmp_path: Path) -> None:
+    """BEGIN, SAVEPOINT and RELEASE go with the next statement without parameters: a batch of one
+    entity with upserts, a new record and deletes is the lock, the catalog read, the stage, the
+    COPY, the upsert, the deletes, the tombstone check of the created rows, the COMMIT (12 before)."""
+    engine = SyncEngine(dest)
+    for v in (1, 2, 3, 4, 5, 6):  # the stage exists; psycopg has prepared the statements used 5 times
+        clean(engine.apply_bodies([up(r, v, {"name": f"v{v}"}) for r in RIDS[:4]]))
+    trace = tmp_path / "trace"
+    with traced(dest, trace):
+        result = clean(
+            engine.apply_bodies([up(RIDS[0], 7, {"name": "v7"}), up(RIDS[5], 1, {"name": "new"}), rm(RIDS[1], 7)])
+        )
+    assert (result.applied, result.stale) == (3, 0)
+    trips = _round_trips(trace)
+    expected = ["BEGIN;", "SELECT", "SAVEPOINT", "COPY", "INSERT", "WITH", "DELETE", "COMMIT"]
+    assert len(trips) == len(expected), trips
+    assert all(t in (e, "prepared") for t, e in zip(trips, expected, strict=True)), trips
+    assert {r: v["name"] for r, v in rows(dest).items()} == {
+        RIDS[0]: "v7",
+        RIDS[2]: "v6",
+        RIDS[3]: "v6",
+        RIDS[5]: "new",
+    }
+
+
+def test_a_savepoint_scope_that_sends_nothing_sends_no_savepoint(dest: PostgresDestination, tmp_path: Path) -> None:
+    clean(SyncEngine(dest).apply_bodies([up(RIDS[0], 1, {"name": "a"})]))  # the support tables exist
+
+    def fail_before_any_statement(tx: PostgresTransaction) -> None:
+        with tx.savepoint():
+            raise RuntimeError("before any statement")
+
+    trace = tmp_path / "trace"
+    with traced(dest, trace), dest.transaction() as tx:
+        with tx.savepoint():
+            pass
+        with pytest.raises(RuntimeError, match="before any statement"):
+            fail_before_any_statement(tx)
+        assert dest.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert _round_trips(trace) == []  # no BEGIN either: nothing to commit
+
+
+def test_a_failed_scope_is_rolled_back_to_its_savepoint_and_the_transaction_goes_on(dest: PostgresDestination) -> None:
+    clean(SyncEngine(dest).apply_bodies([up(RIDS[0], 1, {"name": "a"})]))
+    columns = dest.existing_columns("account")
+    assert columns is not None
+
+    def write_then_fail(tx: PostgresTransaction) -> None:
+        with tx.savepoint():
+            tx.write(WriteSet("account", "account", list(columns), [(RIDS[1], 1, "b")], [], NOW))
+            dest.conn.execute("SELECT no_such_column FROM account")
+
+    def nested(tx: PostgresTransaction) -> None:
+        with tx.savepoint(), tx.savepoint():
+            pass
+
+    with dest.transaction() as tx:
+        tx.columns("account")
+        with pytest.raises(psycopg.errors.UndefinedColumn):
+            write_then_fail(tx)
+        assert dest.conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        with tx.savepoint():
+            assert tx.write(WriteSet("account", "account", list(columns), [(RIDS[2], 1, "c")], [], NOW)).upserted
+        with pytest.raises(RuntimeError, match="does not nest"):
+            nested(tx)
+    assert {r: v["name"] for r, v in rows(dest).items()} == {RIDS[0]: "a", RIDS[2]: "c"}
+
+
+def test_a_savepoint_that_cannot_be_rolled_back_to_fails_the_batch_as_transient(
+    dest: PostgresDestination, pg_dsn: str
+) -> None:
+    """The connection went while the scope failed: the transaction cannot go on, so the error is
+    transient (the batch is retried), never a record's failure for each half of a bisection."""
+    clean(SyncEngine(dest).apply_bodies([up(RIDS[0], 1, {"name": "a"})]))
+
+    def lose_the_connection_then_fail() -> None:
+        with dest.transaction() as tx, tx.savepoint():
+            tx.columns("account")
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [dest.conn.info.backend_pid])
+            raise ValueError("a record's error")
+
+    with pytest.raises(TransientDestinationError, match="savepoint") as raised:
+        lose_the_connection_then_fail()
+    assert isinstance(raised.value.__cause__, ValueError)
+    assert dest.classify(raised.value) is ErrorClass.TRANSIENT
+
+
+def test_a_transaction_left_in_error_does_not_pass_for_committed(dest: PostgresDestination) -> None:
+    clean(SyncEngine(dest).apply_bodies([up(RIDS[0], 1, {"name": "a"})]))
+
+    def swallow_an_error() -> None:
+        with dest.transaction() as tx:
+            tx.columns("account")
+            with contextlib.suppress(psycopg.errors.DivisionByZero):
+                dest.conn.execute("SELECT 1 / 0")
+
+    with pytest.raises(TransientDestinationError, match="ROLLBACK, not COMMIT"):
+        swallow_an_error()
+    assert dest.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_a_stale_upsert_of_a_deleted_record_is_stale_and_leaves_no_row(dest: PostgresDestination) -> None:
+    """The upsert reads no tombstone: it creates the row, and the check of the rows it created
+    removes it again (a tombstone at least as new: an older version, or the delete's own version)."""
+    engine = SyncEngine(dest)
+    clean(engine.apply_bodies([up(r, 1, {"name": "v1"}) for r in RIDS[:3]]))
+    clean(engine.apply_bodies([rm(RIDS[0], 5), rm(RIDS[1], 5), rm(RIDS[4], 5)]))
+    result = clean(
+        engine.apply_bodies(
+            [
+                up(RIDS[0], 4, {"name": "older"}),
+                up(RIDS[1], 5, {"name": "same version"}),  # a delete wins a tie
+                up(RIDS[4], 3, {"name": "never seen, deleted"}),
+                up(RIDS[2], 2, {"name": "v2"}),
+                up(RIDS[5], 1, {"name": "new"}),
+            ]
+        )
+    )
+    assert (result.applied, result.stale) == (2, 3)
+    assert {r: v["name"] for r, v in rows(dest).items()} == {RIDS[2]: "v2", RIDS[5]: "new"}
+    stones = {str(r["RecordId"]): r["VersionNumber"] for r in table_rows(dest, "_des_tombstones")}
+    assert stones == {RIDS[0]: 5, RIDS[1]: 5, RIDS[4]: 5}
+    # Created again with a newer version: kept.
+    assert clean(engine.apply_bodies([up(RIDS[0], 6, {"name": "v6"})])).applied == 1
+    assert rows(dest)[RIDS[0]]["name"] == "v6"

@@ -14,13 +14,23 @@ the COPY is binary (ids and uuid columns staged as text and cast by the upsert);
 text, into a stage of the catalog types. The write statements are rendered once per connection
 (``PostgresDestination.statement``).
 
+Round trips per entity and batch: the control statements (``BEGIN``, ``SAVEPOINT``, ``RELEASE``) go
+with the next statement without parameters (``PostgresTransaction``), so a batch of one entity is
+the lock, the catalog read, the stage, the COPY (two), the upsert, the deletes (when any took
+effect), the tombstone check (when the upsert created rows) and the ``COMMIT``. Id lists are bound
+as array literals (``sqltext.array``).
+
 Concurrency: several workers write the same tables under READ COMMITTED. Every change of a batch,
 upsert or delete, first goes through one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE newer``
 ordered by id, so the entity table's primary key is the per-record lock and all workers take those
 locks in the same order. A delete writes a placeholder row (taking the lock), then removes it and
-records a tombstone; when a newer tombstone committed meanwhile, the delete is stale (not counted,
-not logged). An upsert is followed by a check against tombstones committed meanwhile (a new
-statement sees them), which removes a row a concurrent newer delete has superseded. The result
+records a tombstone (one statement, with the delete log); when a tombstone at least as new exists
+(committed meanwhile, or before), the delete is stale (not counted, not logged). The upsert reads no
+tombstone: a live row is newer than its record's tombstone, so the version guard refuses what the
+tombstone would, and the rows it created (it returns which) are then checked against the
+tombstones by key in a new statement, which sees those committed meanwhile: a row a tombstone at
+least as new supersedes (a stale upsert of a deleted record, or one that raced a newer delete: the
+delete removed the row, so our write of it became an insert) is removed again, stale. The result
 equals applying every notification in version order (tests/integration/test_concurrency.py forces
 each of these interleavings).
 """
@@ -37,7 +47,14 @@ import psycopg
 from psycopg.sql import Composable
 
 from shared.destinations.postgres import errors
-from shared.destinations.postgres.sqltext import DEFAULT_SCHEMA, PgSql, binary_stage_type, column_type, sql_type
+from shared.destinations.postgres.sqltext import (
+    DEFAULT_SCHEMA,
+    PgSql,
+    array,
+    binary_stage_type,
+    column_type,
+    sql_type,
+)
 from shared.engine import coltypes
 from shared.engine.coltypes import ColumnType, Kind
 from shared.engine.ports import (
@@ -50,6 +67,7 @@ from shared.engine.ports import (
     Layout,
     LayoutError,
     MetadataRows,
+    TransientDestinationError,
     WriteSet,
     adoption_problem,
 )
@@ -67,24 +85,110 @@ def stage_name(shape: tuple[tuple[str, str], ...]) -> str:
     return "_des_stage_" + hashlib.sha256(repr(shape).encode()).hexdigest()[:24]
 
 
+_BEGIN = b"BEGIN"
+_SAVEPOINT = b'SAVEPOINT "des_write"'
+_RELEASE = b'RELEASE SAVEPOINT "des_write"'
+_ROLLBACK_TO = b'ROLLBACK TO SAVEPOINT "des_write"; RELEASE SAVEPOINT "des_write"'
+_IN_TRANSACTION = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
+
+
 class PostgresTransaction:
+    """One write transaction (:meth:`PostgresDestination.transaction`).
+
+    Its control statements do not take a round trip of their own: ``BEGIN``, ``SAVEPOINT`` and
+    ``RELEASE SAVEPOINT`` wait for the next statement without parameters (the table lock of
+    :meth:`columns`, the stage's ``CREATE TEMP TABLE IF NOT EXISTS``) and go with it, in one
+    simple-protocol query; a savepoint whose scope sent nothing is never sent, and the last release
+    goes with the ``COMMIT``. A body that raises after its savepoint was sent is rolled back to it
+    at once. The transaction ends with ``COMMIT`` (when ``BEGIN`` was sent) or ``ROLLBACK``."""
+
     isolates_records = False  # set-based writes: the engine's savepoint and bisection
 
     def __init__(self, dest: PostgresDestination) -> None:
         self.dest = dest
         self.conn = dest.conn
         self._written: set[str] = set()  # stages holding this transaction's rows of an earlier write
+        self._pending: list[bytes] = [_BEGIN]  # control statements not sent yet, in order
+        self._begun = False  # BEGIN was sent
+        self._savepoint: bool | None = None  # in a savepoint: whether it was sent
+
+    def _run(self, cur: psycopg.Cursor[Any], text: bytes) -> None:
+        """Execute ``text`` (statements without parameters) after the pending control statements,
+        in one round trip; the cursor is left on the last statement's result."""
+        if self._pending:
+            text = b"; ".join([*self._pending, text])
+            self._sent()
+        cur.execute(text)
+        while cur.nextset():
+            pass
+
+    def _flush(self, cur: psycopg.Cursor[Any]) -> None:
+        """Send the pending control statements (before a statement with parameters)."""
+        if self._pending:
+            text = b"; ".join(self._pending)
+            self._sent()
+            cur.execute(text)
+
+    def _sent(self) -> None:
+        if self._pending[0] is _BEGIN:
+            self._begun = True
+        if self._savepoint is False:
+            self._savepoint = True
+        self._pending.clear()
 
     def columns(self, table: str) -> dict[str, ColumnType] | None:
         with self.conn.cursor() as cur:
             d = self.dest
-            cur.execute(d.statement(("lock", table), d.sql.lock_for_writes, table))
-            return self.dest.read_columns(cur, table)
+            self._run(cur, d.statement(("lock", table), d.sql.lock_for_writes, table))
+            # With parameters, so psycopg prepares it: planning this catalog query costs ~0.4 ms.
+            return d.read_columns(cur, table)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        with self.conn.transaction():
+        if self._savepoint is not None:
+            raise RuntimeError("PostgresTransaction.savepoint() does not nest")
+        self._pending.append(_SAVEPOINT)
+        self._savepoint = False
+        try:
             yield
+        except BaseException as exc:
+            sent, self._savepoint = self._savepoint, None
+            if sent:
+                self._rollback_to_savepoint(exc)
+            else:
+                self._pending.pop()  # nothing was sent in the scope: nothing to undo
+            raise
+        sent, self._savepoint = self._savepoint, None
+        if sent:
+            self._pending.append(_RELEASE)
+        else:
+            self._pending.pop()
+
+    def _rollback_to_savepoint(self, exc: BaseException) -> None:
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(_ROLLBACK_TO)
+        except psycopg.Error as failed:
+            # The transaction cannot go on (its writes after this would all fail): the whole batch
+            # is retried, never bisected into per-record failures.
+            raise TransientDestinationError(f"cannot roll back to the write's savepoint: {failed}") from exc
+
+    def commit(self) -> None:
+        if not self._begun:
+            return  # nothing was sent
+        with self.conn.cursor() as cur:
+            cur.execute(b"COMMIT")  # releases the savepoint whose release is still pending
+            status = cur.statusmessage
+        if status != "COMMIT":  # a transaction in error "commits" as ROLLBACK
+            raise TransientDestinationError(f"the write transaction ended in {status}, not COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.closed or self.conn.info.transaction_status not in _IN_TRANSACTION:
+            return
+        try:
+            self.conn.execute(b"ROLLBACK")
+        except psycopg.Error as exc:  # the connection is going: the server ends the transaction
+            log.warning("rollback failed: %s", exc)
 
     def _stage(self, cur: psycopg.Cursor[Any], shape: tuple[tuple[str, str], ...]) -> str:
         """The session's staging table for this shape, emptied when this transaction already wrote
@@ -94,17 +198,20 @@ class PostgresTransaction:
         (a catalog lookup when it exists) in its own transaction: so the stage is there whatever
         happened to the session since the last batch (a savepoint or transaction that rolled back,
         ``DISCARD TEMP``, a transaction-mode pooler such as PgBouncer handing us another server
-        session), and a table of that name is always of this shape."""
+        session), and a table of that name is always of this shape. One round trip, with the
+        pending control statements."""
         d = self.dest
         stage = d.stages.get(shape)
+        text = b""
         if stage is None:
             if len(d.stages) >= MAX_STAGES:  # shapes of tables since widened: drop the oldest
                 old = d.stages.pop(next(iter(d.stages)))
-                cur.execute(d.sql.drop(old))
+                text = d.sql.drop(old).as_bytes(self.conn) + b"; "
             stage = d.stages[shape] = stage_name(shape)
-        cur.execute(d.statement(("create_stage", stage), d.sql.create_stage, stage, shape))
+        text += d.statement(("create_stage", stage), d.sql.create_stage, stage, shape)
         if stage in self._written:
-            cur.execute(d.sql.clear_stage(stage))
+            text += b"; " + d.statement(("clear_stage", stage), d.sql.clear_stage, stage)
+        self._run(cur, text)
         return stage
 
     def write(self, ws: WriteSet) -> Applied:
@@ -139,37 +246,35 @@ class PostgresTransaction:
         # One ordered, guarded upsert locks every record of the write set (deletes included).
         key = ("upsert", ws.table, stage, *ws.columns, "", *uuids)
         upsert = d.statement(key, sql.upsert, ws.table, stage, ws.columns, uuids)
-        cur.execute(upsert, {"now": ws.now, "entity": ws.entity, "deletes": [rid for rid, _ in ws.deletes]})
-        won = {r[0] for r in cur.fetchall()}
+        deletes = array([rid for rid, _ in ws.deletes])
+        self._flush(cur)
+        cur.execute(upsert, {"now": ws.now, "deletes": deletes})
+        rows = cur.fetchall()
+        won = {r[0] for r in rows}
         deleted = [(rid, v) for rid, v in ws.deletes if rid in won]
         upserted = won
         if deleted:
-            ids = [rid for rid, _ in deleted]
-            upserted = won.difference(ids)
-            cur.execute(sql.delete_ids(ws.table), [ids])
-            cur.execute(sql.upsert_tombstones(), [ws.entity, ws.now, ids, [v for _, v in deleted]])
+            upserted = won.difference([rid for rid, _ in deleted])
+            # Remove the placeholder rows, write the tombstones (and the delete log): one statement.
             # A newer delete that committed while we waited for the record's lock left a newer
             # tombstone: ours is stale (the row, our placeholder, is gone either way).
+            params = {
+                "entity": ws.entity,
+                "now": ws.now,
+                "ids": array([rid for rid, _ in deleted]),
+                "versions": array([v for _, v in deleted]),
+            }
+            cur.execute(d.statement(("delete_applied", ws.table), sql.delete_applied, ws.table), params)
             stoned = {r[0] for r in cur.fetchall()}
             if len(stoned) < len(deleted):
                 deleted = [(rid, v) for rid, v in deleted if rid in stoned]
-                ids = [rid for rid, _ in deleted]
-            if d.layout.write_delete_log and deleted:
-                cur.execute(sql.insert_delete_log(), [ws.entity, ws.now, ids, [v for _, v in deleted]])
-        if upserted:
-            # A newer delete that committed while we waited for a lock: its tombstone wins.
-            # Probe the tombstones by primary key for our ids (cheap; usually finds nothing),
-            # then remove only the rows a newer tombstone supersedes.
-            cur.execute(d.statement(("staged_tombstones", stage), sql.staged_tombstones, stage), [ws.entity])
-            found = cur.fetchall()
-            if found:
-                ours = {r[0]: r[1] for r in ws.upserts}
-                superseded = [
-                    rid for rid, v in found if rid in upserted and v >= ours[rid]  # type: ignore[operator]
-                ]
-                if superseded:
-                    cur.execute(sql.delete_superseded(ws.table), [ws.entity, superseded])
-                    upserted.difference_update(r[0] for r in cur.fetchall())
+        fresh = [r[0] for r in rows if r[1] and r[0] in upserted]
+        if fresh:
+            # The rows the upsert created: one whose record has a tombstone at least as new (a stale
+            # upsert of a deleted record, or one that raced a newer delete) goes again, stale.
+            superseded = d.statement(("superseded", ws.table), sql.delete_superseded, ws.table)
+            cur.execute(superseded, {"entity": ws.entity, "ids": array(fresh)})
+            upserted.difference_update(r[0] for r in cur.fetchall())
         return Applied(frozenset(upserted), frozenset(rid for rid, _ in deleted))
 
 
@@ -201,9 +306,7 @@ class PostgresDestination:
 
     def _connect(self) -> psycopg.Connection[Any]:
         try:
-            return psycopg.connect(
-                self.conninfo, autocommit=True, connect_timeout=10, application_name="des-sync"
-            )
+            return psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10, application_name="des-sync")
         except psycopg.Error as exc:
             raise ConnectionFailed(f"cannot connect to PostgreSQL: {exc}") from exc
 
@@ -345,8 +448,13 @@ class PostgresDestination:
         if not self._support_ready:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 self._ensure_support(cur)
-        with self.conn.transaction():
-            yield PostgresTransaction(self)
+        tx = PostgresTransaction(self)
+        try:
+            yield tx
+        except BaseException:
+            tx.rollback()
+            raise
+        tx.commit()
 
     def classify(self, exc: BaseException) -> ErrorClass:
         return errors.classify(exc, connection_closed=self.conn.closed)
