@@ -49,7 +49,7 @@ DEFAULT_MAX_LINE_BYTES = 16 * 2**20
 KEPT_OF_A_LONG_LINE = 4096
 log = logging.getLogger(__name__)
 _SKIP_CHUNK = 2**20
-READ_BUFFER = 2**20  # the input is read 1 MiB at a time (the default 8 KiB: a system call per ~5 lines)
+READ_BUFFER = 2**18  # the input is read 256 KiB at a time (the default 8 KiB: a system call per ~5 lines)
 
 
 @dataclass

@@ -982,11 +982,16 @@ def parse_lines(
             joined = b""
         if joined:
             exact = has_long_number(joined)
+            del joined  # a batch's size: not kept while the batch is parsed
             if not exact:
                 out = PushParsedBatch()
                 if parse_accepted(lines, out):
                     return out
-            if joined.find(_MESSAGE_LINE) < 0 and joined.find(_DATAVERSE_NAME) < 0:
+                del out
+            joined = b"\n".join(lines)  # type: ignore[arg-type]
+            plain = joined.find(_MESSAGE_LINE) < 0 and joined.find(_DATAVERSE_NAME) < 0
+            del joined
+            if plain:
                 out = PushParsedBatch()
                 for line in lines:
                     parse_body(line, out, exact=exact)
