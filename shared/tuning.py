@@ -1,4 +1,5 @@
-"""Process-wide runtime tuning for throughput-oriented workers (the CLI and the function worker).
+"""Process-wide runtime tuning for throughput-oriented processes: `des replay`, `des demo` and `des bench`
+(and the replay workers they fork). The function app does not call it (its worker is not tuned).
 
 The sync path allocates thousands of short-lived container objects per batch (parsed notifications,
 attribute dicts, rows). They are acyclic and freed by reference counting, yet every 700 allocations
