@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from shared.sqlite_wal import connect_wal
 from shared.store.base import StoreUnavailable
 from shared.store.sql import HISTORY, METRICS, StoreDialect, history_upsert_on_conflict, upsert_on_conflict
 
@@ -30,11 +31,8 @@ class SqliteStoreDialect(StoreDialect):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
+            # Several workers may start at once on a new file: connect_wal waits out the switch to WAL.
+            self.conn = connect_wal(self.path, BUSY_TIMEOUT_S, ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"))
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open the admin store {self.path!r}: {exc}") from exc
         self._lock = threading.RLock()

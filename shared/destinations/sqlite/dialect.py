@@ -13,7 +13,6 @@ import fcntl
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -38,6 +37,7 @@ from shared.engine.ports import (
     WriteSet,
     adoption_problem,
 )
+from shared.sqlite_wal import connect_wal
 
 __all__ = ["SqliteDestination", "SqliteTransaction", "column_type", "declared_type", "quote"]
 
@@ -228,30 +228,10 @@ class SqliteDestination:
         self._registered: dict[str, set[str]] = {}  # table -> its columns that are ours (registry cache)
 
     def _connect(self) -> sqlite3.Connection:
-        deadline = time.monotonic() + self.busy_timeout
-        while True:
-            conn: sqlite3.Connection | None = None
-            try:
-                conn = sqlite3.connect(
-                    self.path, isolation_level=None, timeout=self.busy_timeout, check_same_thread=False
-                )
-                for statement in SqliteSql.SESSION:
-                    conn.execute(statement)
-                return conn
-            except sqlite3.OperationalError as exc:
-                if conn is not None:
-                    conn.close()
-                # Switching a new file to WAL takes an exclusive lock, and SQLite answers SQLITE_BUSY at
-                # once (no busy handler) while another process opens or switches the same file: wait.
-                code = getattr(exc, "sqlite_errorcode", None)
-                if code is not None and code & 0xFF == sqlite3.SQLITE_BUSY and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                    continue
-                raise ConnectionFailed(f"cannot open SQLite database {self.path!r}: {exc}") from exc
-            except sqlite3.Error as exc:
-                if conn is not None:
-                    conn.close()
-                raise ConnectionFailed(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        try:
+            return connect_wal(self.path, self.busy_timeout, SqliteSql.SESSION)
+        except sqlite3.Error as exc:
+            raise ConnectionFailed(f"cannot open SQLite database {self.path!r}: {exc}") from exc
 
     # ------------------------------------------------------------------------------ catalog/DDL
     def read_columns(self, table: str) -> dict[str, ColumnType] | None:
