@@ -306,27 +306,28 @@ def parse_body(body: bytes | str, out: ParsedBatch, *, exact: bool = True) -> No
     check for numbers a double cannot hold: only for a body the caller has checked already
     (:func:`has_long_number` of a batch joined with newlines is False).
     """
-    if exact and has_long_number(body):  # a number a double may not hold: the exact path decides
-        parse_body_reference(body, out)
-        return
+    if (exact and has_long_number(body)) or not _fast(body, out):
+        parse_body_reference(body, out)  # the reference decides, and gives the reason
+
+
+def _fast(body: bytes | str, out: ParsedBatch) -> bool:
+    """Add what the fast path makes of ``body`` to ``out``; False, with ``out`` as it was, when it
+    does not accept the whole body (msgspec refuses it, or one notification breaks a rule)."""
     try:
         notes = _DECODER.decode(body)
-    except Exception:  # anything msgspec refuses (or a str it cannot encode): the reference decides
-        parse_body_reference(body, out)
-        return
+    except Exception:  # anything msgspec refuses (or a str it cannot encode)
+        return False
     if not isinstance(notes, list):
-        if not _add(notes, out, body):
-            parse_body_reference(body, out)
-        return
+        return _add(notes, out, body)
     marks = (len(out.notifications), len(out.unprocessable), out.received)
     raw = body if len(notes) == 1 else None
     for n in notes:
-        if not _add(n, out, raw):  # one element fails: the whole body goes to the reference
+        if not _add(n, out, raw):  # one element fails: none of the body's notifications is kept
             del out.notifications[marks[0] :]
             del out.unprocessable[marks[1] :]
             out.received = marks[2]
-            parse_body_reference(body, out)
-            return
+            return False
+    return True
 
 
 def parse_accepted(bodies: Sequence[bytes | str], out: ParsedBatch) -> bool:
@@ -334,19 +335,7 @@ def parse_accepted(bodies: Sequence[bytes | str], out: ParsedBatch) -> bool:
     number a double cannot hold (:func:`has_long_number`): True when it accepted every one (``out``
     then holds what :func:`parse_body` gives for each); False at the first body it does not accept
     (``out`` is then incomplete: the caller discards it and takes its general route)."""
-    for body in bodies:
-        try:
-            notes = _DECODER.decode(body)
-        except Exception:
-            return False
-        if isinstance(notes, list):
-            raw = body if len(notes) == 1 else None
-            for n in notes:
-                if not _add(n, out, raw):
-                    return False
-        elif not _add(notes, out, body):
-            return False
-    return True
+    return all(_fast(body, out) for body in bodies)
 
 
 def parse_body_reference(body: bytes | str, out: ParsedBatch) -> None:
