@@ -231,12 +231,15 @@ def _strip(body: bytes | str) -> bytes:
     return raw[len(BOM) :] if raw.startswith(BOM) else raw
 
 
+_DATAVERSE_NAME = b'"MessageName"'  # what looks_like_dataverse looks for first
+
+
 def looks_like_dataverse(body: bytes | str) -> bool:
     """Cheap test before any JSON decoding (contract bodies keep their fast path): a
     RemoteExecutionContext names its message, a contract body its schema version."""
     if isinstance(body, str):
         return '"MessageName"' in body and '"schemaVersion"' not in body
-    return body.find(b'"MessageName"') >= 0 and body.find(b'"schemaVersion"') < 0  # find: see has_long_number
+    return body.find(_DATAVERSE_NAME) >= 0 and body.find(b'"schemaVersion"') < 0  # find: see has_long_number
 
 
 def is_dataverse_context(doc: object) -> bool:
@@ -823,7 +826,6 @@ def _ascii_json(value: Any) -> bytes:
 
 
 _MESSAGE_LINE = b'"applicationProperties"'
-_DATAVERSE_NAME = b'"MessageName"'  # what looks_like_dataverse looks for first
 
 
 def split_line(line: bytes | str) -> tuple[bytes | str, Mapping[str, object] | None]:
