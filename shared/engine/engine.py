@@ -122,6 +122,11 @@ class _Group:
     profiles: dict[str, _ColumnStats] = field(default_factory=dict)
     catalog: dict[str, ColumnType] = field(default_factory=dict)
 
+    def parts(self, lo: int, hi: int) -> tuple[slice, slice]:
+        """The upserts and the deletes among the group's records ``lo:hi`` (upserts first, then deletes)."""
+        nu = len(self.upserts)
+        return slice(min(lo, nu), min(hi, nu)), slice(max(lo - nu, 0), max(hi - nu, 0))
+
     def fail(self, keep: list[bool], reason_at: dict[int, str], result: BatchResult) -> None:
         for i, reason in reason_at.items():
             if keep[i]:
@@ -495,26 +500,23 @@ class SyncEngine:
     def _write_set(g: _Group, names: list[str], lo: int, hi: int, now: datetime) -> WriteSet:
         """The write set of the group's records ``lo:hi`` (upserts first, then deletes)."""
         nu = len(g.upserts)
-        ulo, uhi = min(lo, nu), min(hi, nu)
+        ups, dels_part = g.parts(lo, hi)
         rows: list[tuple[object, ...]] = []
-        if uhi > ulo:
+        if ups.stop > ups.start:
             empty: list[object] = [None] * nu
             cols = [g.columns.get(c, empty) for c in names]
             versions = list(map(_VERSION, g.upserts))
-            if ulo == 0 and uhi == nu:
+            if ups.start == 0 and ups.stop == nu:
                 rows = list(zip(g.upsert_ids, versions, *cols, strict=True))
             else:  # a part, while isolating a rejected record
-                part = slice(ulo, uhi)
-                rows = list(zip(g.upsert_ids[part], versions[part], *(c[part] for c in cols), strict=True))
-        part = slice(max(lo - nu, 0), max(hi - nu, 0))
-        dels = list(zip(g.delete_ids[part], map(_VERSION, g.deletes[part]), strict=True))
+                rows = list(zip(g.upsert_ids[ups], versions[ups], *(c[ups] for c in cols), strict=True))
+        dels = list(zip(g.delete_ids[dels_part], map(_VERSION, g.deletes[dels_part]), strict=True))
         return WriteSet(g.entity, g.table, names, rows, dels, now)
 
     @staticmethod
     def _count(g: _Group, lo: int, hi: int, applied: Applied, result: BatchResult) -> None:
         """Count the outcomes of the group's records ``lo:hi`` (upserts first, then deletes)."""
-        nu = len(g.upserts)
-        ups, dels = slice(min(lo, nu), min(hi, nu)), slice(max(lo - nu, 0), max(hi - nu, 0))
+        ups, dels = g.parts(lo, hi)
         upserts, upsert_ids = g.upserts[ups], g.upsert_ids[ups]
         deletes, delete_ids = g.deletes[dels], g.delete_ids[dels]
         counts = result.entity(g.entity)
