@@ -45,6 +45,10 @@ DEFAULT_COMMIT_BYTES = 16 * 2**20
 GROUP_CACHE_KIB = 12 * 1024
 # A replaying SQLite connection checkpoints its WAL every 20,000 pages (80 MiB) instead of 1,000.
 IMPORT_WAL_PAGES = 20_000
+# A replay worker's page cache (its batches commit one by one): a batch's transaction touches more
+# pages than SQLite's default 2,000 KiB hold, so with the default it wrote pages out and read them
+# back within the transaction (BENCHMARKS.md, issue 14, fifth pass).
+WORKER_CACHE_KIB = 8 * 1024
 DEFAULT_MAX_LINE_BYTES = 16 * 2**20
 KEPT_OF_A_LONG_LINE = 4096
 log = logging.getLogger(__name__)
@@ -368,7 +372,7 @@ def _replay_part(
     tune_for_throughput()
     dest = open_destination(dsn, layout)
     if isinstance(dest, SqliteDestination):
-        dest.start_import(IMPORT_WAL_PAGES)
+        dest.start_import(IMPORT_WAL_PAGES, cache_kib=WORKER_CACHE_KIB)
         if write_lock is not None:
             dest.writer_lock = write_lock  # each write transaction takes turns; parsing and preparing do not
     engine = SyncEngine(dest)

@@ -322,6 +322,39 @@ def test_the_import_leaves_the_wal_truncated_and_other_connections_settings_alon
         other.close()
 
 
+def test_page_cache_of_an_import_of_its_groups_and_after_both(tmp_path: Path) -> None:
+    """An import's page cache (replay workers: ``start_import(cache_kib=...)``) holds until
+    ``finish_import``; a commit group's own cache holds while it holds, then the import's again; a
+    reconnect keeps what holds; afterwards SQLite's default."""
+    from shared.destinations.sqlite.sqltext import SqliteSql
+
+    dest = open_destination(f"sqlite:///{tmp_path / 'db.sqlite'}", Layout())
+    assert isinstance(dest, SqliteDestination)
+
+    def cache() -> int:
+        return int(dest.conn.execute("PRAGMA cache_size").fetchone()[0])
+
+    try:
+        assert cache() == SqliteSql.DEFAULT_CACHE_SIZE
+        dest.start_import(20_000, cache_kib=8192)
+        assert cache() == -8192
+        dest.reset()
+        assert cache() == -8192
+        dest.hold_commits(cache_kib=12_288)
+        assert cache() == -12_288
+        dest.reset()
+        assert cache() == -12_288
+        dest.release_commits()
+        assert cache() == -8192
+        dest.finish_import()
+        assert cache() == SqliteSql.DEFAULT_CACHE_SIZE
+        dest.hold_commits(cache_kib=4096)  # a group without an import: back to the default after
+        dest.release_commits()
+        assert cache() == SqliteSql.DEFAULT_CACHE_SIZE
+    finally:
+        dest.close()
+
+
 def test_des_replay_commit_bytes_option(tmp_path: Path) -> None:
     """``des replay --commit-bytes``: 0 commits every batch, the default groups; the same counts and
     tables either way; a negative value is a usage error (exit 2)."""

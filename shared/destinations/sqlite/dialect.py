@@ -222,6 +222,7 @@ class SqliteDestination:
         self.group_lost = False  # a held transaction was rolled back (set until the caller clears it)
         self._hold_cache_kib: int | None = None
         self._import_wal_pages: int | None = None  # start_import
+        self._import_cache_kib: int | None = None  # start_import
         self._support_ready = False
         self._ours: set[str] = set()  # existing tables checked to be entity tables
         self._unwritable: dict[str, set[str]] = {}  # table -> generated columns and columns not ours
@@ -302,17 +303,28 @@ class SqliteDestination:
         self._hold_cache_kib = cache_kib
         self._hold_settings()
 
-    def _hold_settings(self) -> None:
+    def _cache_kib(self) -> int | None:
+        """The page cache this connection keeps now: a commit group's, else an import's, else None
+        (SQLite's default)."""
         if self._holding and self._hold_cache_kib is not None:
-            self.conn.execute(f"PRAGMA cache_size=-{int(self._hold_cache_kib)}")
+            return self._hold_cache_kib
+        return self._import_cache_kib
+
+    def _hold_settings(self) -> None:
+        cache = self._cache_kib()
+        if cache is not None:
+            self.conn.execute(f"PRAGMA cache_size=-{int(cache)}")
         if self._import_wal_pages is not None:
             self.conn.execute(f"PRAGMA wal_autocheckpoint={int(self._import_wal_pages)}")
 
-    def start_import(self, wal_pages: int) -> None:
+    def start_import(self, wal_pages: int, cache_kib: int | None = None) -> None:
         """A bulk import (``des replay``) on this connection: it checkpoints the WAL once it holds
         ``wal_pages`` pages rather than SQLite's 1,000 (fewer, longer checkpoints: BENCHMARKS.md,
-        issue 14, third pass). Only this connection's commits checkpoint later; others keep theirs."""
+        issue 14, third pass). Only this connection's commits checkpoint later; others keep theirs.
+        ``cache_kib``: its page cache for the import (a commit group's own, if any, while it holds):
+        a batch's transaction touches more pages than SQLite's default 2,000 KiB keep."""
         self._import_wal_pages = wal_pages
+        self._import_cache_kib = cache_kib
         self._hold_settings()
 
     def finish_import(self) -> None:
@@ -322,6 +334,9 @@ class SqliteDestination:
         if self._import_wal_pages is None:
             return
         self._import_wal_pages = None
+        if self._import_cache_kib is not None:
+            self._import_cache_kib = None
+            self._restore_cache()
         try:
             self.conn.execute("PRAGMA wal_autocheckpoint=1000")
             self.conn.execute("PRAGMA busy_timeout=0")
@@ -340,8 +355,15 @@ class SqliteDestination:
             self._holding = False
             if self._hold_cache_kib is not None:
                 self._hold_cache_kib = None
-                with contextlib.suppress(sqlite3.Error):
-                    self.conn.execute(f"PRAGMA cache_size={SqliteSql.DEFAULT_CACHE_SIZE}")
+                self._restore_cache()
+
+    def _restore_cache(self) -> None:
+        """Back to the page cache of :meth:`_cache_kib` (SQLite's default when none is set)."""
+        cache = self._cache_kib()
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute(
+                f"PRAGMA cache_size={SqliteSql.DEFAULT_CACHE_SIZE if cache is None else -int(cache)}"
+            )
 
     def commit_group(self) -> None:
         """Commit the open group (its batches' outcomes now hold); nothing when none is open."""
