@@ -174,6 +174,9 @@ _valid_names: set[str] = set()
 # names are all here needs no semantic check beyond its change type.
 _plain_names: set[str] = set()
 _valid_orgs: set[str] = set()
+# Lookup models by id (as sent), reused by :func:`_lookups`; at most this many (~1.5 MiB).
+_LOOKUP_MODELS_LIMIT = 4096
+_lookup_models: dict[str, Lookup] = {}
 # The fields a sender set, shared by every model the fast path builds: the models are frozen, and
 # pydantic copies the set before it adds to it (model_copy).
 _WITHOUT_ATTRIBUTES = set(Notification.model_fields) - {"attributes", "payloadRef"}
@@ -229,13 +232,24 @@ def _model(cls: type[Any], values: dict[str, Any], fields_set: set[str]) -> Any:
 
 
 def _lookups(attrs: dict[str, Any]) -> bool:
-    """Replace the lookups msgspec decoded with :class:`Lookup` models; False when one breaks a rule."""
+    """Replace the lookups msgspec decoded with :class:`Lookup` models; False when one breaks a rule.
+
+    Lookups repeat (owners, currencies, parent records): a model made for an id is kept
+    (:data:`_lookup_models`) and shared by the next lookup with the same id and logical name; the
+    models are frozen, and equal to the one made anew."""
     for key, value in attrs.items():
         if type(value) is _FastLookup:
             rid, name = value.id, value.logicalName
+            kept = _lookup_models.get(rid)
+            if kept is not None and kept.logicalName == name:
+                attrs[key] = kept
+                continue
             if not _is_guid(rid) or (name not in _valid_names and not _name_ok(name)):
                 return False
-            attrs[key] = _model(Lookup, {"id": rid, "logicalName": name}, _LOOKUP_FIELDS)
+            model = attrs[key] = _model(Lookup, {"id": rid, "logicalName": name}, _LOOKUP_FIELDS)
+            if len(_lookup_models) >= _LOOKUP_MODELS_LIMIT:
+                _lookup_models.clear()  # a stream of ever new ids: start over rather than grow
+            _lookup_models[rid] = model
     return True
 
 

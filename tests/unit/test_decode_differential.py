@@ -209,3 +209,51 @@ def test_fast_models_are_frozen_and_share_nothing_a_copy_changes() -> None:
     assert "payloadRef" in moved.model_fields_set
     assert first.model_fields_set == second.model_fields_set == shared_fields
     assert json.loads(second.model_dump_json(exclude_unset=True)).keys() == json.loads(json.dumps(note())).keys()
+
+
+LOOKUP_IDS = st.sampled_from(
+    ["3f2b7c9e-1a2b-4c3d-8e9f-0a1b2c3d4e5f", "3F2B7C9E-1A2B-4C3D-8E9F-0A1B2C3D4E5F",
+     "0b4a4d4d-6e66-4240-bd15-c682e9ad8710", "3f2b7c9e-1a2b-4c3d-8e9f-0a1b2c3d4e5",
+     "3f2b7c9e-1a2b-4c3d-8e9f-0a1b2c3d4e5g", ""]
+)  # fmt: skip
+LOOKUP_NAMES = st.sampled_from(["contact", "account", "Contact", "new_x", "con tact", "", "contact\u0000"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(refs=st.lists(st.lists(st.tuples(LOOKUP_IDS, LOOKUP_NAMES), min_size=1, max_size=3), min_size=1, max_size=6))
+def test_lookups_repeating_ids_are_the_reference_whatever_came_before(refs: list[list[tuple[str, str]]]) -> None:
+    """Lookup models are kept by id and shared (parse._lookup_models): bodies that repeat ids, with
+    the same or another logical name, in another case, or broken, give what the reference gives, in
+    any order, with models kept from earlier bodies and examples."""
+    for body_refs in refs:
+        attributes = {f"l{i}": {"id": rid, "logicalName": name} for i, (rid, name) in enumerate(body_refs)}
+        same(json.dumps(note(attributes=attributes)))
+
+
+def test_lookup_models_are_shared_bounded_and_equal_to_new_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.contract import parse
+
+    monkeypatch.setattr(parse, "_LOOKUP_MODELS_LIMIT", 3)
+    monkeypatch.setattr(parse, "_lookup_models", {})
+    ids = [f"3f2b7c9e-1a2b-4c3d-8e9f-0a1b2c3d4e{i:02x}" for i in range(5)]
+
+    def lookups(*refs: tuple[str, str]) -> list[Any]:
+        body = note(attributes={f"l{i}": {"id": r, "logicalName": n} for i, (r, n) in enumerate(refs)})
+        parsed = parse_bodies([json.dumps(body)])
+        assert parsed.referred == 0
+        (n,) = parsed.notifications
+        return list((n.attributes or {}).values())
+
+    a, b = lookups((ids[0], "contact"), (ids[0], "contact"))
+    assert a is b  # the second lookup of the id reuses the first's model
+    (c,) = lookups((ids[0], "account"))  # another logical name: a model of its own, kept instead
+    assert c is not a
+    assert (c.id, c.logicalName) == (ids[0], "account")
+    assert lookups((ids[0], "account"))[0] is c
+    lookups(*((r, "contact") for r in ids[1:3]))
+    assert len(parse._lookup_models) == 3
+    lookups((ids[3], "contact"))  # the limit: the kept models are dropped, then this one kept
+    assert list(parse._lookup_models) == [ids[3]]
+    (d,) = lookups((ids[0], "account"))
+    assert d is not c
+    assert d == c
