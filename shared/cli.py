@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--commit-bytes", type=int, default=DEFAULT_COMMIT_BYTES,
-        help="SQLite, one worker: commit the writes of this many bytes of input together (default 16 MiB; "
+        help="SQLite, one worker: commit the writes of this many bytes of input together (default 64 MiB; "
         "0: every batch). A batch counts once its group commits; a write failing inside a group redoes the "
         "group one batch per transaction. After a crash, replay the file again (replay is idempotent)",
     )

@@ -39,9 +39,10 @@ from shared.rejects import RejectFiles
 from shared.source.dataverse.push import Reread, parse_lines
 
 DEFAULT_BATCH_SIZE = 5000
-# des replay into SQLite commits the writes of every 16 MiB of input together (one batch is 2 MiB):
-# measured in BENCHMARKS.md (issue 14, third pass). The group's page cache: 12 MiB (peak RSS).
-DEFAULT_COMMIT_BYTES = 16 * 2**20
+# des replay into SQLite commits the writes of every 64 MiB of input together (one batch is 2 MiB):
+# measured in BENCHMARKS.md (issue 14, third and fifth passes). The group's page cache: 12 MiB (peak
+# RSS), whatever the group's size.
+DEFAULT_COMMIT_BYTES = 64 * 2**20
 GROUP_CACHE_KIB = 12 * 1024
 # A replaying SQLite connection checkpoints its WAL every 20,000 pages (80 MiB) instead of 1,000.
 IMPORT_WAL_PAGES = 20_000
