@@ -190,8 +190,8 @@ _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
-# A GUID's shape after :data:`_GUID_SHAPE`: every hex digit becomes "x", the dash stays, any other
-# byte becomes NUL (so it can never match).
+# Byte classes for the GUID check: a hex digit becomes "x", the dash stays, any other byte becomes NUL
+# (never in the form); a GUID's bytes mapped through it are _GUID_FORM.
 _GUID_SHAPE = bytes(
     ord("x") if chr(i) in "0123456789abcdefABCDEF" else ord("-") if chr(i) == "-" else 0 for i in range(256)
 )
