@@ -21,6 +21,23 @@ settings.register_profile("ci", deadline=None, print_blob=True, suppress_health_
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+@pytest.fixture(autouse=True)
+def _redaction_forgets_what_a_test_remembered() -> Iterator[None]:
+    """The one redaction remembers secrets for the whole process (``redaction.remember``, called for
+    every DSN a process uses), and masks them in any text from then on. Tests make up passwords
+    (hypothesis among them): what one test remembered is forgotten after it, so it cannot mask
+    another test's text in the same worker. What fixtures of wider scope remembered stays."""
+    from shared.destinations import redaction
+
+    with redaction._KNOWN_LOCK:
+        known, ordered = set(redaction._KNOWN), redaction._SORTED
+    yield
+    with redaction._KNOWN_LOCK:
+        redaction._KNOWN.clear()
+        redaction._KNOWN.update(known)
+        redaction._SORTED = ordered
+
+
 @pytest.fixture
 def sqlite_dsn(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'dest.db'}"
