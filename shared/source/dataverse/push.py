@@ -984,13 +984,13 @@ def parse_lines(
             joined = b""
         if joined:
             exact = has_long_number(joined)
-            del joined  # a batch's size: not kept while the batch is parsed
             if not exact:
+                del joined  # a batch's size: not kept while the batch is parsed
                 out = PushParsedBatch()
                 if parse_accepted(lines, out):
                     return out
                 del out
-            joined = b"\n".join(lines)  # type: ignore[arg-type]
+                joined = b"\n".join(lines)  # type: ignore[arg-type]
             plain = joined.find(_MESSAGE_LINE) < 0 and joined.find(_DATAVERSE_NAME) < 0
             del joined
             if plain:
