@@ -310,10 +310,13 @@ class SqliteDestination:
             return self._hold_cache_kib
         return self._import_cache_kib
 
-    def _hold_settings(self) -> None:
+    def _cache_pragma(self) -> str:
+        """The statement that sets the page cache of :meth:`_cache_kib` (SQLite's default when none)."""
         cache = self._cache_kib()
-        if cache is not None:
-            self.conn.execute(f"PRAGMA cache_size=-{int(cache)}")
+        return f"PRAGMA cache_size={SqliteSql.DEFAULT_CACHE_SIZE if cache is None else -int(cache)}"
+
+    def _hold_settings(self) -> None:
+        self.conn.execute(self._cache_pragma())
         if self._import_wal_pages is not None:
             self.conn.execute(f"PRAGMA wal_autocheckpoint={int(self._import_wal_pages)}")
 
@@ -358,12 +361,9 @@ class SqliteDestination:
                 self._restore_cache()
 
     def _restore_cache(self) -> None:
-        """Back to the page cache of :meth:`_cache_kib` (SQLite's default when none is set)."""
-        cache = self._cache_kib()
+        """Back to the page cache of :meth:`_cache_kib`, best effort (after a group or an import)."""
         with contextlib.suppress(sqlite3.Error):
-            self.conn.execute(
-                f"PRAGMA cache_size={SqliteSql.DEFAULT_CACHE_SIZE if cache is None else -int(cache)}"
-            )
+            self.conn.execute(self._cache_pragma())
 
     def commit_group(self) -> None:
         """Commit the open group (its batches' outcomes now hold); nothing when none is open."""
